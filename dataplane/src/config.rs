@@ -1,0 +1,254 @@
+//! The engine's configuration: interfaces and their roles, PAT, static forwards,
+//! timeouts and limits. The rules compiler produces it; tests build it directly.
+
+use core::time::Duration;
+use std::net::Ipv4Addr;
+
+/// Index of an interface in [`EngineConfig::ifaces`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+pub struct IfaceId(pub u8);
+
+/// What side of the gateway an interface is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Role {
+    /// The protected LAN; its hosts are translated on the way out.
+    Inside,
+    /// The internet side; carries the shared outside address.
+    Outside,
+}
+
+/// One interface.
+#[derive(Debug, Clone)]
+pub struct IfaceConfig {
+    /// Kernel name (e.g. `eth0`).
+    pub name: String,
+    /// Inside or outside.
+    pub role: Role,
+    /// The gateway's own address on it.
+    pub addr: Ipv4Addr,
+    /// Prefix length of the attached subnet.
+    pub prefix_len: u8,
+}
+
+impl IfaceConfig {
+    /// True when `a` is inside this interface's subnet.
+    pub fn contains(&self, a: u32) -> bool {
+        let mask = prefix_mask(self.prefix_len);
+        a & mask == u32::from(self.addr) & mask
+    }
+
+    /// The subnet's directed broadcast address.
+    pub fn broadcast(&self) -> u32 {
+        u32::from(self.addr) | !prefix_mask(self.prefix_len)
+    }
+}
+
+/// Netmask of a prefix length.
+pub fn prefix_mask(len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len.min(32)))
+    }
+}
+
+/// Port address translation settings.
+#[derive(Debug, Clone)]
+pub struct NatConfig {
+    /// Translate inside hosts onto the outside address (PAT). Off = route only.
+    pub enabled: bool,
+    /// Ports (and ICMP ids) allocated when the original one is taken, inclusive.
+    pub port_range: (u16, u16),
+    /// Keep the inside source port when it is free.
+    pub preserve_port: bool,
+    /// How many candidate ports to try before refusing a new translation.
+    pub max_probes: u32,
+    /// Ports never used for translations: the gateway host's own ephemeral range
+    /// (`net.ipv4.ip_local_port_range`), so its own connections never collide with a
+    /// translation. `None` reserves nothing.
+    pub host_ports: Option<(u16, u16)>,
+}
+
+impl Default for NatConfig {
+    fn default() -> Self {
+        NatConfig {
+            enabled: true,
+            port_range: (1024, 65535),
+            preserve_port: true,
+            max_probes: 4096,
+            host_ports: Some((32768, 60999)),
+        }
+    }
+}
+
+/// A static port forward: outside address:port → inside host:port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortForward {
+    /// TCP or UDP.
+    pub proto: u8,
+    /// Port on the outside address.
+    pub outside_port: u16,
+    /// Inside host.
+    pub inside_addr: Ipv4Addr,
+    /// Port on the inside host.
+    pub inside_port: u16,
+}
+
+/// Idle timeouts (RFC 4787 / 5382 / 5508 minimums or longer by default).
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// TCP SYN_SENT.
+    pub tcp_syn_sent: Duration,
+    /// TCP SYN_RECV.
+    pub tcp_syn_recv: Duration,
+    /// TCP ESTABLISHED (RFC 5382: at least 2 h 4 min).
+    pub tcp_established: Duration,
+    /// TCP FIN_WAIT.
+    pub tcp_fin_wait: Duration,
+    /// TCP CLOSE_WAIT.
+    pub tcp_close_wait: Duration,
+    /// TCP LAST_ACK.
+    pub tcp_last_ack: Duration,
+    /// TCP TIME_WAIT.
+    pub tcp_time_wait: Duration,
+    /// TCP CLOSE (after RST).
+    pub tcp_close: Duration,
+    /// UDP seen in one direction only (RFC 4787: at least 2 min).
+    pub udp_unreplied: Duration,
+    /// UDP seen both ways.
+    pub udp_stream: Duration,
+    /// ICMP queries (RFC 5508: at least 60 s).
+    pub icmp: Duration,
+    /// Other protocols (GRE v0, ESP, ...).
+    pub generic: Duration,
+    /// How long the later fragments of a datagram are expected.
+    pub fragment: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        let s = Duration::from_secs;
+        Timeouts {
+            tcp_syn_sent: s(120),
+            tcp_syn_recv: s(60),
+            tcp_established: s(432_000),
+            tcp_fin_wait: s(120),
+            tcp_close_wait: s(60),
+            tcp_last_ack: s(30),
+            tcp_time_wait: s(120),
+            tcp_close: s(10),
+            udp_unreplied: s(120),
+            udp_stream: s(180),
+            icmp: s(60),
+            generic: s(600),
+            fragment: s(30),
+        }
+    }
+}
+
+/// Table sizes and rate limits, fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connection table capacity.
+    pub max_flows: usize,
+    /// Fragment table capacity.
+    pub max_fragments: usize,
+    /// Connection-event ring size (for `watch`); overflow is counted.
+    pub event_ring: usize,
+    /// ICMP errors the engine may generate per second (token bucket).
+    pub icmp_rate: u32,
+    /// ICMP error burst.
+    pub icmp_burst: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_flows: 262_144, max_fragments: 8192, event_ring: 16_384, icmp_rate: 1000, icmp_burst: 100 }
+    }
+}
+
+/// Everything the engine needs to know.
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    /// Interfaces; an [`IfaceId`] indexes this list.
+    pub ifaces: Vec<IfaceConfig>,
+    /// PAT.
+    pub nat: NatConfig,
+    /// Static port forwards.
+    pub forwards: Vec<PortForward>,
+    /// Idle timeouts.
+    pub timeouts: Timeouts,
+    /// Table sizes.
+    pub limits: Limits,
+    /// Pick up TCP connections mid-stream from the inside (after a restart).
+    pub tcp_pickup: bool,
+}
+
+impl EngineConfig {
+    /// The interface with id `id`.
+    pub fn iface(&self, id: IfaceId) -> Option<&IfaceConfig> {
+        self.ifaces.get(usize::from(id.0))
+    }
+
+    /// The (first) outside interface.
+    pub fn outside(&self) -> Option<(IfaceId, &IfaceConfig)> {
+        self.ifaces
+            .iter()
+            .enumerate()
+            .find(|(_, i)| i.role == Role::Outside)
+            .map(|(n, i)| (IfaceId(n as u8), i))
+    }
+
+    /// The inside interface whose subnet holds `a`.
+    pub fn inside_for(&self, a: u32) -> Option<IfaceId> {
+        self.ifaces
+            .iter()
+            .position(|i| i.role == Role::Inside && i.contains(a))
+            .map(|n| IfaceId(n as u8))
+    }
+
+    /// True when `a` is one of the gateway's own addresses.
+    pub fn is_local(&self, a: u32) -> bool {
+        self.ifaces.iter().any(|i| u32::from(i.addr) == a)
+    }
+
+    /// True when `a` is a broadcast address of an attached subnet.
+    pub fn is_subnet_broadcast(&self, a: u32) -> bool {
+        self.ifaces.iter().any(|i| i.prefix_len < 31 && i.broadcast() == a)
+    }
+
+    /// Checks consistency: one outside interface, sane ranges. Returns a message on error.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.ifaces.len() > 255 {
+            return Err("at most 255 interfaces".into());
+        }
+        let outside = self.ifaces.iter().filter(|i| i.role == Role::Outside).count();
+        if outside != 1 {
+            return Err(format!("exactly one outside interface is required, found {outside}"));
+        }
+        if self.nat.port_range.0 == 0 || self.nat.port_range.0 > self.nat.port_range.1 {
+            return Err("NAT port range must be non-empty and exclude port 0".into());
+        }
+        if self.limits.max_flows == 0 || self.limits.max_flows > (1 << 30) {
+            return Err("max_flows must be between 1 and 2^30".into());
+        }
+        for f in &self.forwards {
+            if self.inside_for(u32::from(f.inside_addr)).is_none() {
+                return Err(format!("forward target {} is on no inside interface", f.inside_addr));
+            }
+        }
+        Ok(())
+    }
+
+    /// A two-interface configuration used by tests, benches and examples:
+    /// inside `10.0.0.1/24`, outside `203.0.113.1/24`.
+    pub fn example() -> EngineConfig {
+        EngineConfig {
+            ifaces: vec![
+                IfaceConfig { name: "inside".into(), role: Role::Inside, addr: Ipv4Addr::new(10, 0, 0, 1), prefix_len: 24 },
+                IfaceConfig { name: "outside".into(), role: Role::Outside, addr: Ipv4Addr::new(203, 0, 113, 1), prefix_len: 24 },
+            ],
+            ..EngineConfig::default()
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Named drop reasons and per-worker counters.
+//!
+//! Every dropped packet has exactly one [`DropReason`]; the list below is the single source
+//! of the enum, its metric names and its help texts. Counters are per worker (one writer),
+//! published as relaxed atomics that the control plane reads and sums.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// A counter with one writer (its worker) and any number of readers.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one. Only the owning worker calls this, so a load and a store suffice (no
+    /// locked read-modify-write on the per-packet path).
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Adds `n`.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A counter with several writers (shared tables); uses an atomic add.
+#[derive(Debug, Default)]
+pub struct SharedCounter(AtomicU64);
+
+impl SharedCounter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+macro_rules! drop_reasons {
+    ($( $(#[doc = $doc:literal])* $variant:ident => $name:literal, )*) => {
+        /// Why the engine dropped a packet. Each variant's doc line is its metric help text.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $( $(#[doc = $doc])* $variant, )*
+        }
+
+        impl DropReason {
+            /// Every reason, in declaration order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            /// Number of reasons.
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The metric / CLI name (snake case).
+            pub fn name(self) -> &'static str {
+                match self { $(DropReason::$variant => $name,)* }
+            }
+
+            /// One-line description (the variant's doc comment).
+            pub fn help(self) -> &'static str {
+                match self { $(DropReason::$variant => concat!($($doc),*).trim_ascii(),)* }
+            }
+
+            /// Looks a reason up by its name.
+            pub fn from_name(s: &str) -> Option<DropReason> {
+                match s { $($name => Some(DropReason::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Frame shorter than an Ethernet header.
+    EthTruncated => "eth_truncated",
+    /// Frame arrived on an interface the engine has no configuration for.
+    UnknownInterface => "unknown_interface",
+    /// IPv4 header truncated.
+    IpTruncated => "ip_truncated",
+    /// IP version field is not 4 behind an IPv4 EtherType.
+    IpBadVersion => "ip_bad_version",
+    /// IPv4 header length or total length inconsistent with the frame.
+    IpBadLength => "ip_bad_length",
+    /// IPv4 header checksum wrong.
+    IpBadChecksum => "ip_bad_checksum",
+    /// Transit packet with IPv4 options (not forwarded by policy).
+    IpOptions => "ip_options",
+    /// Source address that can never be valid (0/8, 127/8, multicast, broadcast, own address).
+    MartianSource => "martian_source",
+    /// TCP header truncated or data offset inconsistent.
+    TcpMalformed => "tcp_malformed",
+    /// UDP header truncated or length field inconsistent.
+    UdpMalformed => "udp_malformed",
+    /// ICMP header truncated, or an ICMP error whose quoted packet cannot be parsed.
+    IcmpMalformed => "icmp_malformed",
+    /// GRE header truncated.
+    GreTruncated => "truncated_gre",
+    /// GRE version 1 violating RFC 2637 (K=0, wrong protocol, C/R/s/Recur bits) or version >= 2.
+    GreMalformed => "unknown_gre",
+    /// IPsec AH cannot survive address translation.
+    AhNotTranslatable => "ah_not_translatable",
+    /// Non-first IPv4 fragment whose first fragment was not seen.
+    FragmentNoFlow => "fragment_no_flow",
+    /// Fragment table full: the datagram's later fragments could not be tracked.
+    FragmentTableFull => "fragment_table_full",
+    /// TTL expired in transit (an ICMP time-exceeded was not sent for it).
+    TtlExpired => "ttl_expired",
+    /// TCP segment invalid for the connection's state.
+    TcpInvalid => "tcp_invalid",
+    /// First packet of a TCP connection is not a SYN.
+    TcpNewNotSyn => "tcp_new_not_syn",
+    /// Packet from the outside matching no connection, translation or forward.
+    UnsolicitedInbound => "unsolicited_inbound",
+    /// Packet of a known flow arrived on an interface its direction never uses (spoofed).
+    WrongInterface => "wrong_interface",
+    /// No free outside port (or ICMP id) for a new translation.
+    NatPortsExhausted => "nat_ports_exhausted",
+    /// Port-less protocol: another inside host holds the translation towards that peer.
+    NatPeerTaken => "nat_peer_taken",
+    /// Connection table full: new connection refused, existing ones unaffected.
+    TableFull => "conntrack_table_full",
+    /// ICMP error quoting a packet of no known connection.
+    IcmpErrorNoFlow => "icmp_error_no_flow",
+    /// Denied by an access list.
+    AclDenied => "acl_denied",
+    /// Connection limit (global, per host or embryonic) reached.
+    ConnLimit => "conn_limit",
+    /// Source and destination address are equal (LAND attack).
+    LandAttack => "land_attack",
+}
+
+/// One worker's counters.
+#[derive(Debug)]
+pub struct Counters {
+    /// Frames handed to the engine.
+    pub rx: Counter,
+    /// Frames forwarded.
+    pub forwarded: Counter,
+    /// Frames handed to the host stack.
+    pub to_host: Counter,
+    /// ICMP errors the engine generated (time exceeded).
+    pub icmp_generated: Counter,
+    /// Connections this worker created.
+    pub flows_created: Counter,
+    /// Packets that matched an existing connection.
+    pub flow_hits: Counter,
+    drops: [Counter; DropReason::COUNT],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            rx: Counter::default(),
+            forwarded: Counter::default(),
+            to_host: Counter::default(),
+            icmp_generated: Counter::default(),
+            flows_created: Counter::default(),
+            flow_hits: Counter::default(),
+            drops: core::array::from_fn(|_| Counter::default()),
+        }
+    }
+}
+
+impl Counters {
+    /// Counts a drop.
+    #[inline]
+    pub fn count_drop(&self, r: DropReason) {
+        self.drops[r as usize].inc();
+    }
+
+    /// Drops counted for one reason.
+    pub fn drops(&self, r: DropReason) -> u64 {
+        self.drops[r as usize].get()
+    }
+
+    /// All drops, summed.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().map(Counter::get).sum()
+    }
+
+    /// Snapshot of the non-zero drop counters.
+    pub fn drop_snapshot(&self) -> Vec<(DropReason, u64)> {
+        DropReason::ALL
+            .iter()
+            .map(|&r| (r, self.drops(r)))
+            .filter(|&(_, n)| n > 0)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_round_trip() {
+        let mut seen = std::collections::HashSet::new();
+        for &r in DropReason::ALL {
+            assert!(seen.insert(r.name()), "duplicate name {}", r.name());
+            assert_eq!(DropReason::from_name(r.name()), Some(r));
+            assert!(!r.help().is_empty());
+        }
+        assert_eq!(DropReason::from_name("nope"), None);
+    }
+
+    #[test]
+    fn counts_per_reason() {
+        let c = Counters::default();
+        c.count_drop(DropReason::TableFull);
+        c.count_drop(DropReason::TableFull);
+        c.count_drop(DropReason::AclDenied);
+        assert_eq!(c.drops(DropReason::TableFull), 2);
+        assert_eq!(c.total_drops(), 3);
+        assert_eq!(c.drop_snapshot().len(), 2);
+    }
+}

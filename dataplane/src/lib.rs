@@ -1,0 +1,29 @@
+//! xgw's packet engine.
+//!
+//! This crate owns everything that decides what happens to one packet: the typed views
+//! over frame bytes ([`wire`]), RFC 1624 checksum arithmetic ([`checksum`]), the
+//! connection table ([`conntrack`]), port address translation ([`nat`]), IPv4 fragment
+//! tracking ([`frag`]), the named drop reasons and counters ([`counters`]) and the
+//! pipeline that ties them together ([`pipeline::Engine`]).
+//!
+//! The engine is sans-IO: [`pipeline::Engine::process`] takes one frame (borrowed, rewritten
+//! in place), the interface it arrived on and the current time, and returns a
+//! [`pipeline::Verdict`]. It never reads a clock, opens a socket or allocates per packet.
+//! The outer layers — offline pcap replay ([`replay`]), AF_XDP workers, the daemon — feed it.
+#![forbid(unsafe_code)]
+
+pub mod checksum;
+pub mod config;
+pub mod conntrack;
+pub mod counters;
+pub mod frag;
+pub mod nat;
+pub mod pipeline;
+pub mod replay;
+pub mod time;
+pub mod wire;
+
+pub use config::{EngineConfig, IfaceConfig, IfaceId, Role};
+pub use counters::{Counters, DropReason};
+pub use pipeline::{Engine, Frame, RxMeta, Shared, Verdict};
+pub use time::Time;

@@ -1,0 +1,984 @@
+//! One frame in, one verdict out.
+//!
+//! ```text
+//!  frame ─► Ethernet ─► not IPv4 ─────────────────────────────────────────► ToHost
+//!              │
+//!              ▼
+//!           IPv4 checks (length, checksum, martians, options) ──bad──► Drop(reason)
+//!              │
+//!              ├─ later fragment ─► fragment table ─► L3 rewrite ──────────► Forward
+//!              ▼
+//!           L4 key ─► flow table hit? ──yes──► TCP state, counters, rewrite ─► Forward
+//!              │ no
+//!              ├─ ICMP error ─► flow of the quoted packet ─► inside-out rewrite ► Forward
+//!              ├─ to the gateway itself, no forward ──────────────────────────► ToHost
+//!              ▼
+//!           slow path: policy check, PAT port reservation / forward / hairpin,
+//!           flow insertion ─► rewrite ───────────────────────────────────────► Forward
+//! ```
+//!
+//! The fast path (a flow hit) does a hash lookup, locks one flow, copies its precomputed
+//! [`Rewrite`] and applies it with incremental checksum updates. Nothing on it allocates.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::checksum;
+use crate::config::{EngineConfig, IfaceId, Role};
+use crate::conntrack::tcp::{self as tcpsm, TcpEvent, TcpState, Transition};
+use crate::conntrack::{
+    status, Dir, Flow, FlowKey, FlowKind, FlowTable, InsertError, L4State, Rewrite,
+};
+use crate::counters::{Counters, DropReason};
+use crate::frag::{FragEntry, FragKey, FragTable};
+use crate::nat::{Forwards, PortCandidates};
+use crate::time::Time;
+use crate::wire::{be16, be32, ethernet, gre, icmp, ipv4, proto, put16, tcp, udp, WireError};
+
+/// A frame in a buffer that may be larger than the frame (an AF_XDP chunk, a pcap record
+/// copied into a scratch buffer). The engine may shorten or lengthen `len` (when it turns
+/// the frame into an ICMP error) but never beyond `buf.len()`.
+#[derive(Debug)]
+pub struct Frame<'a> {
+    /// The buffer.
+    pub buf: &'a mut [u8],
+    /// Bytes of `buf` that hold the frame.
+    pub len: usize,
+}
+
+impl<'a> Frame<'a> {
+    /// A frame filling the whole buffer.
+    pub fn new(buf: &'a mut [u8]) -> Frame<'a> {
+        let len = buf.len();
+        Frame { buf, len }
+    }
+
+    /// The frame's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len.min(self.buf.len())]
+    }
+}
+
+/// Where a frame came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxMeta {
+    /// Ingress interface.
+    pub iface: IfaceId,
+}
+
+/// What to do with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Verdict {
+    /// Transmit on this interface (the frame was rewritten).
+    Forward(IfaceId),
+    /// Hand to the host's own stack, unchanged.
+    ToHost,
+    /// Drop, for this reason.
+    Drop(DropReason),
+}
+
+/// What policy sees of a packet that would create a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewFlow {
+    /// Ingress interface.
+    pub ingress: IfaceId,
+    /// IP protocol.
+    pub proto: u8,
+    /// Source address.
+    pub src: u32,
+    /// Destination address (before any forward is applied).
+    pub dst: u32,
+    /// Source port (0 when none).
+    pub sport: u16,
+    /// Destination port (0 when none).
+    pub dport: u16,
+    /// ICMP type and code, for ICMP.
+    pub icmp: Option<(u8, u8)>,
+}
+
+/// A policy decision, naming the rule that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Create the flow.
+    Permit {
+        /// Rule id (0 = default).
+        rule: u32,
+    },
+    /// Drop the packet.
+    Deny {
+        /// Rule id (0 = implicit deny).
+        rule: u32,
+    },
+}
+
+/// Access policy evaluated on the first packet of a flow. The rules crate implements it.
+pub trait Policy: Send + Sync + core::fmt::Debug {
+    /// Decides whether `f` may create a flow.
+    fn check(&self, f: &NewFlow) -> Decision;
+}
+
+/// Permits everything (the policy when no access list is bound).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PermitAll;
+
+impl Policy for PermitAll {
+    fn check(&self, _: &NewFlow) -> Decision {
+        Decision::Permit { rule: 0 }
+    }
+}
+
+/// State shared by every worker: configuration, the flow and fragment tables, the policy.
+#[derive(Debug)]
+pub struct Shared {
+    config: EngineConfig,
+    forwards: Forwards,
+    outside: (IfaceId, u32),
+    /// The connection table.
+    pub flows: FlowTable,
+    /// The fragment table.
+    pub frags: FragTable,
+    policy: ArcSwap<Box<dyn Policy>>,
+}
+
+impl Shared {
+    /// Builds the shared state; refuses an inconsistent configuration.
+    pub fn new(config: EngineConfig) -> Result<Shared, String> {
+        config.validate()?;
+        let (oid, oif) = config.outside().ok_or("no outside interface")?;
+        let outside = (oid, u32::from(oif.addr));
+        Ok(Shared {
+            forwards: Forwards::new(&config.forwards),
+            flows: FlowTable::new(config.limits.max_flows, config.limits.event_ring),
+            frags: FragTable::new(config.limits.max_fragments),
+            policy: ArcSwap::from_pointee(Box::new(PermitAll) as Box<dyn Policy>),
+            outside,
+            config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Replaces the access policy atomically; flows already admitted keep their verdict.
+    pub fn set_policy(&self, p: Box<dyn Policy>) {
+        self.policy.store(Arc::new(p));
+    }
+
+    /// Expires idle flows and fragments: examines up to `budget` flow slots. Call it
+    /// regularly from a control thread (or the replay loop).
+    pub fn sweep(&self, now: Time, budget: usize) -> usize {
+        self.frags.sweep(now);
+        self.flows.sweep(now, budget, &self.config.timeouts, |_| {})
+    }
+}
+
+/// What was parsed out of a frame, once.
+#[derive(Debug, Clone, Copy)]
+struct Pkt {
+    iface: IfaceId,
+    now: Time,
+    l3: usize,
+    ip_len: usize,
+    hl: usize,
+    src: u32,
+    dst: u32,
+    proto: u8,
+    ttl: u8,
+    ident: u16,
+    first_frag: bool,
+    later_frag: bool,
+    l4: L4,
+    sport: u16,
+    dport: u16,
+    tcp_flags: u8,
+    icmp_type: u8,
+    icmp_code: u8,
+}
+
+/// How the L4 header is rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum L4 {
+    Tcp,
+    Udp,
+    IcmpQuery,
+    IcmpError,
+    IcmpOther,
+    Other,
+}
+
+/// One worker's engine. Cheap to create; share [`Shared`] between workers.
+#[derive(Debug)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    w: Worker,
+}
+
+/// The per-worker part of an engine: counters, the port-choice generator, the ICMP
+/// token bucket. Kept apart from [`Shared`] so that the per-packet path borrows the shared
+/// state without touching its reference count.
+#[derive(Debug)]
+struct Worker {
+    counters: Arc<Counters>,
+    rng: u32,
+    icmp_tokens: u64,
+    icmp_refill: Time,
+}
+
+impl Engine {
+    /// A worker engine over shared state, with its own counters.
+    pub fn new(shared: Arc<Shared>) -> Engine {
+        let burst = u64::from(shared.config.limits.icmp_burst);
+        let w = Worker { counters: Arc::new(Counters::default()), rng: 0x9e37_79b9, icmp_tokens: burst, icmp_refill: Time::ZERO };
+        Engine { shared, w }
+    }
+
+    /// This worker's counters (the control plane keeps a clone of the `Arc`).
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.w.counters
+    }
+
+    /// The shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Seeds the port-choice generator (workers seed from the OS; tests keep the default).
+    pub fn seed(&mut self, seed: u32) {
+        self.w.rng = seed | 1;
+    }
+
+    /// Processes a batch: `verdicts[i]` is the verdict for `frames[i]`.
+    pub fn process_batch(&mut self, frames: &mut [Frame<'_>], metas: &[RxMeta], now: Time, verdicts: &mut [Verdict]) {
+        for ((f, m), v) in frames.iter_mut().zip(metas).zip(verdicts.iter_mut()) {
+            *v = self.process(f, *m, now);
+        }
+    }
+
+    /// Processes one frame: rewrites it in place and returns the verdict.
+    pub fn process(&mut self, frame: &mut Frame<'_>, meta: RxMeta, now: Time) -> Verdict {
+        let sh: &Shared = &self.shared;
+        let w = &mut self.w;
+        w.counters.rx.inc();
+        let v = w.process_inner(sh, frame, meta, now);
+        match v {
+            Verdict::Forward(_) => w.counters.forwarded.inc(),
+            Verdict::ToHost => w.counters.to_host.inc(),
+            Verdict::Drop(r) => w.counters.count_drop(r),
+        }
+        v
+    }
+}
+
+impl Worker {
+    fn next_rand(&mut self) -> u32 {
+        // xorshift32: port choice only needs to be unpredictable-ish and cheap
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.rng = x;
+        x
+    }
+
+    fn process_inner(&mut self, sh: &Shared, frame: &mut Frame<'_>, meta: RxMeta, now: Time) -> Verdict {
+        let len = frame.len.min(frame.buf.len());
+        let pkt = match self.parse(sh, &frame.buf[..len], meta) {
+            Ok(Some(p)) => Pkt { now, ..p },
+            Ok(None) => return Verdict::ToHost,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let cfg = &sh.config;
+
+        // Later fragments: no L4 header, use what the first fragment decided.
+        if pkt.later_frag {
+            return self.later_fragment(sh, frame, &pkt, now);
+        }
+
+        let key = flow_key(&pkt);
+        if let Some(r) = sh.flows.lookup(&key) {
+            if let Some(v) = self.established(sh, frame, &pkt, r, &key) {
+                return v;
+            }
+        }
+        if pkt.l4 == L4::IcmpError {
+            return self.icmp_error(sh, frame, &pkt, now);
+        }
+
+        let ingress = match cfg.iface(meta.iface) {
+            Some(i) => i,
+            None => return Verdict::Drop(DropReason::UnknownInterface),
+        };
+        let to_outside_addr = pkt.dst == sh.outside.1;
+        let forward = if to_outside_addr && matches!(pkt.l4, L4::Tcp | L4::Udp) {
+            sh.forwards.get(pkt.proto, pkt.dport).copied()
+        } else {
+            None
+        };
+        if cfg.is_local(pkt.dst) && forward.is_none() {
+            // the gateway's own traffic (SSH to the box, ping, its own connections' replies)
+            return Verdict::ToHost;
+        }
+        if ingress.role == Role::Outside && forward.is_none() {
+            return Verdict::Drop(DropReason::UnsolicitedInbound);
+        }
+        if pkt.ttl <= 1 {
+            return self.time_exceeded(sh, frame, &pkt, meta, now);
+        }
+        self.new_flow(sh, frame, &pkt, &key, forward)
+    }
+
+    fn parse(&self, sh: &Shared, frame: &[u8], meta: RxMeta) -> Result<Option<Pkt>, DropReason> {
+        let eth = ethernet::Frame::new_checked(frame).map_err(|_| DropReason::EthTruncated)?;
+        if eth.ethertype() != ethernet::ETHERTYPE_IPV4 {
+            return Ok(None);
+        }
+        let l3 = eth.payload_offset();
+        let ip = ipv4::Packet::new_checked(&frame[l3..]).map_err(|e| match e {
+            WireError::Truncated => DropReason::IpTruncated,
+            WireError::BadVersion => DropReason::IpBadVersion,
+            WireError::BadLength => DropReason::IpBadLength,
+        })?;
+        if !ip.verify_checksum() {
+            return Err(DropReason::IpBadChecksum);
+        }
+        let cfg = &sh.config;
+        if cfg.iface(meta.iface).is_none() {
+            return Err(DropReason::UnknownInterface);
+        }
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        if is_martian_source(src) || cfg.is_local(src) {
+            return Err(DropReason::MartianSource);
+        }
+        if is_multicast_or_broadcast(dst) || cfg.is_subnet_broadcast(dst) {
+            return Ok(None);
+        }
+        if src == dst {
+            return Err(DropReason::LandAttack);
+        }
+        let hl = ip.header_len();
+        if hl > ipv4::MIN_HEADER_LEN {
+            if cfg.is_local(dst) {
+                return Ok(None);
+            }
+            return Err(DropReason::IpOptions);
+        }
+        let mut p = Pkt {
+            iface: meta.iface,
+            now: Time::ZERO,
+            l3,
+            ip_len: usize::from(ip.total_len()),
+            hl,
+            src,
+            dst,
+            proto: ip.protocol(),
+            ttl: ip.ttl(),
+            ident: ip.ident(),
+            first_frag: ip.more_frags() && ip.frag_offset() == 0,
+            later_frag: ip.frag_offset() != 0,
+            l4: L4::Other,
+            sport: 0,
+            dport: 0,
+            tcp_flags: 0,
+            icmp_type: 0,
+            icmp_code: 0,
+        };
+        if p.later_frag {
+            return Ok(Some(p)); // no L4 header
+        }
+        let l4 = ip.payload();
+        match p.proto {
+            proto::TCP => {
+                let t = tcp::Packet::new_checked(l4).map_err(|_| DropReason::TcpMalformed)?;
+                p.l4 = L4::Tcp;
+                (p.sport, p.dport, p.tcp_flags) = (t.src_port(), t.dst_port(), t.flags());
+            }
+            proto::UDP => {
+                let u = if p.first_frag { udp::Packet::new_header_only(l4) } else { udp::Packet::new_checked(l4) }
+                    .map_err(|_| DropReason::UdpMalformed)?;
+                p.l4 = L4::Udp;
+                (p.sport, p.dport) = (u.src_port(), u.dst_port());
+            }
+            proto::ICMP => {
+                let i = icmp::Packet::new_checked(l4).map_err(|_| DropReason::IcmpMalformed)?;
+                (p.icmp_type, p.icmp_code) = (i.msg_type(), i.code());
+                if icmp::is_query(p.icmp_type) {
+                    p.l4 = L4::IcmpQuery;
+                    p.sport = i.ident();
+                } else if icmp::is_error(p.icmp_type) {
+                    if p.first_frag {
+                        return Err(DropReason::IcmpMalformed);
+                    }
+                    p.l4 = L4::IcmpError;
+                } else {
+                    p.l4 = L4::IcmpOther;
+                }
+            }
+            proto::GRE => {
+                let g = gre::Packet::new_checked(l4).map_err(|_| DropReason::GreTruncated)?;
+                match g.kind() {
+                    gre::Kind::Malformed => return Err(DropReason::GreMalformed),
+                    // PPTP GRE is tracked by key only when inspection creates it (the ALG);
+                    // without it, both versions are tracked by address pair.
+                    gre::Kind::Pptp | gre::Kind::V0 => p.l4 = L4::Other,
+                }
+            }
+            _ => {}
+        }
+        Ok(Some(p))
+    }
+
+    /// The fast path. Returns `None` when the flow vanished between lookup and lock.
+    fn established(
+        &mut self,
+        sh: &Shared,
+        frame: &mut Frame<'_>,
+        pkt: &Pkt,
+        r: crate::conntrack::FlowRef,
+        key: &FlowKey,
+    ) -> Option<Verdict> {
+        let (meta, now) = (RxMeta { iface: pkt.iface }, pkt.now);
+        if pkt.ttl <= 1 {
+            // still a transit packet of a known flow: answer like a router
+            sh.flows.with_flow(r, key, |_, _| ())?;
+            return Some(self.time_exceeded(sh, frame, pkt, meta, now));
+        }
+        let outcome = sh.flows.with_flow(r, key, |f, dir| {
+            if f.rewrite[dir.opposite().index()].egress != meta.iface {
+                // a flow's packets arrive where its other direction leaves: anything else
+                // is spoofed
+                return Err(DropReason::WrongInterface);
+            }
+            if let L4State::Tcp(state) = f.l4 {
+                let reply = dir == Dir::Reply;
+                match tcpsm::transition(state, reply, TcpEvent::from_flags(pkt.tcp_flags)) {
+                    Transition::Invalid => return Err(DropReason::TcpInvalid),
+                    Transition::Ignore => {}
+                    Transition::To(next) => {
+                        if next == TcpState::SynSent && matches!(state, TcpState::TimeWait | TcpState::Close) {
+                            // the port pair is reused: a new connection on the old mapping
+                            f.status = 0;
+                            f.created = now;
+                        }
+                        f.l4 = L4State::Tcp(next);
+                        if next == TcpState::Established && f.seen_reply() {
+                            f.status |= status::ASSURED;
+                        }
+                    }
+                }
+            } else if f.seen_reply() && f.l4 == L4State::Udp {
+                f.status |= status::ASSURED;
+            }
+            if dir == Dir::Reply {
+                f.status |= status::SEEN_REPLY;
+            }
+            let d = dir.index();
+            f.packets[d] += 1;
+            f.bytes[d] += pkt.ip_len as u64;
+            f.last_seen = now;
+            Ok(f.rewrite[d])
+        })?;
+        self.counters.flow_hits.inc();
+        Some(match outcome {
+            Ok(rw) => self.forward(sh, frame, pkt, &rw, now),
+            Err(reason) => Verdict::Drop(reason),
+        })
+    }
+
+    /// Applies a rewrite, decrements the TTL, remembers a first fragment, and forwards.
+    fn forward(&mut self, sh: &Shared, frame: &mut Frame<'_>, pkt: &Pkt, rw: &Rewrite, now: Time) -> Verdict {
+        let ip = &mut frame.buf[pkt.l3..pkt.l3 + pkt.ip_len];
+        apply_rewrite(ip, pkt.hl, pkt.l4, rw);
+        ipv4::Packet::new_unchecked(&mut *ip).decrement_ttl();
+        if pkt.first_frag {
+            let k = FragKey { src: pkt.src, dst: pkt.dst, ident: pkt.ident, proto: pkt.proto };
+            let e = FragEntry { src: rw.src, dst: rw.dst, ingress: pkt.iface, egress: rw.egress, expires: now.plus(sh.config.timeouts.fragment) };
+            if !sh.frags.insert(k, e) {
+                self.counters.count_drop(DropReason::FragmentTableFull);
+            }
+        }
+        Verdict::Forward(rw.egress)
+    }
+
+    fn later_fragment(&mut self, sh: &Shared, frame: &mut Frame<'_>, pkt: &Pkt, now: Time) -> Verdict {
+        let k = FragKey { src: pkt.src, dst: pkt.dst, ident: pkt.ident, proto: pkt.proto };
+        let Some(e) = sh.frags.lookup(&k, now) else {
+            return if sh.config.is_local(pkt.dst) {
+                Verdict::ToHost
+            } else {
+                Verdict::Drop(DropReason::FragmentNoFlow)
+            };
+        };
+        if e.ingress != pkt.iface {
+            return Verdict::Drop(DropReason::WrongInterface);
+        }
+        if pkt.ttl <= 1 {
+            return Verdict::Drop(DropReason::TtlExpired);
+        }
+        let mut ip = ipv4::Packet::new_unchecked(&mut frame.buf[pkt.l3..pkt.l3 + pkt.ip_len]);
+        if e.src != pkt.src {
+            ip.set_src_addr_fixup(e.src);
+        }
+        if e.dst != pkt.dst {
+            ip.set_dst_addr_fixup(e.dst);
+        }
+        ip.decrement_ttl();
+        Verdict::Forward(e.egress)
+    }
+
+    /// The slow path: policy, translation choice, insertion.
+    fn new_flow(
+        &mut self,
+        sh: &Shared,
+        frame: &mut Frame<'_>,
+        pkt: &Pkt,
+        key: &FlowKey,
+        forward: Option<crate::config::PortForward>,
+    ) -> Verdict {
+        let (meta, now) = (RxMeta { iface: pkt.iface }, pkt.now);
+        let shared = sh;
+        let cfg = &shared.config;
+        let Some(ingress) = cfg.iface(meta.iface) else {
+            return Verdict::Drop(DropReason::UnknownInterface);
+        };
+        if pkt.l4 == L4::IcmpOther {
+            // router solicitations, timestamps without ids, ...: not forwarded
+            return Verdict::Drop(DropReason::UnsolicitedInbound);
+        }
+        let l4state = match pkt.l4 {
+            L4::Tcp => {
+                let ev = TcpEvent::from_flags(pkt.tcp_flags);
+                match ev {
+                    TcpEvent::Syn => L4State::Tcp(TcpState::SynSent),
+                    TcpEvent::Ack if cfg.tcp_pickup && ingress.role == Role::Inside => L4State::Tcp(TcpState::Established),
+                    _ => return Verdict::Drop(DropReason::TcpNewNotSyn),
+                }
+            }
+            L4::Udp => L4State::Udp,
+            L4::IcmpQuery => {
+                if pkt.icmp_type == icmp::kind::ECHO_REPLY || pkt.icmp_type == icmp::kind::TIMESTAMP_REPLY {
+                    // a reply creates nothing
+                    return Verdict::Drop(if ingress.role == Role::Outside {
+                        DropReason::UnsolicitedInbound
+                    } else {
+                        DropReason::IcmpErrorNoFlow
+                    });
+                }
+                L4State::Icmp
+            }
+            _ => L4State::Other,
+        };
+        let nf = NewFlow {
+            ingress: meta.iface,
+            proto: pkt.proto,
+            src: pkt.src,
+            dst: pkt.dst,
+            sport: pkt.sport,
+            dport: pkt.dport,
+            icmp: (pkt.proto == proto::ICMP).then_some((pkt.icmp_type, pkt.icmp_code)),
+        };
+        let rule = match shared.policy.load().check(&nf) {
+            Decision::Permit { rule } => rule,
+            Decision::Deny { .. } => return Verdict::Drop(DropReason::AclDenied),
+        };
+        let outside = shared.outside;
+        let seed = self.next_rand();
+        let k = *key;
+
+        let result = if let Some(fw) = forward {
+            let host = u32::from(fw.inside_addr);
+            let Some(host_if) = cfg.inside_for(host) else {
+                return Verdict::Drop(DropReason::UnsolicitedInbound);
+            };
+            if ingress.role == Role::Outside {
+                // DNAT: remote -> P:fport becomes remote -> host:hport
+                let reply = FlowKey { src: host, dst: k.src, sport: fw.inside_port, dport: k.sport, proto: k.proto };
+                shared.flows.insert(
+                    k,
+                    [reply],
+                    |r| {
+                        let mut f = Flow::new(
+                            [k, r],
+                            [
+                                Rewrite { src: k.src, dst: host, sport: k.sport, dport: fw.inside_port, egress: host_if },
+                                Rewrite { src: outside.1, dst: k.src, sport: k.dport, dport: k.sport, egress: meta.iface },
+                            ],
+                            l4state,
+                            FlowKind::Dnat,
+                            now,
+                        );
+                        f.rule = rule;
+                        f
+                    },
+                    now,
+                )
+            } else {
+                // hairpin: inside -> P:fport becomes P:p -> host:hport, replies go back inside
+                let cands = PortCandidates::new(k.sport, &cfg.nat, seed)
+                    .map(|p| FlowKey { src: host, dst: outside.1, sport: fw.inside_port, dport: p, proto: k.proto });
+                shared.flows.insert(
+                    k,
+                    cands,
+                    |r| {
+                        let mut f = Flow::new(
+                            [k, r],
+                            [
+                                Rewrite { src: outside.1, dst: host, sport: r.dport, dport: fw.inside_port, egress: host_if },
+                                Rewrite { src: outside.1, dst: k.src, sport: k.dport, dport: k.sport, egress: meta.iface },
+                            ],
+                            l4state,
+                            FlowKind::Hairpin,
+                            now,
+                        );
+                        f.rule = rule;
+                        f
+                    },
+                    now,
+                )
+            }
+        } else if let Some(dst_if) = cfg.inside_for(pkt.dst) {
+            // between inside interfaces: tracked, not translated
+            let reply = mirror(&k);
+            shared.flows.insert(
+                k,
+                [reply],
+                |r| {
+                    let mut f = Flow::new(
+                        [k, r],
+                        [
+                            Rewrite { src: k.src, dst: k.dst, sport: k.sport, dport: k.dport, egress: dst_if },
+                            Rewrite { src: r.src, dst: r.dst, sport: r.sport, dport: r.dport, egress: meta.iface },
+                        ],
+                        l4state,
+                        FlowKind::Routed,
+                        now,
+                    );
+                    f.rule = rule;
+                    f
+                },
+                now,
+            )
+        } else {
+            // PAT onto the outside address
+            if !cfg.nat.enabled {
+                let reply = mirror(&k);
+                shared.flows.insert(
+                    k,
+                    [reply],
+                    |r| {
+                        let mut f = Flow::new(
+                            [k, r],
+                            [
+                                Rewrite { src: k.src, dst: k.dst, sport: k.sport, dport: k.dport, egress: outside.0 },
+                                Rewrite { src: r.src, dst: r.dst, sport: r.sport, dport: r.dport, egress: meta.iface },
+                            ],
+                            l4state,
+                            FlowKind::Routed,
+                            now,
+                        );
+                        f.rule = rule;
+                        f
+                    },
+                    now,
+                )
+            } else {
+                if pkt.proto == proto::AH {
+                    return Verdict::Drop(DropReason::AhNotTranslatable);
+                }
+                let ports = match pkt.l4 {
+                    L4::Tcp | L4::Udp | L4::IcmpQuery => PortCandidates::new(k.sport, &cfg.nat, seed),
+                    _ => PortCandidates::only(0),
+                };
+                let icmp_q = pkt.l4 == L4::IcmpQuery;
+                let cands = ports.map(|p| {
+                    if icmp_q {
+                        FlowKey { src: k.dst, dst: outside.1, sport: p, dport: 0, proto: k.proto }
+                    } else {
+                        FlowKey { src: k.dst, dst: outside.1, sport: k.dport, dport: p, proto: k.proto }
+                    }
+                });
+                shared.flows.insert(
+                    k,
+                    cands,
+                    |r| {
+                        let (nsport, orig_back) = if icmp_q { (r.sport, (k.sport, 0)) } else { (r.dport, (k.dport, k.sport)) };
+                        let mut f = Flow::new(
+                            [k, r],
+                            [
+                                Rewrite { src: outside.1, dst: k.dst, sport: nsport, dport: k.dport, egress: outside.0 },
+                                Rewrite { src: k.dst, dst: k.src, sport: orig_back.0, dport: orig_back.1, egress: meta.iface },
+                            ],
+                            l4state,
+                            FlowKind::Snat,
+                            now,
+                        );
+                        f.rule = rule;
+                        f
+                    },
+                    now,
+                )
+            }
+        };
+        match result {
+            Ok((r, _)) => {
+                self.counters.flows_created.inc();
+                // count the first packet and apply its rewrite through the normal path
+                match self.established(sh, frame, pkt, r, key) {
+                    Some(v) => v,
+                    None => Verdict::Drop(DropReason::TableFull),
+                }
+            }
+            Err(InsertError::Exists(r)) => match self.established(sh, frame, pkt, r, key) {
+                Some(v) => v,
+                None => Verdict::Drop(DropReason::TableFull),
+            },
+            Err(InsertError::Full) => Verdict::Drop(DropReason::TableFull),
+            Err(InsertError::NoReplyKey) => Verdict::Drop(match pkt.l4 {
+                L4::Tcp | L4::Udp | L4::IcmpQuery => DropReason::NatPortsExhausted,
+                _ => DropReason::NatPeerTaken,
+            }),
+        }
+    }
+
+    /// An ICMP error matching no flow directly: find the flow of the packet it quotes and
+    /// translate the error (outer header and quote) the way that flow's replies go.
+    fn icmp_error(&mut self, sh: &Shared, frame: &mut Frame<'_>, pkt: &Pkt, _now: Time) -> Verdict {
+        let icmp_off = pkt.l3 + pkt.hl;
+        let icmp_end = pkt.l3 + pkt.ip_len;
+        let body = &frame.buf[icmp_off + icmp::HEADER_LEN..icmp_end];
+        let Ok(inner) = ipv4::Packet::new_quoted(body) else {
+            return Verdict::Drop(DropReason::IcmpMalformed);
+        };
+        let ihl = inner.header_len();
+        if body.len() < ihl + 8 {
+            return Verdict::Drop(DropReason::IcmpMalformed);
+        }
+        let (isrc, idst, iproto) = (inner.src_addr(), inner.dst_addr(), inner.protocol());
+        let il4 = &body[ihl..];
+        let quoted = match iproto {
+            proto::TCP | proto::UDP => (be16(il4, 0), be16(il4, 2), L4::Tcp),
+            proto::ICMP if icmp::is_query(il4[0]) => (be16(il4, 4), 0, L4::IcmpQuery),
+            _ => (0, 0, L4::Other),
+        };
+        let inner_key = FlowKey { src: isrc, dst: idst, sport: quoted.0, dport: quoted.1, proto: iproto };
+        let lk = mirror(&inner_key);
+        let found = sh.flows.lookup(&lk).and_then(|r| {
+            sh.flows.with_flow(r, &lk, |f, dir| (f.keys[dir.opposite().index()], f.keys[dir.index()], f.rewrite[dir.index()]))
+        });
+        let Some((orig_inner, kd, rw)) = found else {
+            return if sh.config.is_local(pkt.dst) {
+                Verdict::ToHost
+            } else {
+                Verdict::Drop(DropReason::IcmpErrorNoFlow)
+            };
+        };
+        if pkt.dst != kd.dst {
+            // the error must go to whoever sent the quoted packet
+            return Verdict::Drop(DropReason::IcmpErrorNoFlow);
+        }
+        if pkt.ttl <= 1 {
+            return Verdict::Drop(DropReason::TtlExpired);
+        }
+        // rewrite the quote, keeping every checksum right (the ICMP one covers the quote)
+        let icmp_buf = &mut frame.buf[icmp_off..icmp_end];
+        let mut csum = be16(icmp_buf, 2);
+        {
+            let q = &mut icmp_buf[icmp::HEADER_LEN..];
+            let l4_csum_off = match iproto {
+                proto::TCP if q.len() >= ihl + 18 => Some(ihl + 16),
+                proto::UDP if be16(q, ihl + 6) != 0 => Some(ihl + 6),
+                proto::ICMP => Some(ihl + 2),
+                _ => None,
+            };
+            let pseudo = matches!(iproto, proto::TCP | proto::UDP);
+            let set_addr = |q: &mut [u8], off: usize, new: u32, csum: &mut u16| {
+                let old = be32(q, off);
+                if old == new {
+                    return;
+                }
+                set16(q, off, (new >> 16) as u16, csum);
+                set16(q, off + 2, new as u16, csum);
+                let ic = checksum::adjust32(be16(q, 10), old, new);
+                set16(q, 10, ic, csum);
+                if let (Some(o), true) = (l4_csum_off, pseudo) {
+                    let c = checksum::adjust32(be16(q, o), old, new);
+                    set16(q, o, c, csum);
+                }
+            };
+            set_addr(q, 12, orig_inner.src, &mut csum);
+            set_addr(q, 16, orig_inner.dst, &mut csum);
+            let set_port = |q: &mut [u8], off: usize, new: u16, csum: &mut u16| {
+                let old = be16(q, off);
+                if old == new {
+                    return;
+                }
+                set16(q, off, new, csum);
+                if let Some(o) = l4_csum_off {
+                    let c = checksum::adjust16(be16(q, o), old, new);
+                    set16(q, o, c, csum);
+                }
+            };
+            match quoted.2 {
+                L4::Tcp => {
+                    set_port(q, ihl, orig_inner.sport, &mut csum);
+                    set_port(q, ihl + 2, orig_inner.dport, &mut csum);
+                }
+                L4::IcmpQuery => set_port(q, ihl + 4, orig_inner.sport, &mut csum),
+                _ => {}
+            }
+        }
+        put16(icmp_buf, 2, csum);
+        let mut ip = ipv4::Packet::new_unchecked(&mut frame.buf[pkt.l3..icmp_end]);
+        if pkt.src == kd.src && rw.src != pkt.src {
+            ip.set_src_addr_fixup(rw.src);
+        }
+        if rw.dst != pkt.dst {
+            ip.set_dst_addr_fixup(rw.dst);
+        }
+        ip.decrement_ttl();
+        Verdict::Forward(rw.egress)
+    }
+
+    fn take_icmp_token(&mut self, sh: &Shared, now: Time) -> bool {
+        let l = &sh.config.limits;
+        let per_token = 1_000_000_000 / u64::from(l.icmp_rate.max(1));
+        let elapsed = now.as_nanos().saturating_sub(self.icmp_refill.as_nanos());
+        let add = elapsed / per_token;
+        if add > 0 {
+            self.icmp_tokens = (self.icmp_tokens + add).min(u64::from(l.icmp_burst));
+            self.icmp_refill = Time(self.icmp_refill.as_nanos() + add * per_token);
+        }
+        if now < self.icmp_refill {
+            self.icmp_refill = now;
+        }
+        if self.icmp_tokens == 0 {
+            return false;
+        }
+        self.icmp_tokens -= 1;
+        true
+    }
+
+    /// Turns the frame into an ICMP time-exceeded for its sender (RFC 792, RFC 1812 §4.3),
+    /// sent back out of the ingress interface from the gateway's address there.
+    fn time_exceeded(&mut self, sh: &Shared, frame: &mut Frame<'_>, pkt: &Pkt, meta: RxMeta, now: Time) -> Verdict {
+        if pkt.l4 == L4::IcmpError || !self.take_icmp_token(sh, now) {
+            return Verdict::Drop(DropReason::TtlExpired);
+        }
+        let Some(ingress) = sh.config.iface(meta.iface) else {
+            return Verdict::Drop(DropReason::UnknownInterface);
+        };
+        let from = u32::from(ingress.addr);
+        const NEW_HDR: usize = ipv4::MIN_HEADER_LEN + icmp::HEADER_LEN;
+        let room = frame.buf.len().saturating_sub(pkt.l3 + NEW_HDR);
+        let quote = pkt.ip_len.min(576 - NEW_HDR).min(room);
+        if quote < pkt.hl + 8 && quote < pkt.ip_len {
+            return Verdict::Drop(DropReason::TtlExpired);
+        }
+        frame.buf.copy_within(pkt.l3..pkt.l3 + quote, pkt.l3 + NEW_HDR);
+        let total = NEW_HDR + quote;
+        let ident = self.next_rand() as u16;
+        let b = &mut frame.buf[pkt.l3..pkt.l3 + total];
+        ipv4::Packet::new_unchecked(&mut *b).emit_header(total as u16, ident, 64, proto::ICMP, from, pkt.src);
+        icmp::Packet::new_unchecked(&mut b[ipv4::MIN_HEADER_LEN..]).emit(icmp::kind::TIME_EXCEEDED, 0, 0);
+        ethernet::swap_addrs(&mut frame.buf[..pkt.l3]);
+        frame.len = pkt.l3 + total;
+        self.counters.icmp_generated.inc();
+        Verdict::Forward(meta.iface)
+    }
+}
+
+fn set16(q: &mut [u8], off: usize, new: u16, csum: &mut u16) {
+    let old = be16(q, off);
+    put16(q, off, new);
+    *csum = checksum::adjust16(*csum, old, new);
+}
+
+/// The key a packet carries on arrival.
+fn flow_key(p: &Pkt) -> FlowKey {
+    match p.l4 {
+        L4::Tcp | L4::Udp => FlowKey { src: p.src, dst: p.dst, sport: p.sport, dport: p.dport, proto: p.proto },
+        L4::IcmpQuery => FlowKey { src: p.src, dst: p.dst, sport: p.sport, dport: 0, proto: p.proto },
+        _ => FlowKey { src: p.src, dst: p.dst, sport: 0, dport: 0, proto: p.proto },
+    }
+}
+
+/// The key of the opposite direction when nothing is translated.
+fn mirror(k: &FlowKey) -> FlowKey {
+    match k.proto {
+        proto::TCP | proto::UDP => FlowKey { src: k.dst, dst: k.src, sport: k.dport, dport: k.sport, proto: k.proto },
+        proto::ICMP => FlowKey { src: k.dst, dst: k.src, sport: k.sport, dport: 0, proto: k.proto },
+        _ => FlowKey { src: k.dst, dst: k.src, sport: 0, dport: 0, proto: k.proto },
+    }
+}
+
+/// Writes a direction's rewrite into an IP packet (header length `hl`), adjusting every
+/// checksum incrementally. L4 first: its checksum covers the addresses being changed.
+fn apply_rewrite(ip: &mut [u8], hl: usize, l4: L4, rw: &Rewrite) {
+    let (old_src, old_dst) = (be32(ip, 12), be32(ip, 16));
+    let later_frag = be16(ip, 6) & 0x1fff != 0;
+    if !later_frag {
+        let seg = &mut ip[hl..];
+        match l4 {
+            L4::Tcp => {
+                let mut t = tcp::Packet::new_unchecked(seg);
+                if t.src_port() != rw.sport {
+                    t.set_src_port_fixup(rw.sport);
+                }
+                if t.dst_port() != rw.dport {
+                    t.set_dst_port_fixup(rw.dport);
+                }
+                if old_src != rw.src {
+                    t.fixup_addr(old_src, rw.src);
+                }
+                if old_dst != rw.dst {
+                    t.fixup_addr(old_dst, rw.dst);
+                }
+            }
+            L4::Udp => {
+                let mut u = udp_view(seg);
+                if u.src_port() != rw.sport {
+                    u.set_src_port_fixup(rw.sport);
+                }
+                if u.dst_port() != rw.dport {
+                    u.set_dst_port_fixup(rw.dport);
+                }
+                if old_src != rw.src {
+                    u.fixup_addr(old_src, rw.src);
+                }
+                if old_dst != rw.dst {
+                    u.fixup_addr(old_dst, rw.dst);
+                }
+            }
+            L4::IcmpQuery => {
+                let mut i = icmp::Packet::new_unchecked(seg);
+                if i.ident() != rw.sport {
+                    i.set_ident_fixup(rw.sport);
+                }
+            }
+            L4::IcmpError | L4::IcmpOther | L4::Other => {}
+        }
+    }
+    let mut p = ipv4::Packet::new_unchecked(ip);
+    if old_src != rw.src {
+        p.set_src_addr_fixup(rw.src);
+    }
+    if old_dst != rw.dst {
+        p.set_dst_addr_fixup(rw.dst);
+    }
+}
+
+fn udp_view(seg: &mut [u8]) -> udp::Packet<&mut [u8]> {
+    // parse() validated at least the 8-byte header
+    udp::Packet::new_unchecked(seg)
+}
+
+fn is_martian_source(a: u32) -> bool {
+    let first = a >> 24;
+    first == 0 || first == 127 || (224..=255).contains(&first)
+}
+
+fn is_multicast_or_broadcast(a: u32) -> bool {
+    a >> 28 == 0xe || a == u32::MAX
+}

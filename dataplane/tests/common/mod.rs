@@ -1,0 +1,146 @@
+//! Frame builders and independent checksum checks for engine tests. Frames are built
+//! with etherparse and checked with etherparse (or a plain RFC 1071 sum written here),
+//! never with the engine's own checksum code.
+#![allow(dead_code)]
+
+use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use xgw_dataplane::{Engine, EngineConfig, Frame, IfaceId, RxMeta, Shared, Time, Verdict};
+
+pub const INSIDE: IfaceId = IfaceId(0);
+pub const OUTSIDE: IfaceId = IfaceId(1);
+pub const P: [u8; 4] = [203, 0, 113, 1];
+pub const S: [u8; 4] = [198, 51, 100, 20];
+pub const C1: [u8; 4] = [10, 0, 0, 5];
+pub const C2: [u8; 4] = [10, 0, 0, 6];
+const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+
+pub fn engine() -> Engine {
+    engine_with(EngineConfig::example())
+}
+
+pub fn engine_with(cfg: EngineConfig) -> Engine {
+    Engine::new(Arc::new(Shared::new(cfg).expect("valid config")))
+}
+
+pub fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: &str, payload: &[u8]) -> Vec<u8> {
+    tcp_ttl(src, dst, sport, dport, flags, payload, 64)
+}
+
+pub fn tcp_ttl(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: &str, payload: &[u8], ttl: u8) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(src, dst, ttl).tcp(sport, dport, 1000, 65535);
+    for f in flags.chars() {
+        b = match f {
+            'S' => b.syn(),
+            'A' => b.ack(1),
+            'F' => b.fin(),
+            'R' => b.rst(),
+            'P' => b.psh(),
+            _ => b,
+        };
+    }
+    let mut v = Vec::new();
+    b.write(&mut v, payload).expect("build");
+    v
+}
+
+pub fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(src, dst, 64).udp(sport, dport).write(&mut v, payload).expect("build");
+    v
+}
+
+pub fn echo(src: [u8; 4], dst: [u8; 4], id: u16, seq: u16, reply: bool) -> Vec<u8> {
+    let mut v = Vec::new();
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(src, dst, 64);
+    if reply {
+        b.icmpv4_echo_reply(id, seq).write(&mut v, b"ping").expect("build");
+    } else {
+        b.icmpv4_echo_request(id, seq).write(&mut v, b"ping").expect("build");
+    }
+    v
+}
+
+/// A raw IPv4 packet with an arbitrary protocol and payload.
+pub fn raw_ip(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(src, dst, 64)
+        .write(&mut v, etherparse::IpNumber(proto), payload)
+        .expect("build");
+    v
+}
+
+pub fn run(e: &mut Engine, frame: &mut Vec<u8>, iface: IfaceId, t: u64) -> Verdict {
+    let len = frame.len();
+    let mut buf = frame.clone();
+    buf.resize(2048, 0);
+    let mut f = Frame { buf: &mut buf[..], len };
+    let v = e.process(&mut f, RxMeta { iface }, Time::from_millis(t));
+    let n = f.len;
+    *frame = buf[..n].to_vec();
+    v
+}
+
+/// Independent RFC 1071 sum check.
+pub fn sums_to_ones(data: &[u8], init: u32) -> bool {
+    let mut s = init;
+    for c in data.chunks(2) {
+        let w = if c.len() == 2 { u32::from(c[0]) << 8 | u32::from(c[1]) } else { u32::from(c[0]) << 8 };
+        s += w;
+    }
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s == 0xffff
+}
+
+/// Checks every checksum in a frame with etherparse (IP, TCP, UDP) or the plain sum (ICMP).
+pub fn assert_checksums(frame: &[u8]) {
+    let p = SlicedPacket::from_ethernet(frame).expect("parses");
+    let Some(NetSlice::Ipv4(ip)) = &p.net else { panic!("not IPv4") };
+    let h = ip.header().to_header();
+    assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 header checksum");
+    match &p.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            let want = t.to_header().calc_checksum_ipv4(&h, t.payload()).expect("calc");
+            assert_eq!(t.checksum(), want, "TCP checksum");
+        }
+        Some(TransportSlice::Udp(u)) if u.checksum() != 0 => {
+            let want = u.to_header().calc_checksum_ipv4(&h, u.payload()).expect("calc");
+            assert_eq!(u.checksum(), want, "UDP checksum");
+        }
+        Some(TransportSlice::Icmpv4(_)) => {
+            let l4 = ip.payload().payload;
+            assert!(sums_to_ones(l4, 0), "ICMP checksum");
+        }
+        _ => {}
+    }
+}
+
+pub struct Tuple {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub ttl: u8,
+}
+
+/// Addresses and ports of a TCP or UDP frame (ICMP: id as sport).
+pub fn tuple(frame: &[u8]) -> Tuple {
+    let p = SlicedPacket::from_ethernet(frame).expect("parses");
+    let Some(NetSlice::Ipv4(ip)) = &p.net else { panic!("not IPv4") };
+    let h = ip.header();
+    let (sport, dport) = match &p.transport {
+        Some(TransportSlice::Tcp(t)) => (t.source_port(), t.destination_port()),
+        Some(TransportSlice::Udp(u)) => (u.source_port(), u.destination_port()),
+        Some(TransportSlice::Icmpv4(i)) => {
+            let b = i.slice();
+            (u16::from_be_bytes([b[4], b[5]]), 0)
+        }
+        _ => (0, 0),
+    };
+    Tuple { src: h.source_addr(), dst: h.destination_addr(), sport, dport, ttl: h.ttl() }
+}

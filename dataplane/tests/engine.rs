@@ -1,0 +1,475 @@
+//! Engine scenarios: packet sequences in, bytes and verdicts out, counter deltas asserted.
+
+mod common;
+
+use common::*;
+use std::net::Ipv4Addr;
+use xgw_dataplane::config::PortForward;
+use xgw_dataplane::conntrack::tcp::TcpState;
+use xgw_dataplane::conntrack::{FlowKey, L4State};
+use xgw_dataplane::{DropReason, EngineConfig, Time, Verdict};
+
+fn ip(a: [u8; 4]) -> Ipv4Addr {
+    Ipv4Addr::from(a)
+}
+
+fn key(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, proto: u8) -> FlowKey {
+    FlowKey { src: u32::from(ip(src)), dst: u32::from(ip(dst)), sport, dport, proto }
+}
+
+#[test]
+fn tcp_outbound_is_translated_and_replies_return() {
+    let mut e = engine();
+    let mut syn = tcp(C1, S, 40000, 443, "S", b"");
+    assert_eq!(run(&mut e, &mut syn, INSIDE, 0), Verdict::Forward(OUTSIDE));
+    assert_checksums(&syn);
+    let t = tuple(&syn);
+    assert_eq!((t.src, t.dst, t.dport, t.ttl), (ip(P), ip(S), 443, 63));
+    // 40000 lies in the host's ephemeral range, so it is not preserved
+    assert_ne!(t.sport, 40000);
+    let pport = t.sport;
+
+    let mut synack = tcp(S, P, 443, pport, "SA", b"");
+    assert_eq!(run(&mut e, &mut synack, OUTSIDE, 1), Verdict::Forward(INSIDE));
+    assert_checksums(&synack);
+    let t = tuple(&synack);
+    assert_eq!((t.src, t.dst, t.sport, t.dport), (ip(S), ip(C1), 443, 40000));
+
+    let mut ack = tcp(C1, S, 40000, 443, "A", b"hello");
+    assert_eq!(run(&mut e, &mut ack, INSIDE, 2), Verdict::Forward(OUTSIDE));
+    assert_checksums(&ack);
+
+    let flows = &e.shared().flows;
+    let r = flows.lookup(&key(C1, S, 40000, 443, 6)).expect("tracked");
+    let f = flows.with_flow(r, &key(C1, S, 40000, 443, 6), |f, _| *f).expect("live");
+    assert_eq!(f.l4, L4State::Tcp(TcpState::Established));
+    assert!(f.assured() && f.seen_reply());
+    assert_eq!(f.packets, [2, 1]);
+    assert_eq!(e.counters().flows_created.get(), 1);
+}
+
+#[test]
+fn source_port_kept_when_free_and_changed_on_collision() {
+    let mut e = engine();
+    let mut a = tcp(C1, S, 5555, 80, "S", b"");
+    let mut b = tcp(C2, S, 5555, 80, "S", b"");
+    assert_eq!(run(&mut e, &mut a, INSIDE, 0), Verdict::Forward(OUTSIDE));
+    assert_eq!(run(&mut e, &mut b, INSIDE, 0), Verdict::Forward(OUTSIDE));
+    let (ta, tb) = (tuple(&a), tuple(&b));
+    assert_eq!(ta.sport, 5555, "free port preserved");
+    assert_ne!(tb.sport, 5555, "colliding port reallocated");
+    // replies reach the right host
+    let mut ra = tcp(S, P, 80, ta.sport, "SA", b"");
+    let mut rb = tcp(S, P, 80, tb.sport, "SA", b"");
+    run(&mut e, &mut ra, OUTSIDE, 1);
+    run(&mut e, &mut rb, OUTSIDE, 1);
+    assert_eq!((tuple(&ra).dst, tuple(&ra).dport), (ip(C1), 5555));
+    assert_eq!((tuple(&rb).dst, tuple(&rb).dport), (ip(C2), 5555));
+    assert_checksums(&rb);
+}
+
+#[test]
+fn udp_both_ways_and_zero_checksum_stays_zero() {
+    let mut e = engine();
+    let mut out = udp(C1, S, 5060, 5060, b"INVITE");
+    assert_eq!(run(&mut e, &mut out, INSIDE, 0), Verdict::Forward(OUTSIDE));
+    assert_checksums(&out);
+    let p = tuple(&out).sport;
+    let mut back = udp(S, P, 5060, p, b"100 Trying");
+    assert_eq!(run(&mut e, &mut back, OUTSIDE, 5), Verdict::Forward(INSIDE));
+    assert_checksums(&back);
+    assert_eq!(tuple(&back).dst, ip(C1));
+
+    let mut nocsum = udp(C1, S, 7000, 53, b"q");
+    // zero the UDP checksum (offset 14 + 20 + 6)
+    nocsum[40] = 0;
+    nocsum[41] = 0;
+    assert_eq!(run(&mut e, &mut nocsum, INSIDE, 6), Verdict::Forward(OUTSIDE));
+    assert_eq!(&nocsum[40..42], &[0, 0]);
+}
+
+#[test]
+fn icmp_echo_ids_translated_like_ports() {
+    let mut e = engine();
+    let mut a = echo(C1, S, 77, 1, false);
+    let mut b = echo(C2, S, 77, 1, false);
+    run(&mut e, &mut a, INSIDE, 0);
+    run(&mut e, &mut b, INSIDE, 0);
+    assert_checksums(&a);
+    assert_checksums(&b);
+    let (ia, ib) = (tuple(&a).sport, tuple(&b).sport);
+    assert_ne!(ia, ib, "two hosts, same id, distinct outside ids");
+    let mut rb = echo(S, P, ib, 1, true);
+    assert_eq!(run(&mut e, &mut rb, OUTSIDE, 1), Verdict::Forward(INSIDE));
+    assert_checksums(&rb);
+    assert_eq!((tuple(&rb).dst, tuple(&rb).sport), (ip(C2), 77));
+    // an unsolicited echo reply creates nothing
+    let mut stray = echo(S, P, 999, 1, true);
+    assert_eq!(run(&mut e, &mut stray, OUTSIDE, 2), Verdict::ToHost, "to the gateway itself");
+}
+
+/// Builds an ICMP error from `router` to `to` quoting the first 28 bytes of `quoted`'s IP packet.
+fn icmp_error(router: [u8; 4], to: [u8; 4], typ: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
+    let ip_pkt = &quoted[14..];
+    let q = &ip_pkt[..ip_pkt.len().min(28)];
+    let mut body = vec![typ, code, 0, 0, 0, 0, 0x05, 0xdc];
+    body.extend_from_slice(q);
+    let c = !{
+        let mut s: u32 = 0;
+        for ch in body.chunks(2) {
+            s += u32::from(ch[0]) << 8 | u32::from(*ch.get(1).unwrap_or(&0));
+        }
+        while s >> 16 != 0 {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        s as u16
+    };
+    body[2..4].copy_from_slice(&c.to_be_bytes());
+    raw_ip(router, to, 1, &body)
+}
+
+#[test]
+fn icmp_frag_needed_is_translated_inside_out() {
+    let mut e = engine();
+    let mut syn = tcp(C1, S, 40000, 443, "S", b"");
+    run(&mut e, &mut syn, INSIDE, 0);
+    let router = [192, 0, 2, 254];
+    let mut err = icmp_error(router, P, 3, 4, &syn);
+    assert_eq!(run(&mut e, &mut err, OUTSIDE, 1), Verdict::Forward(INSIDE));
+    assert_checksums(&err);
+    let t = tuple(&err);
+    assert_eq!((t.src, t.dst), (ip(router), ip(C1)));
+    // the quote now shows the packet as the inside host sent it
+    let q = &err[14 + 20 + 8..];
+    assert_eq!(&q[12..16], &C1);
+    assert_eq!(&q[16..20], &S);
+    assert_eq!(u16::from_be_bytes([q[20], q[21]]), 40000);
+    assert!(sums_to_ones(&q[..20], 0), "quoted IP header checksum");
+}
+
+#[test]
+fn icmp_error_quoting_udp_and_echo() {
+    let mut e = engine();
+    let mut u = udp(C1, S, 1000, 53, b"query");
+    run(&mut e, &mut u, INSIDE, 0);
+    let mut err = icmp_error(S, P, 3, 3, &u);
+    assert_eq!(run(&mut e, &mut err, OUTSIDE, 1), Verdict::Forward(INSIDE));
+    assert_checksums(&err);
+    assert_eq!(tuple(&err).src, ip(S), "an error from the remote end host keeps its address");
+
+    let mut ping = echo(C1, S, 5, 1, false);
+    run(&mut e, &mut ping, INSIDE, 0);
+    let mut te = icmp_error([192, 0, 2, 9], P, 11, 0, &ping);
+    assert_eq!(run(&mut e, &mut te, OUTSIDE, 1), Verdict::Forward(INSIDE));
+    assert_checksums(&te);
+    let q = &te[14 + 28..];
+    assert_eq!(u16::from_be_bytes([q[24], q[25]]), 5, "quoted echo id restored");
+
+    let before = e.counters().drops(DropReason::IcmpErrorNoFlow);
+    let mut orphan = icmp_error([192, 0, 2, 9], [10, 0, 0, 99], 3, 1, &tcp(P, S, 1, 2, "S", b""));
+    assert_eq!(run(&mut e, &mut orphan, OUTSIDE, 2), Verdict::Drop(DropReason::IcmpErrorNoFlow));
+    assert_eq!(e.counters().drops(DropReason::IcmpErrorNoFlow), before + 1);
+}
+
+#[test]
+fn static_forward_and_hairpin() {
+    let mut cfg = EngineConfig::example();
+    cfg.forwards.push(PortForward { proto: 6, outside_port: 2222, inside_addr: ip(C2), inside_port: 22 });
+    let mut e = engine_with(cfg);
+    let remote = [198, 51, 100, 77];
+    let mut syn = tcp(remote, P, 50000, 2222, "S", b"");
+    assert_eq!(run(&mut e, &mut syn, OUTSIDE, 0), Verdict::Forward(INSIDE));
+    assert_checksums(&syn);
+    let t = tuple(&syn);
+    assert_eq!((t.src, t.dst, t.sport, t.dport), (ip(remote), ip(C2), 50000, 22));
+    let mut synack = tcp(C2, remote, 22, 50000, "SA", b"");
+    assert_eq!(run(&mut e, &mut synack, INSIDE, 1), Verdict::Forward(OUTSIDE));
+    let t = tuple(&synack);
+    assert_eq!((t.src, t.sport), (ip(P), 2222));
+
+    // hairpin: C1 reaches the forward on the outside address
+    let mut hp = tcp(C1, P, 41000, 2222, "S", b"");
+    assert_eq!(run(&mut e, &mut hp, INSIDE, 2), Verdict::Forward(INSIDE));
+    assert_checksums(&hp);
+    let t = tuple(&hp);
+    assert_eq!((t.src, t.dst, t.dport), (ip(P), ip(C2), 22));
+    let mut hpr = tcp(C2, P, 22, t.sport, "SA", b"");
+    assert_eq!(run(&mut e, &mut hpr, INSIDE, 3), Verdict::Forward(INSIDE));
+    assert_checksums(&hpr);
+    let t = tuple(&hpr);
+    assert_eq!((t.src, t.dst, t.sport, t.dport), (ip(P), ip(C1), 2222, 41000));
+}
+
+#[test]
+fn gateway_own_traffic_goes_to_host() {
+    let mut e = engine();
+    let mut ssh = tcp(S, P, 50000, 22, "S", b"");
+    assert_eq!(run(&mut e, &mut ssh, OUTSIDE, 0), Verdict::ToHost);
+    let mut ping = echo(S, P, 1, 1, false);
+    assert_eq!(run(&mut e, &mut ping, OUTSIDE, 0), Verdict::ToHost);
+    let mut dns = udp(C1, [10, 0, 0, 1], 3333, 53, b"q");
+    assert_eq!(run(&mut e, &mut dns, INSIDE, 0), Verdict::ToHost);
+    let mut arp = vec![0xffu8; 42];
+    arp[12] = 0x08;
+    arp[13] = 0x06;
+    assert_eq!(run(&mut e, &mut arp, INSIDE, 0), Verdict::ToHost);
+    let mut bcast = udp(C1, [10, 0, 0, 255], 68, 67, b"dhcp");
+    assert_eq!(run(&mut e, &mut bcast, INSIDE, 0), Verdict::ToHost);
+    assert_eq!(e.counters().to_host.get(), 5);
+    assert!(e.shared().flows.is_empty(), "host traffic creates no flows");
+}
+
+#[test]
+fn ttl_expiry_answers_with_time_exceeded() {
+    let mut e = engine();
+    let mut pkt = tcp_ttl(C1, S, 40000, 443, "S", b"", 1);
+    let orig = pkt.clone();
+    assert_eq!(run(&mut e, &mut pkt, INSIDE, 0), Verdict::Forward(INSIDE));
+    assert_checksums(&pkt);
+    let t = tuple(&pkt);
+    assert_eq!((t.src, t.dst), (Ipv4Addr::new(10, 0, 0, 1), ip(C1)));
+    assert_eq!(&pkt[14 + 20..14 + 22], &[11, 0], "time exceeded, in transit");
+    assert_eq!(&pkt[14 + 28..14 + 28 + 20], &orig[14..34], "quotes the original header");
+    assert_eq!(e.counters().icmp_generated.get(), 1);
+    assert!(e.shared().flows.is_empty());
+}
+
+#[test]
+fn malformed_frames_are_dropped_and_counted() {
+    let mut e = engine();
+    let good = udp(C1, S, 1, 2, b"x");
+    let cases: Vec<(Vec<u8>, DropReason)> = vec![
+        (good[..10].to_vec(), DropReason::EthTruncated),
+        (good[..20].to_vec(), DropReason::IpTruncated),
+        ({
+            let mut b = good.clone();
+            b[14] = 0x44; // IHL 16 bytes
+            b
+        }, DropReason::IpBadLength),
+        ({
+            let mut b = good.clone();
+            b[14 + 2] = 0x40; // total length beyond the frame
+            b
+        }, DropReason::IpBadLength),
+        ({
+            let mut b = good.clone();
+            b[14 + 10] ^= 0xff;
+            b
+        }, DropReason::IpBadChecksum),
+        ({
+            let mut b = good.clone();
+            b[14] = 0x65;
+            b
+        }, DropReason::IpBadVersion),
+        (udp([127, 0, 0, 1], S, 1, 2, b"x"), DropReason::MartianSource),
+        (udp(S, S, 1, 2, b"x"), DropReason::LandAttack),
+        (raw_ip(C1, S, 6, &[0u8; 10]), DropReason::TcpMalformed),
+        (raw_ip(C1, S, 17, &[0, 1, 0, 2, 0, 50, 0, 0]), DropReason::UdpMalformed),
+        (raw_ip(C1, S, 1, &[8, 0, 0]), DropReason::IcmpMalformed),
+        (raw_ip(C1, S, 47, &[0, 1]), DropReason::GreTruncated),
+        (raw_ip(C1, S, 47, &[0x30, 0x02, 0x88, 0x0b, 0, 0, 0, 0, 0, 0, 0, 0]), DropReason::GreMalformed),
+        (raw_ip(C1, S, 51, &[0u8; 24]), DropReason::AhNotTranslatable),
+        (tcp(S, [10, 0, 0, 7], 1, 2, "S", b""), DropReason::UnsolicitedInbound),
+        (tcp(C1, S, 1, 2, "A", b""), DropReason::TcpNewNotSyn),
+    ];
+    for (i, (mut frame, reason)) in cases.into_iter().enumerate() {
+        let iface = if reason == DropReason::UnsolicitedInbound { OUTSIDE } else { INSIDE };
+        let before = e.counters().drops(reason);
+        assert_eq!(run(&mut e, &mut frame, iface, 0), Verdict::Drop(reason), "case {i}");
+        assert_eq!(e.counters().drops(reason), before + 1, "case {i} counted");
+    }
+}
+
+#[test]
+fn ip_options_dropped_on_transit() {
+    let mut e = engine();
+    let mut b = udp(C1, S, 1, 2, b"x");
+    // insert 4 bytes of options (NOP x3, EOL), fix lengths and checksum
+    b.splice(34..34, [1u8, 1, 1, 0]);
+    b[14] = 0x46;
+    let tl = u16::from_be_bytes([b[16], b[17]]) + 4;
+    b[16..18].copy_from_slice(&tl.to_be_bytes());
+    b[24] = 0;
+    b[25] = 0;
+    let mut s: u32 = 0;
+    for c in b[14..38].chunks(2) {
+        s += u32::from(c[0]) << 8 | u32::from(c[1]);
+    }
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    b[24..26].copy_from_slice(&(!(s as u16)).to_be_bytes());
+    assert_eq!(run(&mut e, &mut b, INSIDE, 0), Verdict::Drop(DropReason::IpOptions));
+}
+
+#[test]
+fn spoofed_packet_on_wrong_interface_is_dropped() {
+    let mut e = engine();
+    let mut syn = tcp(C1, S, 5555, 80, "S", b"");
+    run(&mut e, &mut syn, INSIDE, 0);
+    // the same inside tuple arriving from the outside
+    let mut spoof = tcp(C1, S, 5555, 80, "A", b"");
+    assert_eq!(run(&mut e, &mut spoof, OUTSIDE, 1), Verdict::Drop(DropReason::WrongInterface));
+}
+
+#[test]
+fn full_table_refuses_new_flows_and_keeps_existing() {
+    let mut cfg = EngineConfig::example();
+    cfg.limits.max_flows = 2;
+    let mut e = engine_with(cfg);
+    let mut a = udp(C1, S, 1001, 53, b"a");
+    let mut b = udp(C1, S, 1002, 53, b"b");
+    let mut c = udp(C1, S, 1003, 53, b"c");
+    assert_eq!(run(&mut e, &mut a, INSIDE, 0), Verdict::Forward(OUTSIDE));
+    assert_eq!(run(&mut e, &mut b, INSIDE, 0), Verdict::Forward(OUTSIDE));
+    assert_eq!(run(&mut e, &mut c, INSIDE, 0), Verdict::Drop(DropReason::TableFull));
+    assert_eq!(e.shared().flows.stats.insert_failed_full.get(), 1);
+    let mut a2 = udp(C1, S, 1001, 53, b"again");
+    assert_eq!(run(&mut e, &mut a2, INSIDE, 1), Verdict::Forward(OUTSIDE));
+    let mut reply = udp(S, P, 53, tuple(&b).sport, b"r");
+    assert_eq!(run(&mut e, &mut reply, OUTSIDE, 1), Verdict::Forward(INSIDE));
+}
+
+#[test]
+fn port_exhaustion_is_counted() {
+    let mut cfg = EngineConfig::example();
+    cfg.nat.port_range = (2000, 2001);
+    cfg.nat.preserve_port = false;
+    let mut e = engine_with(cfg);
+    for (i, host) in [[10, 0, 0, 5], [10, 0, 0, 6]].into_iter().enumerate() {
+        let mut f = udp(host, S, 9999, 53, b"q");
+        assert_eq!(run(&mut e, &mut f, INSIDE, i as u64), Verdict::Forward(OUTSIDE));
+    }
+    let mut f = udp([10, 0, 0, 7], S, 9999, 53, b"q");
+    assert_eq!(run(&mut e, &mut f, INSIDE, 3), Verdict::Drop(DropReason::NatPortsExhausted));
+    // a different destination can reuse the same outside ports
+    let mut g = udp([10, 0, 0, 7], [198, 51, 100, 21], 9999, 53, b"q");
+    assert_eq!(run(&mut e, &mut g, INSIDE, 4), Verdict::Forward(OUTSIDE));
+}
+
+#[test]
+fn portless_protocol_first_host_wins() {
+    let mut e = engine();
+    let mut a = raw_ip(C1, S, 50, &[0, 0, 0, 1, 0, 0, 0, 1, 0, 0]);
+    let mut b = raw_ip(C2, S, 50, &[0, 0, 0, 2, 0, 0, 0, 1, 0, 0]);
+    assert_eq!(run(&mut e, &mut a, INSIDE, 0), Verdict::Forward(OUTSIDE));
+    assert_checksums(&a);
+    assert_eq!(run(&mut e, &mut b, INSIDE, 0), Verdict::Drop(DropReason::NatPeerTaken));
+    let mut back = raw_ip(S, P, 50, &[0, 0, 0, 9, 0, 0, 0, 1, 0, 0]);
+    assert_eq!(run(&mut e, &mut back, OUTSIDE, 1), Verdict::Forward(INSIDE));
+    assert_eq!(tuple(&back).dst, ip(C1));
+}
+
+#[test]
+fn fragments_follow_their_first_fragment() {
+    let mut e = engine();
+    // first fragment: UDP header + 16 bytes, MF set; second: 8 bytes at offset 24
+    let mut first = udp(C1, S, 4500, 4500, &[7u8; 40]);
+    let full_ip_len = first.len() - 14;
+    let ident = [0x12, 0x34];
+    let mut second = first.clone();
+    first[18..20].copy_from_slice(&ident);
+    first[20] = 0x20; // MF
+    first.truncate(14 + 20 + 24);
+    first[16..18].copy_from_slice(&(44u16).to_be_bytes());
+    fix_ip_csum(&mut first);
+    let rest = second[14 + 20 + 24..14 + full_ip_len].to_vec();
+    second.truncate(14 + 20);
+    second.extend_from_slice(&rest);
+    second[18..20].copy_from_slice(&ident);
+    second[20] = 0x00;
+    second[21] = 3; // offset 24 bytes
+    let tl = (20 + rest.len()) as u16;
+    second[16..18].copy_from_slice(&tl.to_be_bytes());
+    fix_ip_csum(&mut second);
+
+    // a later fragment before its first: dropped and counted
+    let mut early = second.clone();
+    assert_eq!(run(&mut e, &mut early, INSIDE, 0), Verdict::Drop(DropReason::FragmentNoFlow));
+
+    assert_eq!(run(&mut e, &mut first, INSIDE, 1), Verdict::Forward(OUTSIDE));
+    assert_eq!(run(&mut e, &mut second, INSIDE, 2), Verdict::Forward(OUTSIDE));
+    assert_eq!(&second[14 + 12..14 + 16], &P, "later fragment gets the outside address");
+    assert!(sums_to_ones(&second[14..34], 0));
+    assert!(sums_to_ones(&first[14..34], 0));
+}
+
+fn fix_ip_csum(f: &mut [u8]) {
+    f[24] = 0;
+    f[25] = 0;
+    let mut s: u32 = 0;
+    for c in f[14..34].chunks(2) {
+        s += u32::from(c[0]) << 8 | u32::from(c[1]);
+    }
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    f[24..26].copy_from_slice(&(!(s as u16)).to_be_bytes());
+}
+
+#[test]
+fn tcp_teardown_and_expiry() {
+    let mut e = engine();
+    let k = key(C1, S, 5000, 80, 6);
+    let mut p = tcp(C1, S, 5000, 80, "S", b"");
+    run(&mut e, &mut p, INSIDE, 0);
+    let pp = tuple(&p).sport;
+    for (src, dst, sp, dp, fl, iface) in [
+        (S, P, 80, pp, "SA", OUTSIDE),
+        (C1, S, 5000, 80, "A", INSIDE),
+        (C1, S, 5000, 80, "FA", INSIDE),
+        (S, P, 80, pp, "FA", OUTSIDE),
+        (C1, S, 5000, 80, "A", INSIDE),
+    ] {
+        let mut f = tcp(src, dst, sp, dp, fl, b"");
+        assert!(matches!(run(&mut e, &mut f, iface, 1), Verdict::Forward(_)), "{fl}");
+    }
+    let flows = &e.shared().flows;
+    let st = flows.with_flow(flows.lookup(&k).expect("hit"), &k, |f, _| f.l4).expect("live");
+    assert_eq!(st, L4State::Tcp(TcpState::TimeWait));
+    // TIME_WAIT lasts 120 s
+    assert_eq!(e.shared().sweep(Time::from_secs(100), 1 << 20), 0);
+    assert_eq!(e.shared().sweep(Time::from_secs(122), 1 << 20), 1);
+    assert!(flows.lookup(&k).is_none());
+
+    // RST closes at once (10 s)
+    let mut s2 = tcp(C1, S, 5001, 80, "S", b"");
+    run(&mut e, &mut s2, INSIDE, 200_000);
+    let mut rst = tcp(S, P, 80, tuple(&s2).sport, "R", b"");
+    assert_eq!(run(&mut e, &mut rst, OUTSIDE, 200_001), Verdict::Forward(INSIDE));
+    assert_eq!(e.shared().sweep(Time::from_secs(211), 1 << 20), 1);
+}
+
+#[test]
+fn invalid_tcp_for_state_is_dropped() {
+    let mut e = engine();
+    let mut syn = tcp(C1, S, 6000, 80, "S", b"");
+    run(&mut e, &mut syn, INSIDE, 0);
+    // a FIN before the handshake completes is invalid
+    let mut fin = tcp(S, P, 80, tuple(&syn).sport, "F", b"");
+    assert_eq!(run(&mut e, &mut fin, OUTSIDE, 1), Verdict::Drop(DropReason::TcpInvalid));
+}
+
+#[test]
+fn udp_mapping_lives_two_minutes_unreplied() {
+    let mut e = engine();
+    let mut u = udp(C1, S, 4500, 4500, &[0xff]);
+    run(&mut e, &mut u, INSIDE, 0);
+    assert_eq!(e.shared().sweep(Time::from_secs(119), 1 << 20), 0);
+    // a keepalive refreshes it
+    let mut k = udp(C1, S, 4500, 4500, &[0xff]);
+    run(&mut e, &mut k, INSIDE, 119_000);
+    assert_eq!(e.shared().sweep(Time::from_secs(200), 1 << 20), 0);
+    assert_eq!(e.shared().sweep(Time::from_secs(240), 1 << 20), 1);
+}
+
+#[test]
+fn events_record_new_and_destroy() {
+    let mut e = engine();
+    let mut u = udp(C1, S, 1234, 53, b"q");
+    run(&mut e, &mut u, INSIDE, 0);
+    e.shared().sweep(Time::from_secs(1000), 1 << 20);
+    let kinds: Vec<_> = std::iter::from_fn(|| e.shared().flows.pop_event()).map(|ev| ev.kind).collect();
+    use xgw_dataplane::conntrack::EventKind;
+    assert_eq!(kinds, vec![EventKind::New, EventKind::Destroy]);
+}
