@@ -57,11 +57,8 @@ pub fn adjust16(csum: u16, old: u16, new: u16) -> u16 {
 /// Adjusts checksum `csum` for a 32-bit value (an IPv4 address) changing from `old` to `new`.
 #[inline]
 pub fn adjust32(csum: u16, old: u32, new: u32) -> u16 {
-    let sum = u32::from(!csum)
-        + u32::from(!(old >> 16) as u16)
-        + u32::from(!(old as u16))
-        + (new >> 16)
-        + (new & 0xffff);
+    let sum =
+        u32::from(!csum) + u32::from(!(old >> 16) as u16) + u32::from(!(old as u16)) + (new >> 16) + (new & 0xffff);
     !fold(sum)
 }
 
@@ -83,8 +80,7 @@ impl Delta {
 
     /// Adds a 32-bit change (two words).
     pub fn addr(self, old: u32, new: u32) -> Delta {
-        self.word((old >> 16) as u16, (new >> 16) as u16)
-            .word(old as u16, new as u16)
+        self.word((old >> 16) as u16, (new >> 16) as u16).word(old as u16, new as u16)
     }
 
     /// Applies the difference to a stored checksum.

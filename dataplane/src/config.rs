@@ -192,19 +192,12 @@ impl EngineConfig {
 
     /// The (first) outside interface.
     pub fn outside(&self) -> Option<(IfaceId, &IfaceConfig)> {
-        self.ifaces
-            .iter()
-            .enumerate()
-            .find(|(_, i)| i.role == Role::Outside)
-            .map(|(n, i)| (IfaceId(n as u8), i))
+        self.ifaces.iter().enumerate().find(|(_, i)| i.role == Role::Outside).map(|(n, i)| (IfaceId(n as u8), i))
     }
 
     /// The inside interface whose subnet holds `a`.
     pub fn inside_for(&self, a: u32) -> Option<IfaceId> {
-        self.ifaces
-            .iter()
-            .position(|i| i.role == Role::Inside && i.contains(a))
-            .map(|n| IfaceId(n as u8))
+        self.ifaces.iter().position(|i| i.role == Role::Inside && i.contains(a)).map(|n| IfaceId(n as u8))
     }
 
     /// True when `a` is one of the gateway's own addresses.
@@ -245,8 +238,18 @@ impl EngineConfig {
     pub fn example() -> EngineConfig {
         EngineConfig {
             ifaces: vec![
-                IfaceConfig { name: "inside".into(), role: Role::Inside, addr: Ipv4Addr::new(10, 0, 0, 1), prefix_len: 24 },
-                IfaceConfig { name: "outside".into(), role: Role::Outside, addr: Ipv4Addr::new(203, 0, 113, 1), prefix_len: 24 },
+                IfaceConfig {
+                    name: "inside".into(),
+                    role: Role::Inside,
+                    addr: Ipv4Addr::new(10, 0, 0, 1),
+                    prefix_len: 24,
+                },
+                IfaceConfig {
+                    name: "outside".into(),
+                    role: Role::Outside,
+                    addr: Ipv4Addr::new(203, 0, 113, 1),
+                    prefix_len: 24,
+                },
             ],
             ..EngineConfig::default()
         }

@@ -189,11 +189,7 @@ impl Counters {
 
     /// Snapshot of the non-zero drop counters.
     pub fn drop_snapshot(&self) -> Vec<(DropReason, u64)> {
-        DropReason::ALL
-            .iter()
-            .map(|&r| (r, self.drops(r)))
-            .filter(|&(_, n)| n > 0)
-            .collect()
+        DropReason::ALL.iter().map(|&r| (r, self.drops(r))).filter(|&(_, n)| n > 0).collect()
     }
 }
 

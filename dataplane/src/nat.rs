@@ -30,11 +30,8 @@ impl PortCandidates {
         let (lo, hi) = (u32::from(cfg.port_range.0), u32::from(cfg.port_range.1));
         let (r0, r1) = cfg.host_ports.map_or((1, 0), |(a, b)| (u32::from(a), u32::from(b)));
         let reserved = |p: u32| r0 <= p && p <= r1;
-        let segs = if r0 > r1 || r1 < lo || r0 > hi {
-            [(lo, hi), (1, 0)]
-        } else {
-            [(lo, r0.saturating_sub(1)), (r1 + 1, hi)]
-        };
+        let segs =
+            if r0 > r1 || r1 < lo || r0 > hi { [(lo, hi), (1, 0)] } else { [(lo, r0.saturating_sub(1)), (r1 + 1, hi)] };
         let len = |(a, b): (u32, u32)| if b >= a { b - a + 1 } else { 0 };
         let size = len(segs[0]) + len(segs[1]);
         let keep = cfg.preserve_port && !reserved(u32::from(orig));
@@ -105,7 +102,13 @@ mod tests {
 
     #[test]
     fn original_port_first_then_range() {
-        let cfg = NatConfig { port_range: (5000, 5003), preserve_port: true, max_probes: 100, enabled: true, host_ports: None };
+        let cfg = NatConfig {
+            port_range: (5000, 5003),
+            preserve_port: true,
+            max_probes: 100,
+            enabled: true,
+            host_ports: None,
+        };
         let v: Vec<u16> = PortCandidates::new(40000, &cfg, 2).collect();
         assert_eq!(v, vec![40000, 5002, 5003, 5000, 5001]);
         let cfg = NatConfig { preserve_port: false, max_probes: 2, ..cfg };

@@ -27,9 +27,7 @@ use arc_swap::ArcSwap;
 use crate::checksum;
 use crate::config::{EngineConfig, IfaceId, Role};
 use crate::conntrack::tcp::{self as tcpsm, TcpEvent, TcpState, Transition};
-use crate::conntrack::{
-    status, Dir, Flow, FlowKey, FlowKind, FlowTable, InsertError, L4State, Rewrite,
-};
+use crate::conntrack::{status, Dir, Flow, FlowKey, FlowKind, FlowTable, InsertError, L4State, Rewrite};
 use crate::counters::{Counters, DropReason};
 use crate::frag::{FragEntry, FragKey, FragTable};
 use crate::nat::{Forwards, PortCandidates};
@@ -231,7 +229,12 @@ impl Engine {
     /// A worker engine over shared state, with its own counters.
     pub fn new(shared: Arc<Shared>) -> Engine {
         let burst = u64::from(shared.config.limits.icmp_burst);
-        let w = Worker { counters: Arc::new(Counters::default()), rng: 0x9e37_79b9, icmp_tokens: burst, icmp_refill: Time::ZERO };
+        let w = Worker {
+            counters: Arc::new(Counters::default()),
+            rng: 0x9e37_79b9,
+            icmp_tokens: burst,
+            icmp_refill: Time::ZERO,
+        };
         Engine { shared, w }
     }
 
@@ -494,7 +497,13 @@ impl Worker {
         ipv4::Packet::new_unchecked(&mut *ip).decrement_ttl();
         if pkt.first_frag {
             let k = FragKey { src: pkt.src, dst: pkt.dst, ident: pkt.ident, proto: pkt.proto };
-            let e = FragEntry { src: rw.src, dst: rw.dst, ingress: pkt.iface, egress: rw.egress, expires: now.plus(sh.config.timeouts.fragment) };
+            let e = FragEntry {
+                src: rw.src,
+                dst: rw.dst,
+                ingress: pkt.iface,
+                egress: rw.egress,
+                expires: now.plus(sh.config.timeouts.fragment),
+            };
             if !sh.frags.insert(k, e) {
                 self.counters.count_drop(DropReason::FragmentTableFull);
             }
@@ -552,7 +561,9 @@ impl Worker {
                 let ev = TcpEvent::from_flags(pkt.tcp_flags);
                 match ev {
                     TcpEvent::Syn => L4State::Tcp(TcpState::SynSent),
-                    TcpEvent::Ack if cfg.tcp_pickup && ingress.role == Role::Inside => L4State::Tcp(TcpState::Established),
+                    TcpEvent::Ack if cfg.tcp_pickup && ingress.role == Role::Inside => {
+                        L4State::Tcp(TcpState::Established)
+                    }
                     _ => return Verdict::Drop(DropReason::TcpNewNotSyn),
                 }
             }
@@ -602,8 +613,20 @@ impl Worker {
                         let mut f = Flow::new(
                             [k, r],
                             [
-                                Rewrite { src: k.src, dst: host, sport: k.sport, dport: fw.inside_port, egress: host_if },
-                                Rewrite { src: outside.1, dst: k.src, sport: k.dport, dport: k.sport, egress: meta.iface },
+                                Rewrite {
+                                    src: k.src,
+                                    dst: host,
+                                    sport: k.sport,
+                                    dport: fw.inside_port,
+                                    egress: host_if,
+                                },
+                                Rewrite {
+                                    src: outside.1,
+                                    dst: k.src,
+                                    sport: k.dport,
+                                    dport: k.sport,
+                                    egress: meta.iface,
+                                },
                             ],
                             l4state,
                             FlowKind::Dnat,
@@ -616,8 +639,13 @@ impl Worker {
                 )
             } else {
                 // hairpin: inside -> P:fport becomes P:p -> host:hport, replies go back inside
-                let cands = PortCandidates::new(k.sport, &cfg.nat, seed)
-                    .map(|p| FlowKey { src: host, dst: outside.1, sport: fw.inside_port, dport: p, proto: k.proto });
+                let cands = PortCandidates::new(k.sport, &cfg.nat, seed).map(|p| FlowKey {
+                    src: host,
+                    dst: outside.1,
+                    sport: fw.inside_port,
+                    dport: p,
+                    proto: k.proto,
+                });
                 shared.flows.insert(
                     k,
                     cands,
@@ -625,8 +653,20 @@ impl Worker {
                         let mut f = Flow::new(
                             [k, r],
                             [
-                                Rewrite { src: outside.1, dst: host, sport: r.dport, dport: fw.inside_port, egress: host_if },
-                                Rewrite { src: outside.1, dst: k.src, sport: k.dport, dport: k.sport, egress: meta.iface },
+                                Rewrite {
+                                    src: outside.1,
+                                    dst: host,
+                                    sport: r.dport,
+                                    dport: fw.inside_port,
+                                    egress: host_if,
+                                },
+                                Rewrite {
+                                    src: outside.1,
+                                    dst: k.src,
+                                    sport: k.dport,
+                                    dport: k.sport,
+                                    egress: meta.iface,
+                                },
                             ],
                             l4state,
                             FlowKind::Hairpin,
@@ -703,12 +743,25 @@ impl Worker {
                     k,
                     cands,
                     |r| {
-                        let (nsport, orig_back) = if icmp_q { (r.sport, (k.sport, 0)) } else { (r.dport, (k.dport, k.sport)) };
+                        let (nsport, orig_back) =
+                            if icmp_q { (r.sport, (k.sport, 0)) } else { (r.dport, (k.dport, k.sport)) };
                         let mut f = Flow::new(
                             [k, r],
                             [
-                                Rewrite { src: outside.1, dst: k.dst, sport: nsport, dport: k.dport, egress: outside.0 },
-                                Rewrite { src: k.dst, dst: k.src, sport: orig_back.0, dport: orig_back.1, egress: meta.iface },
+                                Rewrite {
+                                    src: outside.1,
+                                    dst: k.dst,
+                                    sport: nsport,
+                                    dport: k.dport,
+                                    egress: outside.0,
+                                },
+                                Rewrite {
+                                    src: k.dst,
+                                    dst: k.src,
+                                    sport: orig_back.0,
+                                    dport: orig_back.1,
+                                    egress: meta.iface,
+                                },
                             ],
                             l4state,
                             FlowKind::Snat,
@@ -765,7 +818,9 @@ impl Worker {
         let inner_key = FlowKey { src: isrc, dst: idst, sport: quoted.0, dport: quoted.1, proto: iproto };
         let lk = mirror(&inner_key);
         let found = sh.flows.lookup(&lk).and_then(|r| {
-            sh.flows.with_flow(r, &lk, |f, dir| (f.keys[dir.opposite().index()], f.keys[dir.index()], f.rewrite[dir.index()]))
+            sh.flows.with_flow(r, &lk, |f, dir| {
+                (f.keys[dir.opposite().index()], f.keys[dir.index()], f.rewrite[dir.index()])
+            })
         });
         let Some((orig_inner, kd, rw)) = found else {
             return if sh.config.is_local(pkt.dst) {

@@ -100,7 +100,8 @@ pub fn read_capture(mut r: impl Read, file: &str) -> Result<Vec<Record>, ReplayE
                             .copied()
                             .ok_or_else(|| bad(file, "packet names an undeclared interface"))?;
                         let raw = (u64::from(p.ts_high) << 32) | u64::from(p.ts_low);
-                        let ts = Duration::from_secs(raw / units) + Duration::from_nanos((raw % units) * 1_000_000_000 / units);
+                        let ts = Duration::from_secs(raw / units)
+                            + Duration::from_nanos((raw % units) * 1_000_000_000 / units);
                         to_ethernet(link, p.packet_data(), file)?.map(|frame| Record { ts, frame })
                     }
                     PcapBlockOwned::NG(Block::SimplePacket(p)) => {
@@ -192,7 +193,12 @@ pub struct Input {
 
 /// Assigns an interface to each record: inside when the IPv4 source is in one of `inside`
 /// prefixes, else `outside`. For single captures taken at one point of a network.
-pub fn assign_by_source(records: Vec<Record>, inside: &[(Ipv4Addr, u8)], inside_if: IfaceId, outside_if: IfaceId) -> Vec<Input> {
+pub fn assign_by_source(
+    records: Vec<Record>,
+    inside: &[(Ipv4Addr, u8)],
+    inside_if: IfaceId,
+    outside_if: IfaceId,
+) -> Vec<Input> {
     records
         .into_iter()
         .map(|r| {
@@ -309,7 +315,6 @@ pub fn write_frames(frames: &[(Duration, Vec<u8>)], w: impl Write) -> Result<(),
     }
     Ok(())
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -63,17 +63,28 @@ fn ah_is_dropped_and_counted() {
     let records = load("ipsec-ah-esp-tunnel.pcap");
     let cfg = EngineConfig {
         ifaces: vec![
-            xgw_dataplane::IfaceConfig { name: "in".into(), role: xgw_dataplane::Role::Inside, addr: "10.0.0.254".parse().expect("addr"), prefix_len: 32 },
-            xgw_dataplane::IfaceConfig { name: "out".into(), role: xgw_dataplane::Role::Outside, addr: "203.0.113.1".parse().expect("addr"), prefix_len: 24 },
+            xgw_dataplane::IfaceConfig {
+                name: "in".into(),
+                role: xgw_dataplane::Role::Inside,
+                addr: "10.0.0.254".parse().expect("addr"),
+                prefix_len: 32,
+            },
+            xgw_dataplane::IfaceConfig {
+                name: "out".into(),
+                role: xgw_dataplane::Role::Outside,
+                addr: "203.0.113.1".parse().expect("addr"),
+                prefix_len: 24,
+            },
         ],
         ..EngineConfig::default()
     };
     let mut e = Engine::new(Arc::new(Shared::new(cfg).expect("config")));
     // 10.0.0.1 is inside, 10.0.0.2 plays a remote peer: replay the inside host's half
-    let inputs: Vec<Input> = replay::assign_by_source(records, &[("10.0.0.1".parse().expect("a"), 32)], IfaceId(0), IfaceId(1))
-        .into_iter()
-        .filter(|i| i.iface == IfaceId(0))
-        .collect();
+    let inputs: Vec<Input> =
+        replay::assign_by_source(records, &[("10.0.0.1".parse().expect("a"), 32)], IfaceId(0), IfaceId(1))
+            .into_iter()
+            .filter(|i| i.iface == IfaceId(0))
+            .collect();
     let n = inputs.len() as u64;
     let (_, summary) = replay::run(&mut e, inputs, Duration::from_secs(1));
     assert_eq!(summary.drops.get("ah_not_translatable").copied(), Some(n), "{summary:?}");

@@ -241,26 +241,38 @@ fn malformed_frames_are_dropped_and_counted() {
     let cases: Vec<(Vec<u8>, DropReason)> = vec![
         (good[..10].to_vec(), DropReason::EthTruncated),
         (good[..20].to_vec(), DropReason::IpTruncated),
-        ({
-            let mut b = good.clone();
-            b[14] = 0x44; // IHL 16 bytes
-            b
-        }, DropReason::IpBadLength),
-        ({
-            let mut b = good.clone();
-            b[14 + 2] = 0x40; // total length beyond the frame
-            b
-        }, DropReason::IpBadLength),
-        ({
-            let mut b = good.clone();
-            b[14 + 10] ^= 0xff;
-            b
-        }, DropReason::IpBadChecksum),
-        ({
-            let mut b = good.clone();
-            b[14] = 0x65;
-            b
-        }, DropReason::IpBadVersion),
+        (
+            {
+                let mut b = good.clone();
+                b[14] = 0x44; // IHL 16 bytes
+                b
+            },
+            DropReason::IpBadLength,
+        ),
+        (
+            {
+                let mut b = good.clone();
+                b[14 + 2] = 0x40; // total length beyond the frame
+                b
+            },
+            DropReason::IpBadLength,
+        ),
+        (
+            {
+                let mut b = good.clone();
+                b[14 + 10] ^= 0xff;
+                b
+            },
+            DropReason::IpBadChecksum,
+        ),
+        (
+            {
+                let mut b = good.clone();
+                b[14] = 0x65;
+                b
+            },
+            DropReason::IpBadVersion,
+        ),
         (udp([127, 0, 0, 1], S, 1, 2, b"x"), DropReason::MartianSource),
         (udp(S, S, 1, 2, b"x"), DropReason::LandAttack),
         (raw_ip(C1, S, 6, &[0u8; 10]), DropReason::TcpMalformed),

@@ -570,7 +570,13 @@ mod tests {
 
     fn build(reply: FlowKey) -> Flow {
         let rw = Rewrite { src: reply.dst, dst: reply.src, sport: reply.dport, dport: reply.sport, egress: IfaceId(1) };
-        Flow::new([FlowKey::default(), reply], [rw, Rewrite::default()], L4State::Tcp(TcpState::SynSent), FlowKind::Snat, Time::ZERO)
+        Flow::new(
+            [FlowKey::default(), reply],
+            [rw, Rewrite::default()],
+            L4State::Tcp(TcpState::SynSent),
+            FlowKind::Snat,
+            Time::ZERO,
+        )
     }
 
     #[test]

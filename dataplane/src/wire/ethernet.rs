@@ -61,8 +61,7 @@ impl<T: AsRef<[u8]>> Frame<T> {
 
     /// The VLAN id, if the frame is tagged.
     pub fn vlan_id(&self) -> Option<u16> {
-        (self.payload_off == field::VLAN_HEADER_LEN)
-            .then(|| be16(self.buf.as_ref(), field::VLAN_TCI) & 0x0fff)
+        (self.payload_off == field::VLAN_HEADER_LEN).then(|| be16(self.buf.as_ref(), field::VLAN_TCI) & 0x0fff)
     }
 
     /// Destination MAC address.

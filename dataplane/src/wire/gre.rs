@@ -140,8 +140,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Acknowledgement number (PPTP), if present.
     pub fn ack(&self) -> Option<u32> {
-        self.has_ack()
-            .then(|| be32(self.buf.as_ref(), if self.has_seq() { 12 } else { 8 }))
+        self.has_ack().then(|| be32(self.buf.as_ref(), if self.has_seq() { 12 } else { 8 }))
     }
 
     /// The payload after the header.

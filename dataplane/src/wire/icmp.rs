@@ -46,10 +46,7 @@ pub fn is_error(t: u8) -> bool {
 
 /// True for query types that carry an identifier (echo, timestamp).
 pub fn is_query(t: u8) -> bool {
-    matches!(
-        t,
-        kind::ECHO_REQUEST | kind::ECHO_REPLY | kind::TIMESTAMP | kind::TIMESTAMP_REPLY
-    )
+    matches!(t, kind::ECHO_REQUEST | kind::ECHO_REPLY | kind::TIMESTAMP | kind::TIMESTAMP_REPLY)
 }
 
 /// A view of an ICMP message (the IP payload).
