@@ -1,6 +1,7 @@
 //! Engine micro benchmarks. Groups are named subsystem/case; throughput is in packets.
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::hint::black_box;
 use xgw_bench::{engine_with_flows, inside_src, tcp_frame, udp_frame, INSIDE};
 use xgw_dataplane::conntrack::FlowKey;
 use xgw_dataplane::wire::{ethernet, ipv4, tcp};
