@@ -121,6 +121,8 @@ pub struct Timeouts {
     pub icmp: Duration,
     /// Other protocols (GRE v0, ESP, ...).
     pub generic: Duration,
+    /// A PPTP call's GRE flow (pinhole before its first packet, and idle).
+    pub pptp_gre: Duration,
     /// How long the later fragments of a datagram are expected.
     pub fragment: Duration,
 }
@@ -141,6 +143,7 @@ impl Default for Timeouts {
             udp_stream: s(180),
             icmp: s(60),
             generic: s(600),
+            pptp_gre: s(300),
             fragment: s(30),
         }
     }
@@ -167,6 +170,46 @@ impl Default for Limits {
     }
 }
 
+/// PPTP inspection ("fixup protocol pptp 1723") settings.
+#[derive(Debug, Clone)]
+pub struct PptpConfig {
+    /// Inspect TCP/1723 and track PPTP GRE by Call ID. Off: GRE is tracked per address pair.
+    pub enabled: bool,
+    /// Calls on one control connection (at most 255: the inspector keeps translated IDs'
+    /// high bytes unique per connection).
+    pub max_calls_per_session: usize,
+    /// Calls of one inside host.
+    pub max_calls_per_host: usize,
+    /// Calls in all.
+    pub max_calls_total: usize,
+    /// Control connections inspected at once.
+    pub max_sessions: usize,
+    /// Translated IDs are drawn from 1..=id_limit (65535; smaller only for tests).
+    pub id_limit: u16,
+    /// How long a released translated ID rests before reuse.
+    pub id_quarantine: Duration,
+    /// How long calls outlive their control connection's FIN or RST.
+    pub teardown_grace: Duration,
+    /// What to do with an invalid control message.
+    pub on_invalid: crate::alg::pptp::InvalidPolicy,
+}
+
+impl Default for PptpConfig {
+    fn default() -> Self {
+        PptpConfig {
+            enabled: true,
+            max_calls_per_session: 64,
+            max_calls_per_host: 128,
+            max_calls_total: 16_384,
+            max_sessions: 8192,
+            id_limit: u16::MAX,
+            id_quarantine: Duration::from_secs(30),
+            teardown_grace: Duration::from_secs(5),
+            on_invalid: crate::alg::pptp::InvalidPolicy::Drop,
+        }
+    }
+}
+
 /// Everything the engine needs to know.
 #[derive(Debug, Clone, Default)]
 pub struct EngineConfig {
@@ -182,6 +225,8 @@ pub struct EngineConfig {
     pub limits: Limits,
     /// Pick up TCP connections mid-stream from the inside (after a restart).
     pub tcp_pickup: bool,
+    /// PPTP inspection.
+    pub pptp: PptpConfig,
 }
 
 impl EngineConfig {
@@ -221,6 +266,9 @@ impl EngineConfig {
         }
         if self.nat.port_range.0 == 0 || self.nat.port_range.0 > self.nat.port_range.1 {
             return Err("NAT port range must be non-empty and exclude port 0".into());
+        }
+        if self.pptp.max_calls_per_session > 255 {
+            return Err("PPTP calls per control connection are at most 255".into());
         }
         if self.limits.max_flows == 0 || self.limits.max_flows > (1 << 30) {
             return Err("max_flows must be between 1 and 2^30".into());

@@ -136,6 +136,14 @@ drop_reasons! {
     ConnLimit => "conn_limit",
     /// Source and destination address are equal (LAND attack).
     LandAttack => "land_attack",
+    /// PPTP GRE (version 1) matching no call.
+    NoMatchingGreSession => "no_matching_gre_session",
+    /// PPTP control segment out of order (dropped so it is resent in order).
+    PptpOutOfOrder => "pptp_out_of_order",
+    /// Invalid PPTP control message (policy drop).
+    PptpInvalidMessage => "pptp_invalid_message",
+    /// PPTP call refused (limits, Call-ID pool); its segment is dropped.
+    PptpCallRefused => "pptp_call_refused",
 }
 
 /// One worker's counters.

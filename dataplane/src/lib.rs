@@ -12,6 +12,7 @@
 //! The outer layers — offline pcap replay ([`replay`]), AF_XDP workers, the daemon — feed it.
 #![forbid(unsafe_code)]
 
+pub mod alg;
 pub mod checksum;
 pub mod config;
 pub mod conntrack;

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::alg::pptp::{self, Pptp, SegmentVerdict};
 use crate::checksum;
 use crate::config::{EngineConfig, IfaceId, Role};
 use crate::conntrack::tcp::{self as tcpsm, TcpEvent, TcpState, Transition};
@@ -136,6 +137,8 @@ pub struct Shared {
     pub flows: FlowTable,
     /// The fragment table.
     pub frags: FragTable,
+    /// The PPTP inspector.
+    pub pptp: Pptp,
     policy: ArcSwap<Box<dyn Policy>>,
 }
 
@@ -149,6 +152,7 @@ impl Shared {
             forwards: Forwards::new(&config.forwards),
             flows: FlowTable::new(config.limits.max_flows, config.limits.event_ring),
             frags: FragTable::new(config.limits.max_fragments),
+            pptp: Pptp::new(config.pptp.clone()),
             policy: ArcSwap::from_pointee(Box::new(PermitAll) as Box<dyn Policy>),
             outside,
             config,
@@ -169,7 +173,19 @@ impl Shared {
     /// regularly from a control thread (or the replay loop).
     pub fn sweep(&self, now: Time, budget: usize) -> usize {
         self.frags.sweep(now);
-        self.flows.sweep(now, budget, &self.config.timeouts, |_| {})
+        let n = self.flows.sweep(now, budget, &self.config.timeouts, |f| self.flow_gone(f, now));
+        self.pptp.sweep(&self.flows, now);
+        n
+    }
+
+    /// Tells the inspectors that a flow is gone (expired or deleted), so that what hangs
+    /// off it (a PPTP session's calls) goes too.
+    pub fn flow_gone(&self, f: &Flow, now: Time) {
+        if f.status & status::ALG_PPTP != 0 {
+            self.pptp.control_gone(f.id, &self.flows, now);
+        } else if f.kind == FlowKind::Related {
+            self.pptp.gre_gone(&f.keys[0], now);
+        }
     }
 }
 
@@ -192,6 +208,8 @@ struct Pkt {
     sport: u16,
     dport: u16,
     tcp_flags: u8,
+    tcp_seq: u32,
+    tcp_hl: usize,
     icmp_type: u8,
     icmp_code: u8,
 }
@@ -204,6 +222,8 @@ enum L4 {
     IcmpQuery,
     IcmpError,
     IcmpOther,
+    /// PPTP enhanced GRE: the key (Call ID) is part of the flow key and rewritable.
+    GrePptp,
     Other,
 }
 
@@ -220,6 +240,8 @@ pub struct Engine {
 #[derive(Debug)]
 struct Worker {
     counters: Arc<Counters>,
+    /// Scratch for the bytes an inspector changed in a segment (reused; grows once).
+    changes: Vec<crate::alg::pptp::stream::Change>,
     rng: u32,
     icmp_tokens: u64,
     icmp_refill: Time,
@@ -231,6 +253,7 @@ impl Engine {
         let burst = u64::from(shared.config.limits.icmp_burst);
         let w = Worker {
             counters: Arc::new(Counters::default()),
+            changes: Vec::with_capacity(64),
             rng: 0x9e37_79b9,
             icmp_tokens: burst,
             icmp_refill: Time::ZERO,
@@ -309,6 +332,10 @@ impl Worker {
         if pkt.l4 == L4::IcmpError {
             return self.icmp_error(sh, frame, &pkt, now);
         }
+        if pkt.l4 == L4::GrePptp {
+            // PPTP GRE flows exist only for calls the inspector saw being set up
+            return Verdict::Drop(DropReason::NoMatchingGreSession);
+        }
 
         let ingress = match cfg.iface(meta.iface) {
             Some(i) => i,
@@ -385,6 +412,8 @@ impl Worker {
             sport: 0,
             dport: 0,
             tcp_flags: 0,
+            tcp_seq: 0,
+            tcp_hl: 0,
             icmp_type: 0,
             icmp_code: 0,
         };
@@ -397,6 +426,7 @@ impl Worker {
                 let t = tcp::Packet::new_checked(l4).map_err(|_| DropReason::TcpMalformed)?;
                 p.l4 = L4::Tcp;
                 (p.sport, p.dport, p.tcp_flags) = (t.src_port(), t.dst_port(), t.flags());
+                (p.tcp_seq, p.tcp_hl) = (t.seq(), t.header_len());
             }
             proto::UDP => {
                 let u = if p.first_frag { udp::Packet::new_header_only(l4) } else { udp::Packet::new_checked(l4) }
@@ -423,8 +453,12 @@ impl Worker {
                 let g = gre::Packet::new_checked(l4).map_err(|_| DropReason::GreTruncated)?;
                 match g.kind() {
                     gre::Kind::Malformed => return Err(DropReason::GreMalformed),
-                    // PPTP GRE is tracked by key only when inspection creates it (the ALG);
-                    // without it, both versions are tracked by address pair.
+                    // with inspection, PPTP GRE is tracked by Call ID (the flows the
+                    // inspector creates); without it, and for GRE v0 always, by address pair
+                    gre::Kind::Pptp if cfg.pptp.enabled => {
+                        p.l4 = L4::GrePptp;
+                        p.dport = g.call_id();
+                    }
                     gre::Kind::Pptp | gre::Kind::V0 => p.l4 = L4::Other,
                 }
             }
@@ -462,7 +496,7 @@ impl Worker {
                     Transition::To(next) => {
                         if next == TcpState::SynSent && matches!(state, TcpState::TimeWait | TcpState::Close) {
                             // the port pair is reused: a new connection on the old mapping
-                            f.status = 0;
+                            f.status &= status::ALG_PPTP;
                             f.created = now;
                         }
                         f.l4 = L4State::Tcp(next);
@@ -481,13 +515,66 @@ impl Worker {
             f.packets[d] += 1;
             f.bytes[d] += pkt.ip_len as u64;
             f.last_seen = now;
-            Ok(f.rewrite[d])
+            let alg = (f.status & status::ALG_PPTP != 0).then_some((f.id, dir == Dir::Orig));
+            Ok((f.rewrite[d], alg))
         })?;
         self.counters.flow_hits.inc();
         Some(match outcome {
-            Ok(rw) => self.forward(sh, frame, pkt, &rw, now),
+            Ok((rw, None)) => self.forward(sh, frame, pkt, &rw, now),
+            Ok((rw, Some((flow_id, from_pns)))) => match self.inspect_pptp(sh, frame, pkt, flow_id, from_pns) {
+                Ok(()) => self.forward(sh, frame, pkt, &rw, now),
+                Err(v) => v,
+            },
             Err(reason) => Verdict::Drop(reason),
         })
+    }
+
+    /// Runs a PPTP control segment through the inspector: Call IDs in its payload are
+    /// rewritten in place (TCP checksum adjusted byte by byte), calls' GRE flows are created
+    /// and removed. `Err` carries the verdict for a segment that must not be forwarded as is.
+    fn inspect_pptp(
+        &mut self,
+        sh: &Shared,
+        frame: &mut Frame<'_>,
+        pkt: &Pkt,
+        flow_id: u64,
+        from_pns: bool,
+    ) -> Result<(), Verdict> {
+        let tcp_off = pkt.l3 + pkt.hl;
+        let seg = &mut frame.buf[tcp_off..pkt.l3 + pkt.ip_len];
+        let hl = pkt.tcp_hl.min(seg.len());
+        let (hdr, payload) = seg.split_at_mut(hl);
+        self.changes.clear();
+        let v = sh.pptp.on_segment(
+            flow_id,
+            from_pns,
+            pkt.tcp_seq,
+            pkt.tcp_flags,
+            payload,
+            &mut self.changes,
+            &sh.flows,
+            pkt.now,
+        );
+        // the payload starts at an even offset of the segment (the TCP header is a multiple
+        // of 4 bytes), so a byte's parity in the payload is its parity in the checksum
+        let mut c = be16(hdr, 16);
+        for &(i, old, new) in &self.changes {
+            let (o, n) =
+                if i % 2 == 0 { (u16::from(old) << 8, u16::from(new) << 8) } else { (u16::from(old), u16::from(new)) };
+            c = checksum::adjust16(c, o, n);
+        }
+        put16(hdr, 16, c);
+        match v {
+            SegmentVerdict::Pass => Ok(()),
+            SegmentVerdict::OutOfOrder => Err(Verdict::Drop(DropReason::PptpOutOfOrder)),
+            SegmentVerdict::Invalid => Err(Verdict::Drop(DropReason::PptpInvalidMessage)),
+            SegmentVerdict::Refused => Err(Verdict::Drop(DropReason::PptpCallRefused)),
+            SegmentVerdict::Reset => {
+                to_reset(&mut frame.buf[pkt.l3..pkt.l3 + pkt.ip_len], pkt.hl, pkt.tcp_hl);
+                frame.len = pkt.l3 + pkt.hl + pkt.tcp_hl;
+                Ok(())
+            }
+        }
     }
 
     /// Applies a rewrite, decrements the TTL, remembers a first fragment, and forwards.
@@ -596,6 +683,15 @@ impl Worker {
         };
         let outside = shared.outside;
         let seed = self.next_rand();
+        // a PPTP control connection: the inspector follows it
+        let alg = if pkt.l4 == L4::Tcp
+            && cfg.pptp.enabled
+            && (key.dport == pptp::PORT || forward.is_some_and(|fw| fw.inside_port == pptp::PORT))
+        {
+            status::ALG_PPTP
+        } else {
+            0
+        };
         let k = *key;
 
         let result = if let Some(fw) = forward {
@@ -633,6 +729,8 @@ impl Worker {
                             now,
                         );
                         f.rule = rule;
+                        f.status |= alg;
+                        f.status |= alg;
                         f
                     },
                     now,
@@ -673,6 +771,8 @@ impl Worker {
                             now,
                         );
                         f.rule = rule;
+                        f.status |= alg;
+                        f.status |= alg;
                         f
                     },
                     now,
@@ -696,6 +796,7 @@ impl Worker {
                         now,
                     );
                     f.rule = rule;
+                    f.status |= alg;
                     f
                 },
                 now,
@@ -719,6 +820,8 @@ impl Worker {
                             now,
                         );
                         f.rule = rule;
+                        f.status |= alg;
+                        f.status |= alg;
                         f
                     },
                     now,
@@ -768,6 +871,8 @@ impl Worker {
                             now,
                         );
                         f.rule = rule;
+                        f.status |= alg;
+                        f.status |= alg;
                         f
                     },
                     now,
@@ -775,8 +880,12 @@ impl Worker {
             }
         };
         match result {
-            Ok((r, _)) => {
+            Ok((r, flow)) => {
                 self.counters.flows_created.inc();
+                if flow.status & status::ALG_PPTP != 0 {
+                    let syn = (pkt.tcp_flags & tcp::flags::SYN != 0).then_some(pkt.tcp_seq);
+                    sh.pptp.open_session(&flow, syn, now);
+                }
                 // count the first packet and apply its rewrite through the normal path
                 match self.established(sh, frame, pkt, r, key) {
                     Some(v) => v,
@@ -944,6 +1053,20 @@ impl Worker {
     }
 }
 
+/// Turns a TCP segment (IP packet `ip`, IP header `hl`, TCP header `thl` bytes) into a reset
+/// without payload: RST|ACK, lengths and both checksums recomputed.
+fn to_reset(ip: &mut [u8], hl: usize, thl: usize) {
+    let total = hl + thl;
+    put16(ip, 2, total as u16);
+    let (src, dst) = ([ip[12], ip[13], ip[14], ip[15]], [ip[16], ip[17], ip[18], ip[19]]);
+    ipv4::Packet::new_unchecked(&mut ip[..total]).fill_checksum();
+    let seg = &mut ip[hl..total];
+    seg[13] = tcp::flags::RST | tcp::flags::ACK;
+    put16(seg, 16, 0);
+    let c = !checksum::fold(checksum::accumulate(seg, checksum::pseudo_header(src, dst, proto::TCP, thl as u16)));
+    put16(seg, 16, c);
+}
+
 fn set16(q: &mut [u8], off: usize, new: u16, csum: &mut u16) {
     let old = be16(q, off);
     put16(q, off, new);
@@ -955,6 +1078,7 @@ fn flow_key(p: &Pkt) -> FlowKey {
     match p.l4 {
         L4::Tcp | L4::Udp => FlowKey { src: p.src, dst: p.dst, sport: p.sport, dport: p.dport, proto: p.proto },
         L4::IcmpQuery => FlowKey { src: p.src, dst: p.dst, sport: p.sport, dport: 0, proto: p.proto },
+        L4::GrePptp => FlowKey { src: p.src, dst: p.dst, sport: 0, dport: p.dport, proto: p.proto },
         _ => FlowKey { src: p.src, dst: p.dst, sport: 0, dport: 0, proto: p.proto },
     }
 }
@@ -1010,6 +1134,12 @@ fn apply_rewrite(ip: &mut [u8], hl: usize, l4: L4, rw: &Rewrite) {
                 let mut i = icmp::Packet::new_unchecked(seg);
                 if i.ident() != rw.sport {
                     i.set_ident_fixup(rw.sport);
+                }
+            }
+            L4::GrePptp => {
+                let mut g = gre::Packet::new_unchecked(seg);
+                if g.call_id() != rw.dport {
+                    g.set_call_id(rw.dport);
                 }
             }
             L4::IcmpError | L4::IcmpOther | L4::Other => {}

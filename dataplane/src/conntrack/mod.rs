@@ -133,6 +133,8 @@ pub mod status {
     pub const SEEN_REPLY: u8 = 1;
     /// The flow is assured (TCP handshake done / UDP both ways): kept under pressure.
     pub const ASSURED: u8 = 2;
+    /// A PPTP control connection the inspector follows.
+    pub const ALG_PPTP: u8 = 4;
 }
 
 /// One tracked flow.
@@ -211,6 +213,7 @@ impl Flow {
             L4State::Udp if self.seen_reply() => t.udp_stream,
             L4State::Udp => t.udp_unreplied,
             L4State::Icmp => t.icmp,
+            L4State::Other if self.kind == FlowKind::Related => t.pptp_gre,
             L4State::Other => t.generic,
         }
     }

@@ -56,6 +56,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(p)
     }
 
+    /// Wraps a buffer whose header the caller validated or built.
+    pub fn new_unchecked(buf: T) -> Self {
+        Packet { buf }
+    }
+
     fn flags(&self) -> u16 {
         be16(self.buf.as_ref(), field::FLAGS)
     }

@@ -1,0 +1,584 @@
+//! PPTP inspection scenarios (../shared/pptp-alg.md §6): control connections and GRE
+//! through the engine, bytes and counters asserted.
+
+mod common;
+
+use std::net::Ipv4Addr;
+
+use common::*;
+use etherparse::PacketBuilder;
+use xgw_dataplane::alg::pptp::msg::{build, MsgType};
+use xgw_dataplane::config::PortForward;
+use xgw_dataplane::wire::gre;
+use xgw_dataplane::{DropReason, Engine, EngineConfig, Time, Verdict};
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const FIN: u8 = 0x01;
+const RST: u8 = 0x04;
+const PSH: u8 = 0x08;
+
+fn seg(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, seq, 65535);
+    if flags & SYN != 0 {
+        b = b.syn();
+    }
+    if flags & ACK != 0 {
+        b = b.ack(1);
+    }
+    if flags & FIN != 0 {
+        b = b.fin();
+    }
+    if flags & RST != 0 {
+        b = b.rst();
+    }
+    if flags & PSH != 0 {
+        b = b.psh();
+    }
+    let mut v = Vec::new();
+    b.write(&mut v, payload).expect("build");
+    v
+}
+
+fn tcp_payload(frame: &[u8]) -> Vec<u8> {
+    let thl = usize::from(frame[14 + 20 + 12] >> 4) * 4;
+    let total = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
+    frame[14 + 20 + thl..14 + total].to_vec()
+}
+
+fn be(b: &[u8], o: usize) -> u16 {
+    u16::from_be_bytes([b[o], b[o + 1]])
+}
+
+/// One PPTP control connection from inside host `c` to server `s`, through the engine.
+struct Ctl {
+    c: [u8; 4],
+    s: [u8; 4],
+    sport: u16,
+    pport: u16,
+    seq_c: u32,
+    seq_s: u32,
+    t: u64,
+}
+
+impl Ctl {
+    fn open(e: &mut Engine, c: [u8; 4], sport: u16, s: [u8; 4]) -> Ctl {
+        let mut syn = seg(c, s, sport, 1723, 1000, SYN, b"");
+        assert_eq!(run(e, &mut syn, INSIDE, 0), Verdict::Forward(OUTSIDE));
+        let pport = tuple(&syn).sport;
+        let mut sa = seg(s, P, 1723, pport, 5000, SYN | ACK, b"");
+        assert_eq!(run(e, &mut sa, OUTSIDE, 1), Verdict::Forward(INSIDE));
+        let mut ack = seg(c, s, sport, 1723, 1001, ACK, b"");
+        assert_eq!(run(e, &mut ack, INSIDE, 2), Verdict::Forward(OUTSIDE));
+        let mut ctl = Ctl { c, s, sport, pport, seq_c: 1001, seq_s: 5001, t: 3 };
+        let out = ctl.pns(e, &build(MsgType::Sccrq, &[(12, 0x0100)]));
+        assert_eq!(out.len(), 156);
+        let mut sccrp = build(MsgType::Sccrp, &[(12, 0x0100)]);
+        sccrp[14] = 1;
+        ctl.pac(e, &sccrp);
+        ctl
+    }
+
+    /// Sends PNS → PAC bytes at the current sequence number; returns what leaves outside.
+    fn pns(&mut self, e: &mut Engine, data: &[u8]) -> Vec<u8> {
+        let (v, out) = self.pns_raw(e, self.seq_c, data, ACK | PSH);
+        assert_eq!(v, Verdict::Forward(OUTSIDE));
+        self.seq_c = self.seq_c.wrapping_add(data.len() as u32);
+        out
+    }
+
+    fn pns_raw(&mut self, e: &mut Engine, seq: u32, data: &[u8], flags: u8) -> (Verdict, Vec<u8>) {
+        let mut f = seg(self.c, self.s, self.sport, 1723, seq, flags, data);
+        self.t += 1;
+        let v = run(e, &mut f, INSIDE, self.t);
+        if v == Verdict::Forward(OUTSIDE) {
+            assert_checksums(&f);
+            let tu = tuple(&f);
+            assert_eq!((tu.src, tu.sport), (Ipv4Addr::from(P), self.pport));
+        }
+        (v, tcp_payload(&f))
+    }
+
+    /// Sends PAC → PNS bytes; returns what reaches the inside host.
+    fn pac(&mut self, e: &mut Engine, data: &[u8]) -> Vec<u8> {
+        let (v, out) = self.pac_raw(e, self.seq_s, data, ACK | PSH);
+        assert_eq!(v, Verdict::Forward(INSIDE));
+        self.seq_s = self.seq_s.wrapping_add(data.len() as u32);
+        out
+    }
+
+    fn pac_raw(&mut self, e: &mut Engine, seq: u32, data: &[u8], flags: u8) -> (Verdict, Vec<u8>) {
+        let mut f = seg(self.s, P, 1723, self.pport, seq, flags, data);
+        self.t += 1;
+        let v = run(e, &mut f, OUTSIDE, self.t);
+        if v == Verdict::Forward(INSIDE) {
+            assert_checksums(&f);
+            assert_eq!(tuple(&f).dst, Ipv4Addr::from(self.c));
+        }
+        (v, tcp_payload(&f))
+    }
+
+    /// OCRQ with `id`; returns the translated ID the PAC sees.
+    fn ocrq(&mut self, e: &mut Engine, id: u16) -> u16 {
+        let out = self.pns(e, &build(MsgType::Ocrq, &[(12, id)]));
+        be(&out, 12)
+    }
+
+    /// OCRP from the PAC for translated ID `xlat` with PAC ID `pac`; returns the peer ID
+    /// the inside host sees.
+    fn ocrp(&mut self, e: &mut Engine, pac: u16, xlat: u16, result: u8) -> u16 {
+        let mut m = build(MsgType::Ocrp, &[(12, pac), (14, xlat)]);
+        m[16] = result;
+        let got = self.pac(e, &m);
+        assert_eq!(be(&got, 12), pac, "the PAC's own Call ID is never touched");
+        be(&got, 14)
+    }
+}
+
+fn gre_frame(src: [u8; 4], dst: [u8; 4], key: u16, token: &[u8]) -> Vec<u8> {
+    let mut g = [0u8; 16];
+    let n = gre::emit_pptp(&mut g, key, Some(1), None, token.len() as u16);
+    let mut payload = g[..n].to_vec();
+    payload.extend_from_slice(token);
+    raw_ip(src, dst, 47, &payload)
+}
+
+/// Sends GRE; returns (verdict, destination, key) of what leaves.
+fn gre(e: &mut Engine, src: [u8; 4], dst: [u8; 4], key: u16, from_inside: bool) -> (Verdict, Ipv4Addr, Ipv4Addr, u16) {
+    let mut f = gre_frame(src, dst, key, b"token");
+    let v = run(e, &mut f, if from_inside { INSIDE } else { OUTSIDE }, 10);
+    assert!(sums_to_ones(&f[14..34], 0), "IP checksum");
+    let t = tuple(&f);
+    (v, t.src, t.dst, be(&f, 14 + 20 + 6))
+}
+
+#[test]
+fn one_outgoing_call_translates_ids_and_gre_both_ways() {
+    let mut e = engine();
+    let mut ctl = Ctl::open(&mut e, C1, 40001, S);
+    let x = ctl.ocrq(&mut e, 0x0007);
+    assert_ne!(x, 0, "translated IDs come from 1..65535");
+    assert_eq!(ctl.ocrp(&mut e, 0x00aa, x, 1), 0x0007, "peer Call ID restored");
+    // outbound GRE carries the PAC's ID: only the source address changes
+    assert_eq!(gre(&mut e, C1, S, 0x00aa, true), (Verdict::Forward(OUTSIDE), P.into(), S.into(), 0x00aa));
+    // inbound GRE carries the translated ID: inside host and original ID restored
+    assert_eq!(gre(&mut e, S, P, x, false), (Verdict::Forward(INSIDE), S.into(), C1.into(), 0x0007));
+    assert_eq!(e.shared().pptp.stats.calls_created.get(), 1);
+    assert_eq!(e.shared().pptp.calls_in_progress(), 1);
+}
+
+#[test]
+fn two_clients_same_call_id_same_server_never_cross() {
+    let mut e = engine();
+    let mut a = Ctl::open(&mut e, C1, 40001, S);
+    let mut b = Ctl::open(&mut e, C2, 40001, S);
+    let xa = a.ocrq(&mut e, 0);
+    let xb = b.ocrq(&mut e, 0);
+    assert_ne!(xa, xb, "distinct translated IDs");
+    assert_eq!(a.ocrp(&mut e, 0, xa, 1), 0);
+    assert_eq!(b.ocrp(&mut e, 128, xb, 1), 0);
+    assert_eq!(gre(&mut e, S, P, xa, false).2, Ipv4Addr::from(C1));
+    assert_eq!(gre(&mut e, S, P, xb, false).2, Ipv4Addr::from(C2));
+    assert_eq!(gre(&mut e, C1, S, 0, true).0, Verdict::Forward(OUTSIDE));
+    assert_eq!(gre(&mut e, C2, S, 128, true).0, Verdict::Forward(OUTSIDE));
+}
+
+#[test]
+fn two_hundred_clients_overlapping_ids_zero_misdeliveries() {
+    let mut cfg = EngineConfig::example();
+    cfg.ifaces[0].prefix_len = 16;
+    let mut e = engine_with(cfg);
+    let mut calls = Vec::new();
+    let mut rnd = 12345u32;
+    for i in 0..200u32 {
+        rnd = rnd.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        let id = (rnd >> 16) as u16 % 8; // heavy overlap
+        let c = [10, 0, (i / 200) as u8 + 1, (i % 200) as u8 + 2];
+        let mut ctl = Ctl::open(&mut e, c, 40000 + i as u16, S);
+        let x = ctl.ocrq(&mut e, id);
+        assert_eq!(ctl.ocrp(&mut e, i as u16 * 3, x, 1), id);
+        calls.push((c, id, x, i as u16 * 3));
+    }
+    let mut xs: Vec<u16> = calls.iter().map(|c| c.2).collect();
+    xs.sort_unstable();
+    xs.dedup();
+    assert_eq!(xs.len(), 200, "every call has its own translated ID");
+    for round in 0..1000 {
+        for &(c, id, x, pac) in &calls {
+            let (v, _, dst, key) = gre(&mut e, S, P, x, false);
+            assert_eq!((v, dst, key), (Verdict::Forward(INSIDE), Ipv4Addr::from(c), id), "round {round}");
+            if round % 100 == 0 {
+                assert_eq!(gre(&mut e, c, S, pac, true).3, pac);
+            }
+        }
+    }
+}
+
+#[test]
+fn two_calls_on_one_connection_clearing_one_keeps_the_other() {
+    let mut e = engine();
+    let mut ctl = Ctl::open(&mut e, C1, 40001, S);
+    let x1 = ctl.ocrq(&mut e, 1);
+    let x2 = ctl.ocrq(&mut e, 2);
+    assert_ne!(x1 >> 8, x2 >> 8, "high bytes unique per connection");
+    ctl.ocrp(&mut e, 100, x1, 1);
+    ctl.ocrp(&mut e, 200, x2, 1);
+    // CCRQ translated, CDN (PAC's ID) untouched, the call's GRE gone
+    let out = ctl.pns(&mut e, &build(MsgType::Ccrq, &[(12, 1)]));
+    assert_eq!(be(&out, 12), x1);
+    let cdn = ctl.pac(&mut e, &build(MsgType::Cdn, &[(12, 100)]));
+    assert_eq!(be(&cdn, 12), 100);
+    assert_eq!(gre(&mut e, S, P, x1, false).0, Verdict::Drop(DropReason::NoMatchingGreSession));
+    assert_eq!(gre(&mut e, S, P, x2, false), (Verdict::Forward(INSIDE), S.into(), C1.into(), 2));
+    assert_eq!(e.shared().pptp.calls_in_progress(), 1);
+}
+
+#[test]
+fn retransmitted_ocrq_gets_the_same_id_once() {
+    let mut e = engine();
+    let mut ctl = Ctl::open(&mut e, C1, 40001, S);
+    let m = build(MsgType::Ocrq, &[(12, 9)]);
+    let seq = ctl.seq_c;
+    let x = be(&ctl.pns(&mut e, &m), 12);
+    let (v, again) = ctl.pns_raw(&mut e, seq, &m, ACK | PSH);
+    assert_eq!(v, Verdict::Forward(OUTSIDE));
+    assert_eq!(be(&again, 12), x, "a retransmission is rewritten identically");
+    assert_eq!(e.shared().pptp.pool_in_use(u32::from_be_bytes(P), u32::from_be_bytes(S)), 1, "one allocation");
+}
+
+#[test]
+fn ocrq_split_anywhere_even_inside_the_call_id() {
+    for cut in [14usize, 13, 1, 12, 100, 167] {
+        let mut e = engine();
+        let mut ctl = Ctl::open(&mut e, C1, 40001, S);
+        let m = build(MsgType::Ocrq, &[(12, 0x1234)]);
+        let a = ctl.pns(&mut e, &m[..cut]);
+        let b = ctl.pns(&mut e, &m[cut..]);
+        let whole = [a, b].concat();
+        let x = be(&whole, 12);
+        assert_ne!(x, 0, "cut {cut}");
+        assert_eq!(&whole[..12], &m[..12], "cut {cut}");
+        assert_eq!(&whole[14..], &m[14..], "cut {cut}");
+        // the OCRP split inside the peer ID is restored too
+        let mut r = build(MsgType::Ocrp, &[(12, 77), (14, x)]);
+        r[16] = 1;
+        let ra = ctl.pac(&mut e, &r[..15]);
+        let rb = ctl.pac(&mut e, &r[15..]);
+        let back = [ra, rb].concat();
+        assert_eq!(be(&back, 14), 0x1234, "cut {cut}");
+        assert_eq!(gre(&mut e, S, P, x, false).3, 0x1234, "cut {cut}");
+    }
+}
+
+#[test]
+fn coalesced_messages_are_all_handled() {
+    let mut e = engine();
+    let mut ctl = Ctl::open(&mut e, C1, 40001, S);
+    let mut seg1 = build(MsgType::EchoRq, &[]);
+    seg1.extend(build(MsgType::Ocrq, &[(12, 5)]));
+    let out = ctl.pns(&mut e, &seg1);
+    let x = be(&out, 16 + 12);
+    assert_ne!(x, 5);
+    ctl.ocrp(&mut e, 50, x, 1);
+    let mut seg2 = build(MsgType::Sli, &[(12, 50)]);
+    seg2.extend(build(MsgType::Ccrq, &[(12, 5)]));
+    let out = ctl.pns(&mut e, &seg2);
+    assert_eq!(be(&out, 12), 50, "outbound SLI carries the PAC's ID: untouched");
+    assert_eq!(be(&out, 24 + 12), x, "CCRQ behind it translated");
+}
+
+#[test]
+fn server_gre_before_client_gre_is_delivered() {
+    let mut e = engine();
+    let mut ctl = Ctl::open(&mut e, C1, 40001, S);
+    let x = ctl.ocrq(&mut e, 3);
+    ctl.ocrp(&mut e, 30, x, 1);
+    assert_eq!(gre(&mut e, S, P, x, false).0, Verdict::Forward(INSIDE));
+}
+
+#[test]
+fn cdn_leaves_the_pac_id_and_gre_is_gone_at_once() {
+    let mut e = engine();
+    let mut ctl = Ctl::open(&mut e, C1, 40001, S);
+    let x = ctl.ocrq(&mut e, 3);
+    ctl.ocrp(&mut e, 30, x, 1);
+    let out = ctl.pac(&mut e, &build(MsgType::Cdn, &[(12, 30)]));
+    assert_eq!(be(&out, 12), 30);
+    assert_eq!(gre(&mut e, S, P, x, false).0, Verdict::Drop(DropReason::NoMatchingGreSession));
+    assert_eq!(gre(&mut e, C1, S, 30, true).0, Verdict::Drop(DropReason::NoMatchingGreSession));
+}
+
+#[test]
+fn cdn_quirks_translated_id_restored_and_rras_zero() {
+    // a CDN naming the translated PNS ID gets it restored
+    let mut e = engine();
+    let mut ctl = Ctl::open(&mut e, C1, 40001, S);
+    let x = ctl.ocrq(&mut e, 0);
+    ctl.ocrp(&mut e, 11755, x, 1);
+    let out = ctl.pac(&mut e, &build(MsgType::Cdn, &[(12, x)]));
+    assert_eq!(be(&out, 12), 0);
+    assert_eq!(e.shared().pptp.calls_in_progress(), 0);
+    // RRAS: the CDN carries 0, neither the PAC's ID nor the translated one; with one call on
+    // the connection it is that call
+    let mut e = engine();
+    let mut ctl = Ctl::open(&mut e, C1, 40001, S);
+    let x = ctl.ocrq(&mut e, 0);
+    assert_ne!(x, 0);
+    ctl.ocrp(&mut e, 11755, x, 1);
+    let out = ctl.pac(&mut e, &build(MsgType::Cdn, &[(12, 0)]));
+    assert_eq!(be(&out, 12), 0);
+    assert_eq!(e.shared().pptp.calls_in_progress(), 0);
+}
+
+#[test]
+fn wen_and_inbound_sli_get_the_peer_id_restored() {
+    let mut e = engine();
+    let mut ctl = Ctl::open(&mut e, C1, 40001, S);
+    let x = ctl.ocrq(&mut e, 0x0102);
+    ctl.ocrp(&mut e, 9, x, 1);
+    assert_eq!(be(&ctl.pac(&mut e, &build(MsgType::Wen, &[(12, x)])), 12), 0x0102);
+    assert_eq!(be(&ctl.pac(&mut e, &build(MsgType::Sli, &[(12, x)])), 12), 0x0102, "RRAS sends SLI as PAC");
+}
+
+#[test]
+fn incoming_call_works_both_ways() {
+    let mut e = engine();
+    let mut ctl = Ctl::open(&mut e, C1, 40001, S);
+    let icrq = ctl.pac(&mut e, &build(MsgType::Icrq, &[(12, 77)]));
+    assert_eq!(be(&icrq, 12), 77);
+    let mut icrp = build(MsgType::Icrp, &[(12, 5), (14, 77)]);
+    icrp[16] = 1;
+    let out = ctl.pns(&mut e, &icrp);
+    let x = be(&out, 12);
+    assert_ne!(x, 5);
+    assert_eq!(be(&out, 14), 77);
+    let iccn = ctl.pac(&mut e, &build(MsgType::Iccn, &[(12, x)]));
+    assert_eq!(be(&iccn, 12), 5);
+    assert_eq!(gre(&mut e, S, P, x, false), (Verdict::Forward(INSIDE), S.into(), C1.into(), 5));
+    assert_eq!(gre(&mut e, C1, S, 77, true).0, Verdict::Forward(OUTSIDE));
+}
+
+#[test]
+fn failed_ocrp_opens_nothing_and_releases_the_id() {
+    let mut e = engine();
+    let mut ctl = Ctl::open(&mut e, C1, 40001, S);
+    let x = ctl.ocrq(&mut e, 4);
+    assert_eq!(ctl.ocrp(&mut e, 40, x, 4), 4, "busy");
+    assert_eq!(gre(&mut e, S, P, x, false).0, Verdict::Drop(DropReason::NoMatchingGreSession));
+    assert_eq!(e.shared().pptp.calls_in_progress(), 0);
+    let (p, s) = (u32::from_be_bytes(P), u32::from_be_bytes(S));
+    assert_eq!(e.shared().pptp.pool_in_use(p, s), 1, "in quarantine");
+    e.shared().sweep(Time::from_secs(100), usize::MAX);
+    assert_eq!(e.shared().pptp.pool_in_use(p, s), 0, "released after quarantine");
+}
+
+fn established_call(e: &mut Engine) -> (Ctl, u16) {
+    let mut ctl = Ctl::open(e, C1, 40001, S);
+    let x = ctl.ocrq(e, 4);
+    ctl.ocrp(e, 40, x, 1);
+    (ctl, x)
+}
+
+#[test]
+fn rst_or_fin_without_cdn_ends_calls_within_the_grace() {
+    for flags in [RST | ACK, FIN | ACK] {
+        let mut e = engine();
+        let (mut ctl, x) = established_call(&mut e);
+        let (v, _) = ctl.pns_raw(&mut e, ctl.seq_c, b"", flags);
+        assert_eq!(v, Verdict::Forward(OUTSIDE));
+        // within the grace the call still works (a late CDN can still arrive)
+        e.shared().sweep(Time::from_millis(ctl.t + 4_000), usize::MAX);
+        assert_eq!(gre(&mut e, S, P, x, false).0, Verdict::Forward(INSIDE));
+        e.shared().sweep(Time::from_millis(ctl.t + 5_001), usize::MAX);
+        assert_eq!(gre(&mut e, S, P, x, false).0, Verdict::Drop(DropReason::NoMatchingGreSession), "flags {flags:#x}");
+        assert!(e.shared().pptp.sessions().is_empty());
+    }
+}
+
+#[test]
+fn stop_control_connection_ends_every_call() {
+    let mut e = engine();
+    let (mut ctl, x1) = established_call(&mut e);
+    let x2 = ctl.ocrq(&mut e, 5);
+    ctl.ocrp(&mut e, 50, x2, 1);
+    assert_eq!(e.shared().pptp.calls_in_progress(), 2);
+    ctl.pns(&mut e, &build(MsgType::StopCcrq, &[]));
+    for x in [x1, x2] {
+        assert_eq!(gre(&mut e, S, P, x, false).0, Verdict::Drop(DropReason::NoMatchingGreSession));
+    }
+    assert_eq!(e.shared().pptp.stats.calls_torn_down.get(), 2);
+}
+
+#[test]
+fn control_idle_with_echoes_for_hours_is_not_reaped() {
+    let mut e = engine();
+    let (mut ctl, x) = established_call(&mut e);
+    for minute in 1..=180u64 {
+        ctl.t = minute * 60_000;
+        ctl.pns(&mut e, &build(MsgType::EchoRq, &[]));
+        let mut er = build(MsgType::EchoRp, &[]);
+        er[16] = 1;
+        ctl.pac(&mut e, &er);
+        // GRE (LCP echo) keeps the call's flow alive too
+        let mut g = gre_frame(S, P, x, b"lcp");
+        assert_eq!(run(&mut e, &mut g, OUTSIDE, ctl.t), Verdict::Forward(INSIDE));
+        e.shared().sweep(Time::from_millis(ctl.t), usize::MAX);
+    }
+    assert_eq!(e.shared().pptp.calls_in_progress(), 1);
+}
+
+#[test]
+fn gre_idle_timeout_ends_the_call() {
+    let mut cfg = EngineConfig::example();
+    cfg.timeouts.pptp_gre = std::time::Duration::from_secs(30);
+    let mut e = engine_with(cfg);
+    let (_ctl, x) = established_call(&mut e);
+    e.shared().sweep(Time::from_secs(29), usize::MAX);
+    assert_eq!(e.shared().pptp.calls_in_progress(), 1);
+    e.shared().sweep(Time::from_secs(31), usize::MAX);
+    assert_eq!(e.shared().pptp.calls_in_progress(), 0);
+    assert_eq!(gre(&mut e, S, P, x, false).0, Verdict::Drop(DropReason::NoMatchingGreSession));
+}
+
+#[test]
+fn invalid_lengths_types_and_magic_are_counted_and_allocate_nothing() {
+    let mut e = engine();
+    let mut ctl = Ctl::open(&mut e, C1, 40001, S);
+    let mut bad = Vec::new();
+    for len in [0u16, 167, 200, 65535] {
+        let mut m = build(MsgType::Ocrq, &[(12, 1)]);
+        m[0..2].copy_from_slice(&len.to_be_bytes());
+        bad.push(m);
+    }
+    let mut m = build(MsgType::Ocrq, &[(12, 1)]);
+    m[4] = 0xde;
+    bad.push(m);
+    for t in [0u16, 16, 0xffff] {
+        let mut m = build(MsgType::Ocrq, &[(12, 1)]);
+        m[8..10].copy_from_slice(&t.to_be_bytes());
+        bad.push(m);
+    }
+    for m in &bad {
+        let (v, _) = ctl.pns_raw(&mut e, ctl.seq_c, m, ACK | PSH);
+        assert_eq!(v, Verdict::Drop(DropReason::PptpInvalidMessage));
+    }
+    let st = &e.shared().pptp.stats;
+    assert_eq!(st.truncated_pns_message.get(), bad.len() as u64);
+    assert_eq!(e.shared().pptp.pool_in_use(u32::from_be_bytes(P), u32::from_be_bytes(S)), 0);
+    // the stream is intact: a good message still works
+    let x = ctl.ocrq(&mut e, 1);
+    assert_ne!(x, 0);
+}
+
+#[test]
+fn truncated_message_then_close_leaks_nothing() {
+    let mut e = engine();
+    let mut ctl = Ctl::open(&mut e, C1, 40001, S);
+    let m = build(MsgType::Ocrq, &[(12, 1)]);
+    ctl.pns(&mut e, &m[..13]);
+    let (v, _) = ctl.pns_raw(&mut e, ctl.seq_c, b"", RST | ACK);
+    assert_eq!(v, Verdict::Forward(OUTSIDE));
+    e.shared().sweep(Time::from_secs(60), usize::MAX);
+    assert!(e.shared().pptp.sessions().is_empty());
+    assert_eq!(e.shared().pptp.calls_in_progress(), 0);
+    e.shared().sweep(Time::from_secs(200), usize::MAX);
+    assert_eq!(e.shared().pptp.pool_in_use(u32::from_be_bytes(P), u32::from_be_bytes(S)), 0);
+}
+
+#[test]
+fn mismatched_and_duplicate_replies_open_nothing() {
+    let mut e = engine();
+    let (mut ctl, x) = established_call(&mut e);
+    // an OCRP for no call
+    let before = e.shared().pptp.stats.mismatched_pac_call_id.get();
+    let other = x ^ 0x8080;
+    ctl.ocrp(&mut e, 99, other, 1);
+    assert_eq!(e.shared().pptp.stats.mismatched_pac_call_id.get(), before + 1);
+    assert_eq!(gre(&mut e, S, P, other, false).0, Verdict::Drop(DropReason::NoMatchingGreSession));
+    // the same OCRP again at a new offset: a retransmitted PAC message, nothing new
+    ctl.ocrp(&mut e, 40, x, 1);
+    assert_eq!(e.shared().pptp.stats.retransmitted_pac_message.get(), 1);
+    assert_eq!(e.shared().pptp.stats.calls_created.get(), 1);
+}
+
+#[test]
+fn call_id_exhaustion_refuses_new_calls_and_keeps_old_ones() {
+    let mut cfg = EngineConfig::example();
+    cfg.pptp.id_limit = 2;
+    let mut e = engine_with(cfg);
+    let mut a = Ctl::open(&mut e, C1, 40001, S);
+    let mut b = Ctl::open(&mut e, C2, 40001, S);
+    let xa = a.ocrq(&mut e, 1);
+    a.ocrp(&mut e, 10, xa, 1);
+    let xb = b.ocrq(&mut e, 1);
+    b.ocrp(&mut e, 20, xb, 1);
+    let (v, _) = a.pns_raw(&mut e, a.seq_c, &build(MsgType::Ocrq, &[(12, 2)]), ACK | PSH);
+    assert_eq!(v, Verdict::Drop(DropReason::PptpCallRefused));
+    assert_eq!(e.shared().pptp.stats.call_creation_failure.get(), 1);
+    assert_eq!(gre(&mut e, S, P, xa, false).2, Ipv4Addr::from(C1));
+    assert_eq!(gre(&mut e, S, P, xb, false).2, Ipv4Addr::from(C2));
+}
+
+#[test]
+fn unsolicited_and_malformed_gre_is_dropped_and_counted() {
+    let mut e = engine();
+    assert_eq!(gre(&mut e, S, P, 1234, false).0, Verdict::Drop(DropReason::NoMatchingGreSession));
+    assert_eq!(gre(&mut e, C1, S, 1234, true).0, Verdict::Drop(DropReason::NoMatchingGreSession));
+    // K=0 version 1
+    let mut f = raw_ip(S, P, 47, &[0x10, 0x01, 0x88, 0x0b, 0, 0, 0, 0]);
+    assert_eq!(run(&mut e, &mut f, OUTSIDE, 0), Verdict::Drop(DropReason::GreMalformed));
+    assert_eq!(e.counters().drops(DropReason::NoMatchingGreSession), 2);
+    assert!(e.shared().flows.is_empty());
+}
+
+#[test]
+fn gre_v0_is_never_pptp_first_host_wins() {
+    let mut e = engine();
+    let v0 = [0x20u8, 0x00, 0x08, 0x00, 0, 0, 0, 0x28, 0x45];
+    let mut a = raw_ip(C1, S, 47, &v0);
+    let mut b = raw_ip(C2, S, 47, &v0);
+    assert_eq!(run(&mut e, &mut a, INSIDE, 0), Verdict::Forward(OUTSIDE));
+    assert_eq!(run(&mut e, &mut b, INSIDE, 0), Verdict::Drop(DropReason::NatPeerTaken));
+    let mut back = raw_ip(S, P, 47, &v0);
+    assert_eq!(run(&mut e, &mut back, OUTSIDE, 1), Verdict::Forward(INSIDE));
+    assert_eq!(tuple(&back).dst, Ipv4Addr::from(C1));
+    assert_eq!(&back[14 + 20..], &v0[..], "the key of GRE v0 is never touched");
+}
+
+#[test]
+fn pptp_server_inside_behind_a_static_forward() {
+    let mut cfg = EngineConfig::example();
+    cfg.forwards.push(PortForward { proto: 6, outside_port: 1723, inside_addr: C2.into(), inside_port: 1723 });
+    let mut e = engine_with(cfg);
+    let r = [198, 51, 100, 99]; // the PNS, outside
+    let mut syn = seg(r, P, 50000, 1723, 1, SYN, b"");
+    assert_eq!(run(&mut e, &mut syn, OUTSIDE, 0), Verdict::Forward(INSIDE));
+    let mut sa = seg(C2, r, 1723, 50000, 900, SYN | ACK, b"");
+    assert_eq!(run(&mut e, &mut sa, INSIDE, 1), Verdict::Forward(OUTSIDE));
+    let mut ocrq = seg(r, P, 50000, 1723, 2, ACK | PSH, &build(MsgType::Ocrq, &[(12, 6)]));
+    assert_eq!(run(&mut e, &mut ocrq, OUTSIDE, 2), Verdict::Forward(INSIDE));
+    assert_eq!(be(&tcp_payload(&ocrq), 12), 6, "the inside PAC is addressed 1:1: no translation");
+    let mut m = build(MsgType::Ocrp, &[(12, 64), (14, 6)]);
+    m[16] = 1;
+    let mut ocrp = seg(C2, r, 1723, 50000, 901, ACK | PSH, &m);
+    assert_eq!(run(&mut e, &mut ocrp, INSIDE, 3), Verdict::Forward(OUTSIDE));
+    // GRE from the outside PNS to P with the PAC's ID reaches the inside server
+    assert_eq!(gre(&mut e, r, P, 64, false), (Verdict::Forward(INSIDE), r.into(), C2.into(), 64));
+    // and the server's GRE leaves from P
+    assert_eq!(gre(&mut e, C2, r, 6, true), (Verdict::Forward(OUTSIDE), P.into(), r.into(), 6));
+}
+
+#[test]
+fn out_of_order_control_segment_is_dropped_then_accepted() {
+    let mut e = engine();
+    let mut ctl = Ctl::open(&mut e, C1, 40001, S);
+    let m = build(MsgType::Ocrq, &[(12, 1)]);
+    let (v, _) = ctl.pns_raw(&mut e, ctl.seq_c + 100, &m[100..], ACK | PSH);
+    assert_eq!(v, Verdict::Drop(DropReason::PptpOutOfOrder));
+    ctl.pns(&mut e, &m[..100]);
+    let out = ctl.pns(&mut e, &m[100..]);
+    assert_eq!(out, m[100..].to_vec());
+    assert_eq!(e.shared().pptp.stats.out_of_order_segments.get(), 1);
+}
