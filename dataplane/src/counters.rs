@@ -136,6 +136,10 @@ drop_reasons! {
     ConnLimit => "conn_limit",
     /// Source and destination address are equal (LAND attack).
     LandAttack => "land_attack",
+    /// ESP shorter than its SPI and sequence number, or with the reserved SPI 0.
+    EspMalformed => "esp_malformed",
+    /// Inbound ESP whose SPI no inside host can be matched to.
+    EspNoSa => "esp_no_sa",
     /// PPTP GRE (version 1) matching no call.
     NoMatchingGreSession => "no_matching_gre_session",
     /// PPTP control segment out of order (dropped so it is resent in order).

@@ -224,6 +224,8 @@ enum L4 {
     IcmpOther,
     /// PPTP enhanced GRE: the key (Call ID) is part of the flow key and rewritable.
     GrePptp,
+    /// ESP: the SPI (in `sport`:`dport`) is part of the flow key; nothing in it changes.
+    Esp,
     Other,
 }
 
@@ -326,6 +328,11 @@ impl Worker {
         let key = flow_key(&pkt);
         if let Some(r) = sh.flows.lookup(&key) {
             if let Some(v) = self.established(sh, frame, &pkt, r, &key) {
+                return v;
+            }
+        }
+        if pkt.l4 == L4::Esp {
+            if let Some(v) = self.esp_miss(sh, frame, &pkt) {
                 return v;
             }
         }
@@ -448,6 +455,17 @@ impl Worker {
                 } else {
                     p.l4 = L4::IcmpOther;
                 }
+            }
+            proto::ESP => {
+                if l4.len() < 8 {
+                    return Err(DropReason::EspMalformed);
+                }
+                let spi = be32(l4, 0);
+                if spi == 0 {
+                    return Err(DropReason::EspMalformed);
+                }
+                p.l4 = L4::Esp;
+                (p.sport, p.dport) = ((spi >> 16) as u16, spi as u16);
             }
             proto::GRE => {
                 let g = gre::Packet::new_checked(l4).map_err(|_| DropReason::GreTruncated)?;
@@ -577,6 +595,29 @@ impl Worker {
         }
     }
 
+    /// ESP whose SPI is not (yet) a flow key. Flows not translated by SPI (between inside
+    /// interfaces, or NAT off) are keyed by address pair; an inbound SPI towards the outside
+    /// address is learnt by the one inside host waiting for its peer's first packet (its
+    /// flow's reply key is the placeholder `(peer, outside, SPI 0)` — SPI 0 never appears
+    /// on the wire — so at most one host per peer waits at a time and no packet is ever
+    /// delivered to a guess).
+    fn esp_miss(&mut self, sh: &Shared, frame: &mut Frame<'_>, pkt: &Pkt) -> Option<Verdict> {
+        let pair = FlowKey { src: pkt.src, dst: pkt.dst, sport: 0, dport: 0, proto: proto::ESP };
+        let r = sh.flows.lookup(&pair)?;
+        let spi_key = flow_key(pkt);
+        let pending = r.dir() == Dir::Reply
+            && pkt.dst == sh.outside.1
+            && sh.flows.with_flow(r, &pair, |f, _| f.kind == FlowKind::Snat).unwrap_or(false);
+        if pending {
+            if !sh.flows.rekey(r, &pair, spi_key) {
+                return Some(Verdict::Drop(DropReason::EspNoSa));
+            }
+            return self.established(sh, frame, pkt, r, &spi_key);
+        }
+        // tracked by address pair (not translated by SPI)
+        self.established(sh, frame, pkt, r, &pair)
+    }
+
     /// Applies a rewrite, decrements the TTL, remembers a first fragment, and forwards.
     fn forward(&mut self, sh: &Shared, frame: &mut Frame<'_>, pkt: &Pkt, rw: &Rewrite, now: Time) -> Verdict {
         let ip = &mut frame.buf[pkt.l3..pkt.l3 + pkt.ip_len];
@@ -692,7 +733,11 @@ impl Worker {
         } else {
             0
         };
-        let k = *key;
+        // ESP that is not translated by SPI (between inside interfaces, NAT off, towards a
+        // forward) is tracked by address pair: its SAs' SPIs need no learning
+        let by_pair = pkt.l4 == L4::Esp && (forward.is_some() || cfg.inside_for(pkt.dst).is_some() || !cfg.nat.enabled);
+        let k = if by_pair { FlowKey { sport: 0, dport: 0, ..*key } } else { *key };
+        let key = &k;
 
         let result = if let Some(fw) = forward {
             let host = u32::from(fw.inside_addr);
@@ -835,8 +880,12 @@ impl Worker {
                     _ => PortCandidates::only(0),
                 };
                 let icmp_q = pkt.l4 == L4::IcmpQuery;
+                let esp = pkt.l4 == L4::Esp;
                 let cands = ports.map(|p| {
-                    if icmp_q {
+                    if esp {
+                        // the placeholder until the peer's inbound SPI is learnt
+                        FlowKey { src: k.dst, dst: outside.1, sport: 0, dport: 0, proto: k.proto }
+                    } else if icmp_q {
                         FlowKey { src: k.dst, dst: outside.1, sport: p, dport: 0, proto: k.proto }
                     } else {
                         FlowKey { src: k.dst, dst: outside.1, sport: k.dport, dport: p, proto: k.proto }
@@ -1079,6 +1128,7 @@ fn flow_key(p: &Pkt) -> FlowKey {
         L4::Tcp | L4::Udp => FlowKey { src: p.src, dst: p.dst, sport: p.sport, dport: p.dport, proto: p.proto },
         L4::IcmpQuery => FlowKey { src: p.src, dst: p.dst, sport: p.sport, dport: 0, proto: p.proto },
         L4::GrePptp => FlowKey { src: p.src, dst: p.dst, sport: 0, dport: p.dport, proto: p.proto },
+        L4::Esp => FlowKey { src: p.src, dst: p.dst, sport: p.sport, dport: p.dport, proto: p.proto },
         _ => FlowKey { src: p.src, dst: p.dst, sport: 0, dport: 0, proto: p.proto },
     }
 }
@@ -1142,7 +1192,7 @@ fn apply_rewrite(ip: &mut [u8], hl: usize, l4: L4, rw: &Rewrite) {
                     g.set_call_id(rw.dport);
                 }
             }
-            L4::IcmpError | L4::IcmpOther | L4::Other => {}
+            L4::Esp | L4::IcmpError | L4::IcmpOther | L4::Other => {}
         }
     }
     let mut p = ipv4::Packet::new_unchecked(ip);

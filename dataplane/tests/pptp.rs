@@ -582,3 +582,197 @@ fn out_of_order_control_segment_is_dropped_then_accepted() {
     assert_eq!(out, m[100..].to_vec());
     assert_eq!(e.shared().pptp.stats.out_of_order_segments.get(), 1);
 }
+
+/// TCP payloads (from the PNS?, bytes) and GRE frames of a capture, in order.
+fn capture_parts(name: &str, pns: [u8; 4]) -> (Vec<(bool, Vec<u8>)>, Vec<Vec<u8>>) {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/captures").join(name);
+    let recs = xgw_dataplane::replay::read_capture(std::fs::File::open(path).expect("fixture"), name).expect("read");
+    let (mut ctl, mut gres) = (Vec::new(), Vec::new());
+    let mut seen: std::collections::HashSet<(bool, u32)> = std::collections::HashSet::new();
+    for r in recs {
+        let f = &r.frame;
+        if f.len() < 34 || f[12..14] != [0x08, 0x00] {
+            continue;
+        }
+        let from_pns = f[26..30] == pns;
+        match f[23] {
+            6 => {
+                let p = tcp_payload(f);
+                let seq = u32::from_be_bytes([f[38], f[39], f[40], f[41]]);
+                // the captures hold exact duplicates (pptpd answered twice): keep one
+                if !p.is_empty() && seen.insert((from_pns, seq)) {
+                    ctl.push((from_pns, p));
+                }
+            }
+            47 => gres.push(f[14 + 20..].to_vec()),
+            _ => {}
+        }
+    }
+    (ctl, gres)
+}
+
+#[test]
+fn real_cisco_pac_and_ixia_pns_call_is_translated() {
+    let (ctl_msgs, gres) = capture_parts("pptp-cisco-pac-ixia-pns.cap", [20, 0, 0, 2]);
+    let mut e = engine();
+    let mut ctl = Ctl::open(&mut e, C1, 1999, S);
+    let mut x = None;
+    for (from_pns, mut p) in ctl_msgs {
+        let t = be(&p, 8);
+        if from_pns {
+            if t == 1 {
+                continue; // Ctl::open already sent an SCCRQ
+            }
+            let out = ctl.pns(&mut e, &p);
+            if t == 7 {
+                assert_eq!(be(&p, 12), 1, "the Ixia PNS asks with Call ID 1");
+                x = Some(be(&out, 12));
+            }
+        } else {
+            if t == 2 {
+                continue;
+            }
+            if t == 8 {
+                // behind the gateway the PAC answers the translated ID
+                let xl = x.expect("OCRQ first");
+                p[14..16].copy_from_slice(&xl.to_be_bytes());
+                let got = ctl.pac(&mut e, &p);
+                assert_eq!((be(&got, 12), be(&got, 14)), (24, 1), "PAC ID 24 untouched, peer restored to 1");
+            } else {
+                ctl.pac(&mut e, &p);
+            }
+        }
+    }
+    let x = x.expect("translated");
+    let (mut outs, mut ins) = (0, 0);
+    for g in gres {
+        let key = be(&g, 6);
+        let from_pns = key == 24;
+        let (src, dst) = if from_pns { (C1, S) } else { (S, P) };
+        let mut gg = g.clone();
+        if !from_pns {
+            gg[6..8].copy_from_slice(&x.to_be_bytes());
+        }
+        let mut f = raw_ip(src, dst, 47, &gg);
+        let v = run(&mut e, &mut f, if from_pns { INSIDE } else { OUTSIDE }, 100);
+        let out = &f[14 + 20..];
+        if from_pns {
+            outs += 1;
+            assert_eq!(v, Verdict::Forward(OUTSIDE));
+            assert_eq!(out, &g[..], "outbound GRE unchanged (key 24, seq, ack)");
+        } else {
+            ins += 1;
+            assert_eq!(v, Verdict::Forward(INSIDE));
+            assert_eq!(be(out, 6), 1, "inbound key restored");
+            assert_eq!(&out[8..], &g[8..], "sequence/ack untouched (incl. 0xFFFFFFFF)");
+        }
+    }
+    assert_eq!((outs, ins), (10, 7));
+}
+
+#[test]
+fn real_winnt_and_poptop_call_id_zero_is_ordinary() {
+    let (ctl_msgs, _) = capture_parts("pptp-winnt-pns-poptop-pac.pcap", [10, 1, 1, 11]);
+    let mut e = engine();
+    let mut ctl = Ctl::open(&mut e, C1, 3025, S);
+    let mut x = None;
+    for (from_pns, mut p) in ctl_msgs {
+        let t = be(&p, 8);
+        match (from_pns, t) {
+            (true, 1) | (false, 2) => {}
+            (true, 7) => {
+                assert_eq!(be(&p, 12), 0);
+                let out = ctl.pns(&mut e, &p);
+                x = Some(be(&out, 12));
+                assert_ne!(x, Some(0), "0 is translated like any ID");
+            }
+            (false, 8) => {
+                p[14..16].copy_from_slice(&x.expect("OCRQ").to_be_bytes());
+                let got = ctl.pac(&mut e, &p);
+                assert_eq!(be(&got, 14), 0, "peer restored to 0");
+            }
+            (true, _) => {
+                ctl.pns(&mut e, &p);
+            }
+            (false, _) => {
+                ctl.pac(&mut e, &p);
+            }
+        }
+    }
+    assert_eq!(e.shared().pptp.calls_in_progress(), 1);
+    assert_eq!(gre(&mut e, S, P, x.expect("x"), false), (Verdict::Forward(INSIDE), S.into(), C1.into(), 0));
+}
+
+#[test]
+fn real_linux_pns_rras_pac_teardown() {
+    let (ctl_msgs, _) = capture_parts("pptp-linux-pns-rras-pac-teardown.pcap", [192, 168, 43, 22]);
+    let mut e = engine();
+    let mut ctl = Ctl::open(&mut e, C1, 41366, S);
+    let mut x = None;
+    let mut types = Vec::new();
+    for (from_pns, mut p) in ctl_msgs {
+        let t = be(&p, 8);
+        types.push((from_pns, t));
+        match (from_pns, t) {
+            (true, 1) | (false, 2) => {}
+            (true, 7) => x = Some(be(&ctl.pns(&mut e, &p), 12)),
+            (false, 8) | (false, 15) => {
+                // OCRP peer, and RRAS's SLI as PAC, carry the translated ID behind the gateway
+                let off = if t == 8 { 14 } else { 12 };
+                p[off..off + 2].copy_from_slice(&x.expect("OCRQ").to_be_bytes());
+                assert_eq!(be(&ctl.pac(&mut e, &p), off), 0, "type {t}");
+            }
+            (true, 12) => {
+                let out = ctl.pns(&mut e, &p[..16]);
+                assert_eq!(be(&out, 12), x.expect("x"), "CCRQ translated");
+            }
+            (false, 13) => {
+                assert_eq!(be(&p, 12), 0, "RRAS's CDN carries 0");
+                assert_eq!(be(&ctl.pac(&mut e, &p), 12), 0);
+            }
+            (true, _) => {
+                ctl.pns(&mut e, &p);
+            }
+            (false, _) => {
+                ctl.pac(&mut e, &p);
+            }
+        }
+    }
+    assert!(types.contains(&(false, 13)), "{types:?}");
+    assert_eq!(e.shared().pptp.calls_in_progress(), 0, "the CDN ended the call");
+    assert_eq!(e.shared().pptp.stats.calls_torn_down.get(), 1);
+}
+
+#[test]
+fn invalid_policy_log_passes_and_stops_inspecting() {
+    let mut cfg = EngineConfig::example();
+    cfg.pptp.on_invalid = xgw_dataplane::alg::pptp::InvalidPolicy::Log;
+    let mut e = engine_with(cfg);
+    let mut ctl = Ctl::open(&mut e, C1, 40001, S);
+    let mut bad = build(MsgType::Ocrq, &[(12, 1)]);
+    bad[4] = 0;
+    let out = ctl.pns(&mut e, &bad);
+    assert_eq!(out, bad, "passed untouched");
+    assert_eq!(e.shared().pptp.stats.truncated_pns_message.get(), 1);
+    // that direction is no longer inspected
+    let out = ctl.pns(&mut e, &build(MsgType::Ocrq, &[(12, 2)]));
+    assert_eq!(be(&out, 12), 2);
+}
+
+#[test]
+fn invalid_policy_reset_turns_the_segment_into_a_reset() {
+    let mut cfg = EngineConfig::example();
+    cfg.pptp.on_invalid = xgw_dataplane::alg::pptp::InvalidPolicy::Reset;
+    let mut e = engine_with(cfg);
+    let (mut ctl, x) = established_call(&mut e);
+    let mut bad = build(MsgType::Wen, &[(12, 1)]);
+    bad[1] = 0;
+    let mut f = seg(S, P, 1723, ctl.pport, ctl.seq_s, ACK | PSH, &bad);
+    assert_eq!(run(&mut e, &mut f, OUTSIDE, 50), Verdict::Forward(INSIDE));
+    assert_checksums(&f);
+    assert_eq!(f[14 + 20 + 13] & RST, RST, "a reset");
+    assert!(tcp_payload(&f).is_empty());
+    assert_eq!(e.shared().pptp.calls_in_progress(), 0, "the session and its calls are gone");
+    assert_eq!(gre(&mut e, S, P, x, false).0, Verdict::Drop(DropReason::NoMatchingGreSession));
+    let _ = &mut ctl;
+}

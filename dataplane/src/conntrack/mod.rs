@@ -497,6 +497,31 @@ impl FlowTable {
         self.live.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Moves one direction of a live flow from key `old` to key `new` (an IPsec peer's
+    /// inbound SPI, learnt from its first packet). False when `new` is taken or the flow
+    /// no longer holds `old`.
+    pub fn rekey(&self, r: FlowRef, old: &FlowKey, new: FlowKey) -> bool {
+        let nr = FlowRef::new(r.slot(), r.dir());
+        if self.claim(new, nr).is_err() {
+            return false;
+        }
+        let moved = {
+            let mut s = self.lock(r.slot());
+            if s.live && s.flow.keys[r.dir().index()] == *old {
+                s.flow.keys[r.dir().index()] = new;
+                true
+            } else {
+                false
+            }
+        };
+        if moved {
+            self.index.remove_if(old, |_, v| *v == nr);
+        } else {
+            self.index.remove_if(&new, |_, v| *v == nr);
+        }
+        moved
+    }
+
     /// Removes the flow in `slot` if `pred` holds for it; returns it.
     pub fn remove_if(&self, slot: u32, now: Time, pred: impl FnOnce(&Flow) -> bool) -> Option<Flow> {
         let flow = {
