@@ -583,8 +583,10 @@ fn out_of_order_control_segment_is_dropped_then_accepted() {
     assert_eq!(e.shared().pptp.stats.out_of_order_segments.get(), 1);
 }
 
-/// TCP payloads (from the PNS?, bytes) and GRE frames of a capture, in order.
-fn capture_parts(name: &str, pns: [u8; 4]) -> (Vec<(bool, Vec<u8>)>, Vec<Vec<u8>>) {
+/// A capture's control payloads (from the PNS?, bytes) and its GRE payloads, in order.
+type CaptureParts = (Vec<(bool, Vec<u8>)>, Vec<Vec<u8>>);
+
+fn capture_parts(name: &str, pns: [u8; 4]) -> CaptureParts {
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/captures").join(name);
     let recs = xgw_dataplane::replay::read_capture(std::fs::File::open(path).expect("fixture"), name).expect("read");
     let (mut ctl, mut gres) = (Vec::new(), Vec::new());
