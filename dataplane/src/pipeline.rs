@@ -1122,12 +1122,17 @@ fn set16(q: &mut [u8], off: usize, new: u16, csum: &mut u16) {
     *csum = checksum::adjust16(*csum, old, new);
 }
 
+/// `FlowKey::sport` of PPTP (version 1) GRE flows.
+pub const GRE_V1: u16 = 1;
+
 /// The key a packet carries on arrival.
 fn flow_key(p: &Pkt) -> FlowKey {
     match p.l4 {
         L4::Tcp | L4::Udp => FlowKey { src: p.src, dst: p.dst, sport: p.sport, dport: p.dport, proto: p.proto },
         L4::IcmpQuery => FlowKey { src: p.src, dst: p.dst, sport: p.sport, dport: 0, proto: p.proto },
-        L4::GrePptp => FlowKey { src: p.src, dst: p.dst, sport: 0, dport: p.dport, proto: p.proto },
+        // `sport` 1 keeps PPTP GRE apart from GRE v0's address-pair flows (0, 0): Call ID 0
+        // is common and must never match a v0 tunnel
+        L4::GrePptp => FlowKey { src: p.src, dst: p.dst, sport: GRE_V1, dport: p.dport, proto: p.proto },
         L4::Esp => FlowKey { src: p.src, dst: p.dst, sport: p.sport, dport: p.dport, proto: p.proto },
         _ => FlowKey { src: p.src, dst: p.dst, sport: 0, dport: 0, proto: p.proto },
     }

@@ -778,3 +778,13 @@ fn invalid_policy_reset_turns_the_segment_into_a_reset() {
     assert_eq!(gre(&mut e, S, P, x, false).0, Verdict::Drop(DropReason::NoMatchingGreSession));
     let _ = &mut ctl;
 }
+
+#[test]
+fn pptp_gre_with_call_id_zero_never_matches_a_gre_v0_tunnel() {
+    // found by the gre fuzz target: C2's GRE v0 tunnel to S must not catch PPTP GRE keyed 0
+    let mut e = engine();
+    let v0 = [0u8; 12];
+    let mut t = raw_ip(C2, S, 47, &v0);
+    assert_eq!(run(&mut e, &mut t, INSIDE, 0), Verdict::Forward(OUTSIDE));
+    assert_eq!(gre(&mut e, S, P, 0, false).0, Verdict::Drop(DropReason::NoMatchingGreSession));
+}
