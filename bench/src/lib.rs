@@ -62,3 +62,83 @@ pub fn engine_with_flows(n: u32, capacity: usize) -> (Engine, Vec<Vec<u8>>) {
     }
     (e, frames)
 }
+
+fn tcp_seg(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32, syn: bool, payload: &[u8]) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, seq, 65535);
+    b = if syn { b.syn() } else { b.ack(1).psh() };
+    let mut v = Vec::new();
+    b.write(&mut v, payload).expect("build");
+    v
+}
+
+fn step(e: &mut Engine, f: &[u8], iface: IfaceId) -> (Verdict, Vec<u8>) {
+    let mut buf = vec![0u8; 2048];
+    buf[..f.len()].copy_from_slice(f);
+    let mut fr = Frame { buf: &mut buf[..], len: f.len() };
+    let v = e.process(&mut fr, RxMeta { iface }, Time::ZERO);
+    let n = fr.len;
+    (v, buf[..n].to_vec())
+}
+
+/// A PPTP GRE frame (v1, S bit, key `key`) carrying `payload_len` bytes of PPP.
+pub fn gre_frame(src: [u8; 4], dst: [u8; 4], key: u16, payload_len: usize) -> Vec<u8> {
+    let mut g = vec![0u8; 12 + payload_len];
+    let n = xgw_dataplane::wire::gre::emit_pptp(&mut g, key, Some(1), None, payload_len as u16);
+    g.truncate(n + payload_len);
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src, dst, 64)
+        .write(&mut v, etherparse::IpNumber(47), &g)
+        .expect("build");
+    v
+}
+
+/// Outside server of the PPTP benches.
+pub const PAC: [u8; 4] = [198, 51, 100, 20];
+/// Outside address of [`EngineConfig::example`].
+pub const OUTSIDE_ADDR: [u8; 4] = [203, 0, 113, 1];
+
+/// An engine with `n` PPTP calls up (one control connection per inside host, all to one
+/// server, every client using Call ID 0), plus for each call an inbound and an outbound
+/// GRE frame.
+pub fn engine_with_calls(n: u32) -> (Engine, Vec<(Vec<u8>, Vec<u8>)>) {
+    use xgw_dataplane::alg::pptp::msg::{build, MsgType};
+    let mut cfg = EngineConfig::example();
+    cfg.ifaces[0].prefix_len = 16;
+    cfg.limits.max_flows = (n as usize) * 3;
+    cfg.limits.event_ring = 0;
+    cfg.pptp.max_calls_total = n as usize + 1;
+    cfg.pptp.max_sessions = n as usize + 1;
+    let mut e = Engine::new(Arc::new(Shared::new(cfg).expect("config")));
+    let mut frames = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let (c, _) = inside_src(i);
+        let (v, syn) = step(&mut e, &tcp_seg(c, PAC, 40000, 1723, 100, true, b""), INSIDE);
+        assert_eq!(v, Verdict::Forward(OUTSIDE));
+        let pport = u16::from_be_bytes([syn[34], syn[35]]);
+        let sa = {
+            let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                .ipv4(PAC, OUTSIDE_ADDR, 64)
+                .tcp(1723, pport, 700, 65535)
+                .syn();
+            b = b.ack(101);
+            let mut v = Vec::new();
+            b.write(&mut v, b"").expect("build");
+            v
+        };
+        assert_eq!(step(&mut e, &sa, OUTSIDE).0, Verdict::Forward(INSIDE));
+        let ocrq = build(MsgType::Ocrq, &[(12, 0)]);
+        let (v, out) = step(&mut e, &tcp_seg(c, PAC, 40000, 1723, 101, false, &ocrq), INSIDE);
+        assert_eq!(v, Verdict::Forward(OUTSIDE));
+        let x = u16::from_be_bytes([out[54 + 12], out[54 + 13]]);
+        let mut ocrp = build(MsgType::Ocrp, &[(12, i as u16), (14, x)]);
+        ocrp[16] = 1;
+        let (v, _) = step(&mut e, &tcp_seg(PAC, OUTSIDE_ADDR, 1723, pport, 701, false, &ocrp), OUTSIDE);
+        assert_eq!(v, Verdict::Forward(INSIDE));
+        frames.push((gre_frame(PAC, OUTSIDE_ADDR, x, 100), gre_frame(c, PAC, i as u16, 100)));
+    }
+    assert_eq!(e.shared().pptp.calls_in_progress(), n as usize);
+    (e, frames)
+}
