@@ -100,10 +100,13 @@ pub const PAC: [u8; 4] = [198, 51, 100, 20];
 /// Outside address of [`EngineConfig::example`].
 pub const OUTSIDE_ADDR: [u8; 4] = [203, 0, 113, 1];
 
+/// One call's GRE frames: (inbound from the PAC, outbound from the PNS).
+pub type GrePair = (Vec<u8>, Vec<u8>);
+
 /// An engine with `n` PPTP calls up (one control connection per inside host, all to one
 /// server, every client using Call ID 0), plus for each call an inbound and an outbound
 /// GRE frame.
-pub fn engine_with_calls(n: u32) -> (Engine, Vec<(Vec<u8>, Vec<u8>)>) {
+pub fn engine_with_calls(n: u32) -> (Engine, Vec<GrePair>) {
     use xgw_dataplane::alg::pptp::msg::{build, MsgType};
     let mut cfg = EngineConfig::example();
     cfg.ifaces[0].prefix_len = 16;
