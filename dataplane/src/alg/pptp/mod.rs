@@ -460,9 +460,10 @@ impl Pptp {
         self.lock().sessions.values().cloned().collect()
     }
 
-    /// Calls currently established.
+    /// Calls in progress: those whose GRE flows exist (established, or clearing until the
+    /// CDN arrives).
     pub fn calls_in_progress(&self) -> usize {
-        self.lock().sessions.values().flat_map(|s| &s.calls).filter(|c| c.state == CallState::Established).count()
+        self.lock().sessions.values().flat_map(|s| &s.calls).filter(|c| c.gre.is_some()).count()
     }
 
     /// IDs in use (live or quarantined) in the pool of (outside address, PAC).
