@@ -4,3 +4,4 @@
 #![forbid(unsafe_code)]
 
 pub mod replay_cmd;
+pub mod rules_cmd;

@@ -16,12 +16,16 @@ use xgw_dataplane::{Engine, EngineConfig, IfaceId, Shared};
 /// Options of `xgwd replay`.
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
+    /// A rules file giving the whole configuration (interfaces, NAT, inspection, access
+    /// lists); the first inside interface receives --in-inside, the outside one --in-outside.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["inside", "outside", "forwards", "port_range"])]
+    pub rules: Option<PathBuf>,
     /// The gateway's inside address and prefix, e.g. 10.0.0.1/24.
-    #[arg(long, value_name = "ADDR/LEN")]
-    pub inside: String,
+    #[arg(long, value_name = "ADDR/LEN", required_unless_present = "rules")]
+    pub inside: Option<String>,
     /// The gateway's outside address and prefix, e.g. 203.0.113.1/24.
-    #[arg(long, value_name = "ADDR/LEN")]
-    pub outside: String,
+    #[arg(long, value_name = "ADDR/LEN", required_unless_present = "rules")]
+    pub outside: Option<String>,
     /// Static forward PROTO:PORT=HOST:PORT (repeatable), e.g. tcp:2222=10.0.0.6:22.
     #[arg(long = "forward", value_name = "SPEC")]
     pub forwards: Vec<String>,
@@ -83,12 +87,24 @@ fn parse_forward(s: &str) -> Result<PortForward> {
 
 /// Builds the engine configuration the flags describe.
 pub fn config(a: &ReplayArgs) -> Result<EngineConfig> {
-    let (iaddr, ilen) = parse_cidr(&a.inside)?;
-    let (oaddr, olen) = parse_cidr(&a.outside)?;
+    let (iaddr, ilen) = parse_cidr(a.inside.as_deref().unwrap_or_default())?;
+    let (oaddr, olen) = parse_cidr(a.outside.as_deref().unwrap_or_default())?;
     let mut cfg = EngineConfig {
         ifaces: vec![
-            IfaceConfig { name: "inside".into(), role: Role::Inside, addr: iaddr, prefix_len: ilen },
-            IfaceConfig { name: "outside".into(), role: Role::Outside, addr: oaddr, prefix_len: olen },
+            IfaceConfig {
+                name: "inside".into(),
+                device: "inside".into(),
+                role: Role::Inside,
+                addr: iaddr,
+                prefix_len: ilen,
+            },
+            IfaceConfig {
+                name: "outside".into(),
+                device: "outside".into(),
+                role: Role::Outside,
+                addr: oaddr,
+                prefix_len: olen,
+            },
         ],
         ..EngineConfig::default()
     };
@@ -110,12 +126,22 @@ fn load(path: &PathBuf) -> Result<Vec<replay::Record>> {
 
 /// Runs `xgwd replay`.
 pub fn run(a: &ReplayArgs) -> Result<()> {
-    const INSIDE: IfaceId = IfaceId(0);
-    const OUTSIDE: IfaceId = IfaceId(1);
-    let cfg = config(a)?;
-    let inside_net = (cfg.ifaces[0].addr, cfg.ifaces[0].prefix_len);
+    let (cfg, policy) = match &a.rules {
+        Some(path) => match crate::rules_cmd::compile_file(path) {
+            Ok(c) => (c.engine, Some(c.acl)),
+            Err(crate::rules_cmd::CheckError::Read(e)) => bail!("cannot read rules file: {e}"),
+            Err(crate::rules_cmd::CheckError::Invalid(d)) => {
+                bail!("rules file refused:\n{}", xgw_rules::diag::render_all(&d))
+            }
+        },
+        None => (config(a)?, None),
+    };
+    let inside_if = cfg.ifaces.iter().position(|i| i.role == xgw_dataplane::Role::Inside).unwrap_or(0);
+    let outside_if = cfg.ifaces.iter().position(|i| i.role == xgw_dataplane::Role::Outside).unwrap_or(1);
+    let (inside, outside) = (IfaceId(inside_if as u8), IfaceId(outside_if as u8));
+    let inside_net = (cfg.ifaces[inside_if].addr, cfg.ifaces[inside_if].prefix_len);
     let mut inputs: Vec<Input> = Vec::new();
-    for (path, iface) in [(&a.in_inside, INSIDE), (&a.in_outside, OUTSIDE)] {
+    for (path, iface) in [(&a.in_inside, inside), (&a.in_outside, outside)] {
         if let Some(p) = path {
             inputs.extend(load(p)?.into_iter().map(|r| Input { ts: r.ts, iface, frame: r.frame }));
         }
@@ -125,15 +151,18 @@ pub fn run(a: &ReplayArgs) -> Result<()> {
         if nets.is_empty() {
             nets.push(inside_net);
         }
-        inputs.extend(replay::assign_by_source(load(p)?, &nets, INSIDE, OUTSIDE));
+        inputs.extend(replay::assign_by_source(load(p)?, &nets, inside, outside));
     }
     if inputs.is_empty() && a.in_inside.is_none() && a.in_outside.is_none() && a.in_mixed.is_none() {
         bail!("nothing to replay: give --in-inside, --in-outside or --in");
     }
     let shared = Arc::new(Shared::new(cfg).map_err(anyhow::Error::msg)?);
+    if let Some(p) = policy {
+        shared.set_policy(Box::new(p));
+    }
     let mut engine = Engine::new(shared);
     let (outcomes, summary) = replay::run(&mut engine, inputs, Duration::from_secs(1));
-    for (path, iface) in [(&a.out_inside, INSIDE), (&a.out_outside, OUTSIDE)] {
+    for (path, iface) in [(&a.out_inside, inside), (&a.out_outside, outside)] {
         if let Some(p) = path {
             let f = File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
             replay::write_egress(&outcomes, iface, BufWriter::new(f))?;
@@ -143,8 +172,8 @@ pub fn run(a: &ReplayArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         println!("frames replayed:   {}", summary.frames);
-        println!("forwarded inside:  {}", summary.forwarded.get(&INSIDE.0).copied().unwrap_or(0));
-        println!("forwarded outside: {}", summary.forwarded.get(&OUTSIDE.0).copied().unwrap_or(0));
+        println!("forwarded inside:  {}", summary.forwarded.get(&inside.0).copied().unwrap_or(0));
+        println!("forwarded outside: {}", summary.forwarded.get(&outside.0).copied().unwrap_or(0));
         println!("to host:           {}", summary.to_host);
         println!("flows created:     {}", summary.flows_created);
         println!("flows live at end: {}", summary.flows_live);

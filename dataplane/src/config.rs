@@ -20,8 +20,10 @@ pub enum Role {
 /// One interface.
 #[derive(Debug, Clone)]
 pub struct IfaceConfig {
-    /// Kernel name (e.g. `eth0`).
+    /// Name the policy uses (e.g. `lan`).
     pub name: String,
+    /// Kernel device (e.g. `eth1`).
+    pub device: String,
     /// Inside or outside.
     pub role: Role,
     /// The gateway's own address on it.
@@ -162,11 +164,23 @@ pub struct Limits {
     pub icmp_rate: u32,
     /// ICMP error burst.
     pub icmp_burst: u32,
+    /// Connections one inside host may have at once.
+    pub per_host: Option<u32>,
+    /// Half-open TCP connections one inside host may have at once.
+    pub embryonic: Option<u32>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_flows: 262_144, max_fragments: 8192, event_ring: 16_384, icmp_rate: 1000, icmp_burst: 100 }
+        Limits {
+            max_flows: 262_144,
+            max_fragments: 8192,
+            event_ring: 16_384,
+            icmp_rate: 1000,
+            icmp_burst: 100,
+            per_host: None,
+            embryonic: None,
+        }
     }
 }
 
@@ -192,6 +206,15 @@ pub struct PptpConfig {
     pub teardown_grace: Duration,
     /// What to do with an invalid control message.
     pub on_invalid: crate::alg::pptp::InvalidPolicy,
+    /// Inspect control connections arriving on these interfaces only (None: all).
+    pub interfaces: Option<Vec<IfaceId>>,
+}
+
+impl PptpConfig {
+    /// True when control connections arriving on `iface` are inspected.
+    pub fn inspects(&self, iface: IfaceId) -> bool {
+        self.enabled && self.interfaces.as_ref().is_none_or(|v| v.contains(&iface))
+    }
 }
 
 impl Default for PptpConfig {
@@ -206,12 +229,13 @@ impl Default for PptpConfig {
             id_quarantine: Duration::from_secs(30),
             teardown_grace: Duration::from_secs(5),
             on_invalid: crate::alg::pptp::InvalidPolicy::Drop,
+            interfaces: None,
         }
     }
 }
 
 /// Everything the engine needs to know.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Interfaces; an [`IfaceId`] indexes this list.
     pub ifaces: Vec<IfaceConfig>,
@@ -227,6 +251,23 @@ pub struct EngineConfig {
     pub tcp_pickup: bool,
     /// PPTP inspection.
     pub pptp: PptpConfig,
+    /// Track ESP by SPI, learning inbound SPIs (`inspect ipsec`); off: per address pair.
+    pub esp_by_spi: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            ifaces: Vec::new(),
+            nat: NatConfig::default(),
+            forwards: Vec::new(),
+            timeouts: Timeouts::default(),
+            limits: Limits::default(),
+            tcp_pickup: false,
+            pptp: PptpConfig::default(),
+            esp_by_spi: true,
+        }
+    }
 }
 
 impl EngineConfig {
@@ -288,12 +329,14 @@ impl EngineConfig {
             ifaces: vec![
                 IfaceConfig {
                     name: "inside".into(),
+                    device: "veth-in".into(),
                     role: Role::Inside,
                     addr: Ipv4Addr::new(10, 0, 0, 1),
                     prefix_len: 24,
                 },
                 IfaceConfig {
                     name: "outside".into(),
+                    device: "veth-out".into(),
                     role: Role::Outside,
                     addr: Ipv4Addr::new(203, 0, 113, 1),
                     prefix_len: 24,

@@ -94,6 +94,8 @@ pub struct NewFlow {
     pub dport: u16,
     /// ICMP type and code, for ICMP.
     pub icmp: Option<(u8, u8)>,
+    /// Interface the flow would leave on.
+    pub egress: Option<IfaceId>,
 }
 
 /// A policy decision, naming the rule that made it.
@@ -113,8 +115,13 @@ pub enum Decision {
 
 /// Access policy evaluated on the first packet of a flow. The rules crate implements it.
 pub trait Policy: Send + Sync + core::fmt::Debug {
-    /// Decides whether `f` may create a flow.
+    /// Decides whether `f` may create a flow (counting rule hits).
     fn check(&self, f: &NewFlow) -> Decision;
+
+    /// The same decision without side effects (what-if evaluation on reload).
+    fn would_permit(&self, f: &NewFlow) -> bool {
+        matches!(self.check(f), Decision::Permit { .. })
+    }
 }
 
 /// Permits everything (the policy when no access list is bound).
@@ -139,7 +146,88 @@ pub struct Shared {
     pub frags: FragTable,
     /// The PPTP inspector.
     pub pptp: Pptp,
+    /// Per inside host counts (only when a per-host or embryonic limit is set).
+    pub hosts: Option<HostCounts>,
     policy: ArcSwap<Box<dyn Policy>>,
+}
+
+/// Connections and half-open TCP connections per inside host.
+#[derive(Debug, Default)]
+pub struct HostCounts {
+    map: dashmap::DashMap<u32, (u32, u32), foldhash::fast::RandomState>,
+}
+
+impl HostCounts {
+    /// True when `host` may open another connection (`embryonic`: a TCP SYN).
+    fn admit(&self, host: u32, embryonic: bool, l: &crate::config::Limits) -> bool {
+        let (flows, emb) = self.map.get(&host).map_or((0, 0), |v| *v);
+        l.per_host.is_none_or(|m| flows < m) && (!embryonic || l.embryonic.is_none_or(|m| emb < m))
+    }
+
+    fn add(&self, host: u32, embryonic: bool) {
+        let mut e = self.map.entry(host).or_insert((0, 0));
+        e.0 += 1;
+        e.1 += u32::from(embryonic);
+    }
+
+    fn leave_embryonic(&self, host: u32) {
+        if let Some(mut e) = self.map.get_mut(&host) {
+            e.1 = e.1.saturating_sub(1);
+        }
+    }
+
+    fn remove(&self, host: u32, embryonic: bool) {
+        self.map.remove_if_mut(&host, |_, e| {
+            e.0 = e.0.saturating_sub(1);
+            if embryonic {
+                e.1 = e.1.saturating_sub(1);
+            }
+            e.0 == 0
+        });
+    }
+
+    /// (connections, half-open TCP connections) of `host`.
+    pub fn get(&self, host: u32) -> (u32, u32) {
+        self.map.get(&host).map_or((0, 0), |v| *v)
+    }
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ReloadReport {
+    /// Flows live at the time (inspector-created flows not counted).
+    pub live: usize,
+    /// How many of them the new policy would not admit.
+    pub would_deny: usize,
+    /// How many were torn down.
+    pub killed: usize,
+}
+
+/// A live flow as the policy would have seen its first packet.
+pub fn flow_as_new(f: &Flow) -> NewFlow {
+    let k = &f.keys[0];
+    let (dst, dport) = match f.kind {
+        FlowKind::Dnat | FlowKind::Hairpin => (f.rewrite[0].dst, f.rewrite[0].dport),
+        _ => (k.dst, k.dport),
+    };
+    NewFlow {
+        ingress: f.rewrite[1].egress,
+        proto: k.proto,
+        src: k.src,
+        dst,
+        sport: k.sport,
+        dport,
+        icmp: (k.proto == proto::ICMP).then_some((icmp::kind::ECHO_REQUEST, 0)),
+        egress: Some(f.rewrite[0].egress),
+    }
+}
+
+/// The inside host a flow is counted against.
+fn host_of(f: &Flow) -> u32 {
+    match f.kind {
+        FlowKind::Dnat => f.rewrite[0].dst,
+        _ => f.keys[0].src,
+    }
 }
 
 impl Shared {
@@ -153,6 +241,7 @@ impl Shared {
             flows: FlowTable::new(config.limits.max_flows, config.limits.event_ring),
             frags: FragTable::new(config.limits.max_fragments),
             pptp: Pptp::new(config.pptp.clone()),
+            hosts: (config.limits.per_host.is_some() || config.limits.embryonic.is_some()).then(HostCounts::default),
             policy: ArcSwap::from_pointee(Box::new(PermitAll) as Box<dyn Policy>),
             outside,
             config,
@@ -169,6 +258,35 @@ impl Shared {
         self.policy.store(Arc::new(p));
     }
 
+    /// Swaps in a new access policy and reports how many live flows it would not admit;
+    /// with `kill`, those flows are torn down (their inspector state with them). Flows
+    /// created by an inspector (a PPTP call's GRE) are judged with their control connection.
+    pub fn reload_policy(&self, p: Box<dyn Policy>, kill: bool, now: Time) -> ReloadReport {
+        let mut denied = Vec::new();
+        let mut live = 0;
+        self.flows.for_each(|slot, f| {
+            if f.kind == FlowKind::Related {
+                return;
+            }
+            live += 1;
+            if !p.would_permit(&flow_as_new(f)) {
+                denied.push((slot, f.id));
+            }
+        });
+        self.set_policy(p);
+        let would_deny = denied.len();
+        let mut killed = 0;
+        if kill {
+            for (slot, id) in denied {
+                if let Some(f) = self.flows.remove_if(slot, now, |f| f.id == id) {
+                    self.flow_gone(&f, now);
+                    killed += 1;
+                }
+            }
+        }
+        ReloadReport { live, would_deny, killed }
+    }
+
     /// Expires idle flows and fragments: examines up to `budget` flow slots. Call it
     /// regularly from a control thread (or the replay loop).
     pub fn sweep(&self, now: Time, budget: usize) -> usize {
@@ -181,6 +299,9 @@ impl Shared {
     /// Tells the inspectors that a flow is gone (expired or deleted), so that what hangs
     /// off it (a PPTP session's calls) goes too.
     pub fn flow_gone(&self, f: &Flow, now: Time) {
+        if let (true, Some(hosts)) = (f.status & status::HOST_COUNTED != 0, &self.hosts) {
+            hosts.remove(host_of(f), f.status & status::EMBRYONIC != 0);
+        }
         if f.status & status::ALG_PPTP != 0 {
             self.pptp.control_gone(f.id, &self.flows, now);
         } else if f.kind == FlowKind::Related {
@@ -247,6 +368,8 @@ struct Worker {
     rng: u32,
     icmp_tokens: u64,
     icmp_refill: Time,
+    log_second: u64,
+    log_budget: u32,
 }
 
 impl Engine {
@@ -259,6 +382,8 @@ impl Engine {
             rng: 0x9e37_79b9,
             icmp_tokens: burst,
             icmp_refill: Time::ZERO,
+            log_second: u64::MAX,
+            log_budget: 0,
         };
         Engine { shared, w }
     }
@@ -456,7 +581,7 @@ impl Worker {
                     p.l4 = L4::IcmpOther;
                 }
             }
-            proto::ESP => {
+            proto::ESP if cfg.esp_by_spi => {
                 if l4.len() < 8 {
                     return Err(DropReason::EspMalformed);
                 }
@@ -514,10 +639,18 @@ impl Worker {
                     Transition::To(next) => {
                         if next == TcpState::SynSent && matches!(state, TcpState::TimeWait | TcpState::Close) {
                             // the port pair is reused: a new connection on the old mapping
-                            f.status &= status::ALG_PPTP;
+                            f.status &= status::ALG_PPTP | status::HOST_COUNTED | status::EMBRYONIC;
                             f.created = now;
                         }
                         f.l4 = L4State::Tcp(next);
+                        if f.status & status::EMBRYONIC != 0
+                            && !matches!(next, TcpState::SynSent | TcpState::SynRecv | TcpState::SynSent2)
+                        {
+                            f.status &= !status::EMBRYONIC;
+                            if let Some(hosts) = &sh.hosts {
+                                hosts.leave_embryonic(host_of(f));
+                            }
+                        }
                         if next == TcpState::Established && f.seen_reply() {
                             f.status |= status::ASSURED;
                         }
@@ -709,24 +842,57 @@ impl Worker {
             }
             _ => L4State::Other,
         };
+        // access lists name real addresses (the forward's inside host, like ASA 8.3+)
+        let (real_dst, real_dport, egress) = match forward {
+            Some(fw) => (u32::from(fw.inside_addr), fw.inside_port, cfg.inside_for(u32::from(fw.inside_addr))),
+            None => (pkt.dst, pkt.dport, Some(cfg.inside_for(pkt.dst).unwrap_or(shared.outside.0))),
+        };
         let nf = NewFlow {
             ingress: meta.iface,
             proto: pkt.proto,
             src: pkt.src,
-            dst: pkt.dst,
+            dst: real_dst,
             sport: pkt.sport,
-            dport: pkt.dport,
+            dport: real_dport,
             icmp: (pkt.proto == proto::ICMP).then_some((pkt.icmp_type, pkt.icmp_code)),
+            egress,
         };
         let rule = match shared.policy.load().check(&nf) {
             Decision::Permit { rule } => rule,
-            Decision::Deny { .. } => return Verdict::Drop(DropReason::AclDenied),
+            Decision::Deny { rule } => {
+                if self.take_log_token(now) {
+                    tracing::info!(
+                        rule,
+                        proto = pkt.proto,
+                        src = %std::net::Ipv4Addr::from(pkt.src),
+                        sport = pkt.sport,
+                        dst = %std::net::Ipv4Addr::from(pkt.dst),
+                        dport = pkt.dport,
+                        ingress = %ingress.name,
+                        "denied by access-list"
+                    );
+                }
+                return Verdict::Drop(DropReason::AclDenied);
+            }
         };
+        // per inside host limits
+        let host = match forward {
+            Some(fw) if ingress.role == Role::Outside => Some(u32::from(fw.inside_addr)),
+            _ if ingress.role == Role::Inside => Some(pkt.src),
+            _ => None,
+        };
+        let embryonic = l4state == L4State::Tcp(TcpState::SynSent);
+        let counted = host.filter(|_| shared.hosts.is_some());
+        if let (Some(h), Some(hosts)) = (counted, &shared.hosts) {
+            if !hosts.admit(h, embryonic, &cfg.limits) {
+                return Verdict::Drop(DropReason::ConnLimit);
+            }
+        }
         let outside = shared.outside;
         let seed = self.next_rand();
         // a PPTP control connection: the inspector follows it
         let alg = if pkt.l4 == L4::Tcp
-            && cfg.pptp.enabled
+            && cfg.pptp.inspects(meta.iface)
             && (key.dport == pptp::PORT || forward.is_some_and(|fw| fw.inside_port == pptp::PORT))
         {
             status::ALG_PPTP
@@ -931,6 +1097,11 @@ impl Worker {
         match result {
             Ok((r, flow)) => {
                 self.counters.flows_created.inc();
+                if let (Some(h), Some(hosts)) = (counted, &sh.hosts) {
+                    hosts.add(h, embryonic);
+                    let bits = status::HOST_COUNTED | if embryonic { status::EMBRYONIC } else { 0 };
+                    sh.flows.with_flow(r, key, |f, _| f.status |= bits);
+                }
                 if flow.status & status::ALG_PPTP != 0 {
                     let syn = (pkt.tcp_flags & tcp::flags::SYN != 0).then_some(pkt.tcp_seq);
                     sh.pptp.open_session(&flow, syn, now);
@@ -1052,6 +1223,20 @@ impl Worker {
         }
         ip.decrement_ttl();
         Verdict::Forward(rw.egress)
+    }
+
+    /// Rate limit for per-packet log lines (deny logs): 10 per second per worker.
+    fn take_log_token(&mut self, now: Time) -> bool {
+        let sec = now.as_nanos() / 1_000_000_000;
+        if sec != self.log_second {
+            self.log_second = sec;
+            self.log_budget = 10;
+        }
+        if self.log_budget == 0 {
+            return false;
+        }
+        self.log_budget -= 1;
+        true
     }
 
     fn take_icmp_token(&mut self, sh: &Shared, now: Time) -> bool {

@@ -65,12 +65,14 @@ fn ah_is_dropped_and_counted() {
         ifaces: vec![
             xgw_dataplane::IfaceConfig {
                 name: "in".into(),
+                device: "in".into(),
                 role: xgw_dataplane::Role::Inside,
                 addr: "10.0.0.254".parse().expect("addr"),
                 prefix_len: 32,
             },
             xgw_dataplane::IfaceConfig {
                 name: "out".into(),
+                device: "out".into(),
                 role: xgw_dataplane::Role::Outside,
                 addr: "203.0.113.1".parse().expect("addr"),
                 prefix_len: 24,

@@ -135,6 +135,10 @@ pub mod status {
     pub const ASSURED: u8 = 2;
     /// A PPTP control connection the inspector follows.
     pub const ALG_PPTP: u8 = 4;
+    /// Counted against its inside host's connection limit.
+    pub const HOST_COUNTED: u8 = 8;
+    /// A half-open TCP connection counted against its host's embryonic limit.
+    pub const EMBRYONIC: u8 = 16;
 }
 
 /// One tracked flow.

@@ -1,0 +1,17 @@
+//! xgw's rules language: the whole policy of a gateway in one text file (interfaces, NAT,
+//! forwards, inspection, timeouts, limits, object groups, access lists and their bindings).
+//!
+//! It owns lexing ([`lexer`]), parsing with every error collected ([`parse`]), diagnostics
+//! with source, caret and hints ([`diag`]) and compilation into the engine's configuration
+//! and an immutable first-match access-list matcher ([`compile`], [`acl`]). It does no I/O:
+//! included files are read through a loader the caller passes in.
+#![forbid(unsafe_code)]
+
+pub mod acl;
+pub mod compile;
+pub mod diag;
+pub mod lexer;
+pub mod parse;
+
+pub use compile::{compile, Compiled};
+pub use diag::{Diagnostic, Severity};
