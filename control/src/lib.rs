@@ -3,5 +3,7 @@
 //! too; this crate is the only place `anyhow` is used.
 #![forbid(unsafe_code)]
 
+pub mod daemon;
+pub mod neigh;
 pub mod replay_cmd;
 pub mod rules_cmd;

@@ -9,8 +9,9 @@
 //! The engine is sans-IO: [`pipeline::Engine::process`] takes one frame (borrowed, rewritten
 //! in place), the interface it arrived on and the current time, and returns a
 //! [`pipeline::Verdict`]. It never reads a clock, opens a socket or allocates per packet.
-//! The outer layers — offline pcap replay ([`replay`]), AF_XDP workers, the daemon — feed it.
-#![forbid(unsafe_code)]
+//! The outer layers — offline pcap replay ([`replay`]), the AF_XDP workers (`xsk`, behind
+//! the `xsk` feature, the only module allowed `unsafe`), the daemon — feed it.
+#![deny(unsafe_code)]
 
 pub mod alg;
 pub mod checksum;
@@ -23,6 +24,8 @@ pub mod pipeline;
 pub mod replay;
 pub mod time;
 pub mod wire;
+#[cfg(feature = "xsk")]
+pub mod xsk;
 
 pub use config::{EngineConfig, IfaceConfig, IfaceId, Role};
 pub use counters::{Counters, DropReason};

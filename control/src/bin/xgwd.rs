@@ -1,6 +1,7 @@
 //! xgwd: the xgw gateway daemon. `xgwd replay` runs captures through the engine offline.
 
 use clap::{Parser, Subcommand};
+use xgw_control::daemon::{self, RunArgs};
 use xgw_control::replay_cmd::{self, ReplayArgs};
 
 #[derive(Debug, Parser)]
@@ -12,13 +13,23 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Run the gateway: attach XDP, forward with AF_XDP workers until SIGTERM.
+    Run(RunArgs),
     /// Run capture files through the engine and write what leaves each interface.
     Replay(ReplayArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("XGW_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let r = match cli.cmd {
+        Cmd::Run(a) => daemon::run(&a),
         Cmd::Replay(a) => replay_cmd::run(&a),
     };
     match r {

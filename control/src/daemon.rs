@@ -1,0 +1,288 @@
+//! `xgwd run`: the gateway. Loads the rules, loads and attaches the XDP program on every
+//! interface (one instance each, with its own XSKMAP), opens one AF_XDP socket per receive
+//! queue per interface with libxdp's program loading inhibited, puts their fds into xgw's
+//! XSKMAPs, and runs one worker per queue index (pinned to a core). The control thread
+//! sweeps expired flows, keeps next hops current, reloads on SIGHUP and stops on
+//! SIGTERM/SIGINT, detaching XDP cleanly (bpf_link attachments also go away by themselves
+//! if the process dies).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::maps::{Array, HashMap as BpfHashMap, PerCpuArray, XskMap};
+use aya::programs::{Xdp, XdpMode};
+use aya::Ebpf;
+use clap::{Args, ValueEnum};
+use xgw_dataplane::xsk::{Port, PortConfig, Worker};
+use xgw_dataplane::{Engine, EngineConfig, IfaceId, Role, Shared, Time};
+use xgw_ebpf_common::{class, steer, Counter, HostService, XdpConfig, MAX_INSIDE_ADDRS};
+
+use crate::neigh::KernelNeighbours;
+use crate::rules_cmd::{compile_file, CheckError};
+
+/// How to attach XDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Native (driver) mode where the driver supports it, generic (SKB) mode otherwise.
+    Auto,
+    /// Native mode only.
+    Native,
+    /// Generic (SKB) mode.
+    Skb,
+}
+
+/// Options of `xgwd run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The rules file.
+    #[arg(long, value_name = "FILE")]
+    pub rules: PathBuf,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    pub xdp_mode: Mode,
+    /// UMEM frames per socket.
+    #[arg(long, default_value_t = 4096)]
+    pub frames: u32,
+    /// Ports on the outside address that belong to the host (PROTO:PORT, repeatable);
+    /// tcp:22 is always one.
+    #[arg(long = "host-service", value_name = "PROTO:PORT")]
+    pub host_services: Vec<String>,
+    /// Print counters every this many seconds (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub stats_every: u64,
+    /// Write a line to this file once the gateway forwards (for scripts and tests).
+    #[arg(long, value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
+}
+
+struct Attached {
+    device: String,
+    mode: Mode,
+    bpf: Ebpf,
+}
+
+fn rx_queues(device: &str) -> Result<u32> {
+    let dir = format!("/sys/class/net/{device}/queues");
+    let n = std::fs::read_dir(&dir)
+        .with_context(|| format!("interface `{device}` not found ({dir})"))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    Ok(u32::try_from(n.max(1)).unwrap_or(1))
+}
+
+fn xdp_config(cfg: &EngineConfig) -> XdpConfig {
+    let mut x = XdpConfig::default();
+    if let Some((_, o)) = cfg.outside() {
+        x.outside_addr = u32::from(o.addr);
+    }
+    for i in cfg.ifaces.iter().filter(|i| i.role == Role::Inside).take(MAX_INSIDE_ADDRS) {
+        x.inside_addrs[x.n_inside as usize] = u32::from(i.addr);
+        x.n_inside += 1;
+    }
+    let (lo, hi) = cfg.nat.host_ports.unwrap_or((1, 0));
+    x.host_port_lo = lo;
+    x.host_port_hi = hi;
+    x.ready = 1;
+    x
+}
+
+fn parse_service(s: &str) -> Result<HostService> {
+    let (p, port) = s.split_once(':').ok_or_else(|| anyhow!("`{s}`: expected PROTO:PORT, e.g. tcp:22"))?;
+    let proto = match p {
+        "tcp" => 6,
+        "udp" => 17,
+        other => bail!("`{other}`: host services are tcp or udp"),
+    };
+    Ok(HostService { proto, port: port.parse().with_context(|| format!("`{port}` is not a port"))? })
+}
+
+fn attach(cfg: &EngineConfig, args: &RunArgs, services: &[HostService]) -> Result<Vec<Attached>> {
+    let obj = aya::include_bytes_aligned!(env!("XGW_XDP_OBJECT"));
+    let xcfg = xdp_config(cfg);
+    let mut out = Vec::new();
+    for ifc in &cfg.ifaces {
+        let mut bpf = Ebpf::load(obj).context("loading the XDP program (needs root: CAP_BPF, CAP_NET_ADMIN)")?;
+        Array::<_, XdpConfig>::try_from(bpf.map_mut("CONFIG").ok_or_else(|| anyhow!("no CONFIG map"))?)?
+            .set(0, xcfg, 0)?;
+        let mut hs: BpfHashMap<_, HostService, u8> =
+            BpfHashMap::try_from(bpf.map_mut("HOST_SERVICES").ok_or_else(|| anyhow!("no HOST_SERVICES map"))?)?;
+        for s in services {
+            hs.insert(s, 1, 0)?;
+        }
+        let prog: &mut Xdp = bpf.program_mut("xgw_xdp").ok_or_else(|| anyhow!("no xgw_xdp program"))?.try_into()?;
+        prog.load().context("the kernel's verifier refused the XDP program")?;
+        let mode = match args.xdp_mode {
+            Mode::Native => {
+                prog.attach(&ifc.device, XdpMode::Driver).with_context(|| format!("native XDP on `{}`", ifc.device))?;
+                Mode::Native
+            }
+            Mode::Skb => {
+                prog.attach(&ifc.device, XdpMode::Skb).with_context(|| format!("generic XDP on `{}`", ifc.device))?;
+                Mode::Skb
+            }
+            Mode::Auto => match prog.attach(&ifc.device, XdpMode::Driver) {
+                Ok(_) => Mode::Native,
+                Err(e) => {
+                    tracing::warn!(device = %ifc.device, error = %e, "native XDP refused; using generic (SKB) mode");
+                    prog.attach(&ifc.device, XdpMode::Skb)
+                        .with_context(|| format!("generic XDP on `{}`", ifc.device))?;
+                    Mode::Skb
+                }
+            },
+        };
+        tracing::info!(device = %ifc.device, ?mode, "XDP attached");
+        out.push(Attached { device: ifc.device.clone(), mode, bpf });
+    }
+    Ok(out)
+}
+
+/// Sums a per-CPU counter map: (name, packets, bytes) per index.
+fn read_counters(bpf: &Ebpf, map: &str, names: &[&'static str]) -> Vec<(&'static str, u64, u64)> {
+    let Some(m) = bpf.map(map) else { return Vec::new() };
+    let Ok(arr) = PerCpuArray::<_, Counter>::try_from(m) else { return Vec::new() };
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let (p, b) = arr
+                .get(&(i as u32), 0)
+                .map(|v| v.iter().fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes)))
+                .unwrap_or((0, 0));
+            (*n, p, b)
+        })
+        .collect()
+}
+
+/// Runs the gateway until SIGTERM or SIGINT.
+pub fn run(args: &RunArgs) -> Result<()> {
+    let compiled = match compile_file(&args.rules) {
+        Ok(c) => c,
+        Err(CheckError::Read(e)) => bail!("cannot read rules file: {e}"),
+        Err(CheckError::Invalid(d)) => bail!("rules file refused:\n{}", xgw_rules::diag::render_all(&d)),
+    };
+    for w in &compiled.warnings {
+        tracing::warn!("{}", w.render());
+    }
+    let cfg = compiled.engine.clone();
+    let shared = Arc::new(Shared::new(cfg.clone()).map_err(anyhow::Error::msg)?);
+    shared.set_policy(Box::new(compiled.acl));
+
+    let mut services = vec![HostService { proto: 6, port: 22 }];
+    for s in &args.host_services {
+        services.push(parse_service(s)?);
+    }
+    let mut attached = attach(&cfg, args, &services)?;
+
+    // one worker per queue index, owning that queue's socket on every interface
+    let queues = cfg.ifaces.iter().map(|i| rx_queues(&i.device)).collect::<Result<Vec<_>>>()?;
+    let max_q = queues.iter().copied().max().unwrap_or(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let base = Instant::now();
+    let neigh = KernelNeighbours::new(&cfg);
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut workers = Vec::new();
+    let mut port_stats = Vec::new();
+    for q in 0..max_q {
+        let mut ports = Vec::new();
+        for (i, ifc) in cfg.ifaces.iter().enumerate() {
+            if q >= queues[i] {
+                continue;
+            }
+            let port = Port::open(&PortConfig {
+                iface: IfaceId(i as u8),
+                device: ifc.device.clone(),
+                queue: q,
+                frames: args.frames,
+                zero_copy: attached[i].mode == Mode::Native,
+            })?;
+            let mut xsks = XskMap::try_from(attached[i].bpf.map_mut("XSKS").ok_or_else(|| anyhow!("no XSKS map"))?)?;
+            xsks.set(q, port.raw_fd(), 0).with_context(|| format!("XSKMAP of `{}` queue {q}", ifc.device))?;
+            port_stats.push((ifc.device.clone(), q, Arc::clone(&port.stats)));
+            ports.push(port);
+        }
+        let mut engine = Engine::new(Arc::clone(&shared));
+        engine.seed(std::process::id() ^ (q << 16) ^ base.elapsed().subsec_nanos());
+        let worker = Worker::new(engine, ports, neigh.clone(), Arc::clone(&stop), base);
+        let core = cores.get(q as usize % cores.len().max(1)).copied();
+        workers.push(std::thread::Builder::new().name(format!("xgw-worker-{q}")).spawn(move || {
+            if let Some(c) = core {
+                core_affinity::set_for_current(c);
+            }
+            worker.run()
+        })?);
+    }
+    tracing::info!(workers = workers.len(), "forwarding");
+    if let Some(f) = &args.ready_file {
+        std::fs::write(f, format!("{}\n", std::process::id())).with_context(|| format!("writing {}", f.display()))?;
+    }
+
+    let term = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&term))?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&term))?;
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))?;
+    let budget = (cfg.limits.max_flows / 20).max(1024);
+    let mut last_neigh = Instant::now();
+    let mut last_stats = Instant::now();
+    while !term.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = Time(u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        shared.sweep(now, budget);
+        neigh.resolve_pending();
+        if last_neigh.elapsed() >= Duration::from_millis(200) {
+            neigh.refresh();
+            last_neigh = Instant::now();
+        }
+        if hup.swap(false, Ordering::Relaxed) {
+            match compile_file(&args.rules) {
+                Ok(c) => {
+                    let r = shared.reload_policy(Box::new(c.acl), false, now);
+                    tracing::info!(
+                        live = r.live,
+                        would_deny = r.would_deny,
+                        "rules reloaded (access lists; other sections need a restart)"
+                    );
+                }
+                Err(CheckError::Invalid(d)) => {
+                    tracing::error!("reload refused, the running policy stays:\n{}", xgw_rules::diag::render_all(&d))
+                }
+                Err(CheckError::Read(e)) => tracing::error!("reload refused: {e}"),
+            }
+        }
+        if args.stats_every > 0 && last_stats.elapsed() >= Duration::from_secs(args.stats_every) {
+            last_stats = Instant::now();
+            for (dev, q, s) in &port_stats {
+                tracing::info!(device = %dev, queue = q, rx = s.rx.get(), tx = s.tx.get(), no_neighbour = s.tx_no_neighbour.get(), "port");
+            }
+            tracing::info!(flows = shared.flows.len(), "conntrack");
+        }
+    }
+    tracing::info!("stopping");
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let ports = w.join().map_err(|_| anyhow!("a worker panicked"))?;
+        for p in &ports {
+            let ((fill, rx_total), (tx, tx_total)) = p.frames_accounted();
+            if fill != rx_total || tx != tx_total {
+                tracing::warn!(device = %p.device, queue = p.queue, fill, rx_total, tx, tx_total, "UMEM frames unaccounted for");
+            } else {
+                tracing::info!(device = %p.device, queue = p.queue, frames = rx_total + tx_total, "all UMEM frames accounted for");
+            }
+        }
+    }
+    for a in &attached {
+        let classes = read_counters(&a.bpf, "CLASS_STATS", &class::NAMES);
+        let steering = read_counters(&a.bpf, "STEER_STATS", &["kernel", "xsk", "dropped"]);
+        let line: Vec<String> = classes.iter().filter(|c| c.1 > 0).map(|(n, p, _)| format!("{n}={p}")).collect();
+        let st: Vec<String> = steering.iter().map(|(n, p, _)| format!("{n}={p}")).collect();
+        tracing::info!(device = %a.device, classes = %line.join(" "), steering = %st.join(" "), "XDP counters");
+    }
+    let _ = steer::COUNT;
+    attached.clear(); // dropping the programs detaches them
+    tracing::info!("XDP detached, stopped");
+    Ok(())
+}

@@ -1,0 +1,425 @@
+//! AF_XDP ports and the worker loop: the outer I/O layer that feeds the engine from the
+//! kernel's XDP redirect and transmits its verdicts.
+//!
+//! A [`Port`] is one AF_XDP socket (xsk-rs, libxdp's own program loading inhibited: xgw's
+//! XDP program holds the XSKMAP) on one interface's receive queue, with its own UMEM. Half
+//! the UMEM frames serve receiving (they cycle fill ring → RX ring → fill ring), half
+//! transmitting (free list → TX ring → completion ring → free list); the counts are checked
+//! by [`Port::frames_accounted`]. A [`Worker`] owns the ports of one queue index on every
+//! interface, so both directions of a flow are handled without any lock around rings, and
+//! runs batches: RX → engine → TX on the egress port, with MAC addresses from a
+//! [`Neighbours`] source the daemon keeps current from the kernel's tables.
+//!
+//! This is the only module of the crate that uses `unsafe`: xsk-rs's ring and frame
+//! accessors are `unsafe fn`s whose contract is that descriptors belong to the UMEM they are
+//! used with and are not in two rings at once — which the frame bookkeeping here guarantees.
+#![allow(unsafe_code)]
+
+use std::io::Write;
+use std::num::NonZeroU32;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use xsk_rs::config::{BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig, XdpFlags};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
+
+use crate::config::IfaceId;
+use crate::counters::{Counter, SharedCounter};
+use crate::pipeline::{Engine, Frame, RxMeta, Verdict};
+use crate::time::Time;
+
+/// Why a port could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum XskError {
+    /// A size was refused by xsk-rs.
+    #[error("bad AF_XDP configuration: {0}")]
+    Config(String),
+    /// UMEM creation failed.
+    #[error("cannot create UMEM: {0}")]
+    Umem(String),
+    /// Socket creation failed.
+    #[error("cannot create AF_XDP socket on {device} queue {queue}: {reason}")]
+    Socket {
+        /// Device.
+        device: String,
+        /// Queue.
+        queue: u32,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// How to open a port.
+#[derive(Debug, Clone)]
+pub struct PortConfig {
+    /// The engine's interface id of the device.
+    pub iface: IfaceId,
+    /// Kernel device name.
+    pub device: String,
+    /// Receive queue.
+    pub queue: u32,
+    /// UMEM frames (half for receiving, half for transmitting).
+    pub frames: u32,
+    /// Try zero-copy (falls back to copy mode when the driver refuses).
+    pub zero_copy: bool,
+}
+
+/// Per-port counters.
+#[derive(Debug, Default)]
+pub struct PortStats {
+    /// Frames received.
+    pub rx: Counter,
+    /// Frames transmitted.
+    pub tx: Counter,
+    /// Frames not transmitted: no free TX frame.
+    pub tx_no_frame: Counter,
+    /// Frames not transmitted: next hop's MAC unknown.
+    pub tx_no_neighbour: Counter,
+    /// Frames the engine handed to the host after they reached userspace (lost: the XDP
+    /// program should have passed them to the kernel).
+    pub to_host_lost: Counter,
+}
+
+const FRAME_SIZE: u32 = 2048;
+const BATCH: usize = 64;
+
+/// One AF_XDP socket with its UMEM and rings.
+pub struct Port {
+    /// The engine's interface id.
+    pub iface: IfaceId,
+    /// Device name.
+    pub device: String,
+    /// Receive queue.
+    pub queue: u32,
+    umem: Umem,
+    fq: FillQueue,
+    cq: CompQueue,
+    tx: TxQueue,
+    rx: RxQueue,
+    free_tx: Vec<FrameDesc>,
+    in_fill: usize,
+    outstanding_tx: usize,
+    rx_frames: usize,
+    tx_frames: usize,
+    /// Counters.
+    pub stats: Arc<PortStats>,
+}
+
+impl core::fmt::Debug for Port {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Port").field("device", &self.device).field("queue", &self.queue).finish()
+    }
+}
+
+fn qsize(n: u32) -> Result<QueueSize, XskError> {
+    QueueSize::new(n).map_err(|e| XskError::Config(e.to_string()))
+}
+
+impl Port {
+    /// Opens an AF_XDP socket on `cfg.device` queue `cfg.queue`. libxdp does not load a
+    /// program: the caller puts [`Port::raw_fd`] into its own XSKMAP.
+    pub fn open(cfg: &PortConfig) -> Result<Port, XskError> {
+        let frames = cfg.frames.next_power_of_two().max(64);
+        let half = frames / 2;
+        let umem_cfg = UmemConfig::builder()
+            .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| XskError::Config(e.to_string()))?)
+            .fill_queue_size(qsize(half)?)
+            .comp_queue_size(qsize(half)?)
+            .build()
+            .map_err(|e| XskError::Config(e.to_string()))?;
+        let count = NonZeroU32::new(frames).ok_or_else(|| XskError::Config("zero frames".into()))?;
+        let (umem, mut descs) = Umem::new(umem_cfg, count, false).map_err(|e| XskError::Umem(e.to_string()))?;
+        let iface =
+            Interface::new(std::ffi::CString::new(cfg.device.clone()).map_err(|e| XskError::Config(e.to_string()))?);
+        let mut last_err = String::new();
+        let binds: &[BindFlags] =
+            if cfg.zero_copy { &[BindFlags::XDP_ZEROCOPY, BindFlags::XDP_COPY] } else { &[BindFlags::XDP_COPY] };
+        for bind in binds {
+            let sock_cfg = SocketConfig::builder()
+                .rx_queue_size(qsize(half)?)
+                .tx_queue_size(qsize(half)?)
+                .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+                .xdp_flags(XdpFlags::empty())
+                .bind_flags(*bind | BindFlags::XDP_USE_NEED_WAKEUP)
+                .build();
+            // SAFETY: the UMEM is new and not shared with any other socket, so the shared-UMEM
+            // precondition of `Socket::new` (inhibit prog load when the pair is already
+            // bound) does not arise; and we inhibit prog load anyway.
+            match unsafe { xsk_rs::Socket::new(sock_cfg, &umem, &iface, cfg.queue) } {
+                Ok((tx, rx, Some((mut fq, cq)))) => {
+                    let rx_descs = descs.split_off(half as usize);
+                    // SAFETY: these descriptors belong to `umem` and are in no ring yet.
+                    let filled = unsafe { fq.produce(&rx_descs) };
+                    return Ok(Port {
+                        iface: cfg.iface,
+                        device: cfg.device.clone(),
+                        queue: cfg.queue,
+                        umem,
+                        fq,
+                        cq,
+                        tx,
+                        rx,
+                        free_tx: descs,
+                        in_fill: filled,
+                        outstanding_tx: 0,
+                        rx_frames: half as usize,
+                        tx_frames: half as usize,
+                        stats: Arc::new(PortStats::default()),
+                    });
+                }
+                Ok(_) => last_err = "the UMEM's fill and completion rings went to another socket".into(),
+                Err(e) => last_err = e.to_string(),
+            }
+        }
+        Err(XskError::Socket { device: cfg.device.clone(), queue: cfg.queue, reason: last_err })
+    }
+
+    /// The socket's file descriptor, for the XDP program's XSKMAP.
+    pub fn raw_fd(&self) -> RawFd {
+        self.rx.fd().as_raw_fd()
+    }
+
+    /// (receive frames the kernel holds, transmit frames free or in flight), against the
+    /// numbers set at start: equal when no frame leaked.
+    pub fn frames_accounted(&self) -> ((usize, usize), (usize, usize)) {
+        ((self.in_fill, self.rx_frames), (self.free_tx.len() + self.outstanding_tx, self.tx_frames))
+    }
+
+    /// Takes back transmitted frames from the completion ring.
+    fn reap(&mut self) {
+        let mut done = [FrameDesc::default(); BATCH];
+        loop {
+            // SAFETY: descriptors from this port's completion ring belong to its UMEM.
+            let n = unsafe { self.cq.consume(&mut done) };
+            if n == 0 {
+                break;
+            }
+            self.free_tx.extend_from_slice(&done[..n]);
+            self.outstanding_tx -= n.min(self.outstanding_tx);
+        }
+    }
+}
+
+/// Where a worker gets MAC addresses: the egress interface's own, and the next hop's for a
+/// destination (from the kernel's routes and neighbours).
+pub trait Neighbours: Send + Sync {
+    /// (source MAC, destination MAC) for a frame to `dst` (host order) leaving on `egress`,
+    /// or `None` when the next hop is not resolved yet (the implementation starts resolving).
+    fn macs(&self, egress: IfaceId, dst: u32) -> Option<([u8; 6], [u8; 6])>;
+}
+
+/// Worker-wide counters.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Batches run.
+    pub batches: SharedCounter,
+    /// Polls that found nothing.
+    pub idle_polls: SharedCounter,
+}
+
+/// One worker thread's state: the ports of one queue index on every interface.
+pub struct Worker {
+    engine: Engine,
+    ports: Vec<Port>,
+    neighbours: Arc<dyn Neighbours>,
+    stop: Arc<AtomicBool>,
+    base: Instant,
+    scratch: Vec<u8>,
+    rx_descs: Vec<FrameDesc>,
+    pending_tx: Vec<Vec<FrameDesc>>,
+    /// Counters.
+    pub stats: Arc<WorkerStats>,
+}
+
+impl core::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Worker").field("ports", &self.ports).finish()
+    }
+}
+
+impl Worker {
+    /// A worker running `engine` on `ports`; `base` is the instant engine time counts from
+    /// (shared with the sweeper).
+    pub fn new(
+        engine: Engine,
+        ports: Vec<Port>,
+        neighbours: Arc<dyn Neighbours>,
+        stop: Arc<AtomicBool>,
+        base: Instant,
+    ) -> Worker {
+        let n = ports.len();
+        Worker {
+            engine,
+            ports,
+            neighbours,
+            stop,
+            base,
+            scratch: vec![0u8; FRAME_SIZE as usize],
+            rx_descs: vec![FrameDesc::default(); BATCH],
+            pending_tx: (0..n).map(|_| Vec::with_capacity(BATCH)).collect(),
+            stats: Arc::new(WorkerStats::default()),
+        }
+    }
+
+    /// The ports (for counters and frame accounting).
+    pub fn ports(&self) -> &[Port] {
+        &self.ports
+    }
+
+    /// Runs until the stop flag is set; returns the ports for a final accounting.
+    pub fn run(mut self) -> Vec<Port> {
+        let mut idle = 0u32;
+        while !self.stop.load(Ordering::Relaxed) {
+            let mut work = 0;
+            for p in 0..self.ports.len() {
+                work += self.rx_batch(p);
+            }
+            self.flush_tx();
+            for p in &mut self.ports {
+                p.reap();
+            }
+            if work == 0 {
+                idle += 1;
+                if idle > 64 {
+                    // nothing for a while: sleep in poll() on every port's socket
+                    self.stats.idle_polls.inc();
+                    self.poll_all(Duration::from_millis(10));
+                }
+            } else {
+                idle = 0;
+                self.stats.batches.inc();
+            }
+        }
+        // let in-flight transmissions complete so the accounting is exact
+        for _ in 0..100 {
+            for p in &mut self.ports {
+                p.reap();
+            }
+            if self.ports.iter().all(|p| p.outstanding_tx == 0) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.ports
+    }
+
+    fn poll_all(&mut self, timeout: Duration) {
+        let mut fds: Vec<libc::pollfd> =
+            self.ports.iter().map(|p| libc::pollfd { fd: p.raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(10);
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures for the duration of
+        // the call; poll(2) only writes their `revents` fields.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    }
+
+    fn port_index(&self, iface: IfaceId) -> Option<usize> {
+        self.ports.iter().position(|p| p.iface == iface)
+    }
+
+    fn rx_batch(&mut self, pi: usize) -> usize {
+        let now = Time(u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        // SAFETY: descriptors from this port's RX ring belong to its UMEM; they are put back
+        // on its fill ring below before the next batch, so none is in two rings at once.
+        let n = unsafe { self.ports[pi].rx.consume(&mut self.rx_descs) };
+        if n == 0 {
+            if self.ports[pi].fq.needs_wakeup() {
+                let p = &mut self.ports[pi];
+                let _ = p.fq.wakeup(p.rx.fd_mut(), 0);
+            }
+            return 0;
+        }
+        let iface = self.ports[pi].iface;
+        self.ports[pi].in_fill -= n.min(self.ports[pi].in_fill);
+        for i in 0..n {
+            let desc = self.rx_descs[i];
+            let len = {
+                // SAFETY: `desc` came from this port's RX ring (see above) and is read before
+                // it is handed back to the kernel.
+                let data = unsafe { self.ports[pi].umem.data(&desc) };
+                let c = data.contents();
+                let len = c.len().min(self.scratch.len());
+                self.scratch[..len].copy_from_slice(&c[..len]);
+                len
+            };
+            self.ports[pi].stats.rx.inc();
+            let mut frame = Frame { buf: &mut self.scratch[..], len };
+            let v = self.engine.process(&mut frame, RxMeta { iface }, now);
+            let out_len = frame.len;
+            match v {
+                Verdict::Forward(egress) => self.stage_tx(egress, out_len),
+                Verdict::ToHost => self.ports[pi].stats.to_host_lost.inc(),
+                Verdict::Drop(_) => {}
+            }
+        }
+        let p = &mut self.ports[pi];
+        // SAFETY: the descriptors were consumed from this port's RX ring above and are in no
+        // other ring: they go back to the kernel for receiving.
+        let back = unsafe { p.fq.produce(&self.rx_descs[..n]) };
+        p.in_fill += back;
+        n
+    }
+
+    /// Copies the processed frame (in `scratch`) into a free TX frame of the egress port,
+    /// with the MAC addresses of the next hop.
+    fn stage_tx(&mut self, egress: IfaceId, len: usize) {
+        let Some(ei) = self.port_index(egress) else { return };
+        if len < 34 {
+            return;
+        }
+        let dst = u32::from_be_bytes([self.scratch[30], self.scratch[31], self.scratch[32], self.scratch[33]]);
+        let Some((src_mac, dst_mac)) = self.neighbours.macs(egress, dst) else {
+            self.ports[ei].stats.tx_no_neighbour.inc();
+            return;
+        };
+        self.scratch[0..6].copy_from_slice(&dst_mac);
+        self.scratch[6..12].copy_from_slice(&src_mac);
+        let p = &mut self.ports[ei];
+        if p.free_tx.is_empty() {
+            p.reap();
+        }
+        let Some(mut desc) = p.free_tx.pop() else {
+            p.stats.tx_no_frame.inc();
+            return;
+        };
+        // SAFETY: `desc` is a free TX frame of this port's UMEM (not in any ring).
+        let mut data = unsafe { p.umem.data_mut(&mut desc) };
+        if data.cursor().write_all(&self.scratch[..len]).is_err() {
+            p.free_tx.push(desc);
+            p.stats.tx_no_frame.inc();
+            return;
+        }
+        self.pending_tx[ei].push(desc);
+        if self.pending_tx[ei].len() >= BATCH {
+            self.flush_port(ei);
+        }
+    }
+
+    fn flush_tx(&mut self) {
+        for ei in 0..self.ports.len() {
+            if !self.pending_tx[ei].is_empty() {
+                self.flush_port(ei);
+            }
+        }
+    }
+
+    fn flush_port(&mut self, ei: usize) {
+        let p = &mut self.ports[ei];
+        let pending = &mut self.pending_tx[ei];
+        // SAFETY: every pending descriptor is a frame of this port's UMEM written above and
+        // in no ring; the ones the TX ring does not take stay pending for the next flush.
+        let sent = unsafe { p.tx.produce(pending) };
+        p.outstanding_tx += sent;
+        p.stats.tx.add(sent as u64);
+        pending.drain(..sent);
+        if p.tx.needs_wakeup() || sent > 0 {
+            let _ = p.tx.wakeup();
+        }
+        if !pending.is_empty() {
+            // the ring is full: give the frames back rather than hold them
+            p.stats.tx_no_frame.add(pending.len() as u64);
+            p.free_tx.append(pending);
+        }
+    }
+}

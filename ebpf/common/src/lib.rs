@@ -1,0 +1,134 @@
+//! Types shared byte for byte by xgw's XDP program and userspace: the classifier's
+//! configuration, its per-class counters and the class codes that travel to userspace in
+//! each frame's XDP metadata.
+#![no_std]
+
+/// What the classifier makes of a frame. The value travels in the 4 bytes of XDP metadata
+/// in front of the frame.
+pub mod class {
+    /// Not IPv4 (ARP, IPv6, ...): passed to the kernel.
+    pub const NON_IP: u32 = 0;
+    /// IPv4 header or lengths broken: dropped.
+    pub const MALFORMED: u32 = 1;
+    /// A later IPv4 fragment (no L4 header).
+    pub const FRAGMENT: u32 = 2;
+    /// TCP to or from port 1723: PPTP control.
+    pub const PPTP_CONTROL: u32 = 3;
+    /// GRE version 1 (PPTP's enhanced GRE).
+    pub const GRE_PPTP: u32 = 4;
+    /// GRE version 0 or other.
+    pub const GRE_OTHER: u32 = 5;
+    /// IPsec ESP.
+    pub const ESP: u32 = 6;
+    /// IPsec AH.
+    pub const AH: u32 = 7;
+    /// IKE on UDP 500.
+    pub const IKE: u32 = 8;
+    /// UDP 4500 carrying IKE (non-ESP marker).
+    pub const NATT_IKE: u32 = 9;
+    /// UDP 4500 carrying ESP.
+    pub const NATT_ESP: u32 = 10;
+    /// UDP 4500 NAT-T keepalive (one byte 0xFF).
+    pub const NATT_KEEPALIVE: u32 = 11;
+    /// L2TP on UDP 1701.
+    pub const L2TP: u32 = 12;
+    /// Other TCP.
+    pub const TCP: u32 = 13;
+    /// Other UDP.
+    pub const UDP: u32 = 14;
+    /// ICMP.
+    pub const ICMP: u32 = 15;
+    /// Any other IP protocol.
+    pub const OTHER_IP: u32 = 16;
+    /// Number of classes.
+    pub const COUNT: u32 = 17;
+
+    /// Names, indexed by class code.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "non_ip",
+        "malformed",
+        "fragment",
+        "pptp_control",
+        "gre_pptp",
+        "gre_other",
+        "esp",
+        "ah",
+        "ike",
+        "natt_ike",
+        "natt_esp",
+        "natt_keepalive",
+        "l2tp",
+        "tcp",
+        "udp",
+        "icmp",
+        "other_ip",
+    ];
+}
+
+/// Where each frame went.
+pub mod steer {
+    /// Handed to the kernel stack (the gateway's own traffic, non-IP).
+    pub const KERNEL: u32 = 0;
+    /// Redirected to the AF_XDP socket of its receive queue.
+    pub const XSK: u32 = 1;
+    /// Dropped (malformed).
+    pub const DROPPED: u32 = 2;
+    /// Number of steering outcomes.
+    pub const COUNT: u32 = 3;
+}
+
+/// Maximum number of inside-interface addresses the classifier knows.
+pub const MAX_INSIDE_ADDRS: usize = 8;
+
+/// The classifier's configuration (array map `CONFIG`, index 0). Addresses as host-order
+/// integers (`u32::from(Ipv4Addr)`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpConfig {
+    /// The outside address.
+    pub outside_addr: u32,
+    /// Number of valid entries in `inside_addrs`.
+    pub n_inside: u32,
+    /// The gateway's inside addresses: traffic to them is the host's.
+    pub inside_addrs: [u32; MAX_INSIDE_ADDRS],
+    /// First port of the host's own ephemeral range (TCP/UDP to the outside address in it
+    /// is the host's).
+    pub host_port_lo: u16,
+    /// Last port of that range.
+    pub host_port_hi: u16,
+    /// Non-zero once userspace has written the configuration.
+    pub ready: u32,
+}
+
+/// Packets and bytes of one class (per-CPU array `CLASS_STATS`, indexed by class code),
+/// and of one steering outcome (`STEER_STATS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (frame length).
+    pub bytes: u64,
+}
+
+/// Key of the `HOST_SERVICES` hash map: TCP/UDP ports on the outside address that belong to
+/// the host (SSH to the box, ...). `proto` is 6 or 17, `port` in host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HostService {
+    /// IP protocol.
+    pub proto: u32,
+    /// Port.
+    pub port: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: `XdpConfig` is `repr(C)`, `Copy`, made of integers and an integer array with
+    // no padding (4 + 4 + 32 + 2 + 2 + 4 bytes), so every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::XdpConfig {}
+    // SAFETY: `Counter` is `repr(C)`, two `u64`, no padding: every bit pattern is valid.
+    unsafe impl aya::Pod for super::Counter {}
+    // SAFETY: `HostService` is `repr(C)`, two `u32`, no padding: every bit pattern is valid.
+    unsafe impl aya::Pod for super::HostService {}
+}
