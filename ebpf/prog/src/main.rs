@@ -43,20 +43,19 @@ enum Steer {
 /// only place packet memory is read. Reading whole arrays behind one `ptr + N > end` check
 /// (rather than byte by byte) matters: for a single byte LLVM rewrites the check as
 /// `ptr >= end`, from which the verifier learns nothing about the byte at `ptr`.
-/// The bytes land in a zeroed array: returning `Option<[u8; N]>` lets LLVM fill the
+/// Never compare the returned `Option` as a whole (`== Some(..)`): LLVM may fill the
 /// undefined payload of `None` from any register, packet pointers included, and the
-/// verifier refuses arithmetic on those even when the result is never used.
+/// verifier refuses arithmetic on those even when the result is never used; compare after
+/// `?` or `if let`, or use `bytes_are`.
 #[inline(always)]
 fn read<const N: usize>(ctx: &XdpContext, off: usize) -> Option<[u8; N]> {
-    let mut out = [0u8; N];
     let p = ctx.data() + off;
     if p + N > ctx.data_end() {
         return None;
     }
     // SAFETY: [p, p + N) lies inside [data, data_end), checked just above; `[u8; N]` has
     // alignment 1 and every bit pattern is valid.
-    out = unsafe { core::ptr::read_unaligned(p as *const [u8; N]) };
-    Some(out)
+    Some(unsafe { core::ptr::read_unaligned(p as *const [u8; N]) })
 }
 
 /// True when the `N` bytes at `off` exist and are all `v`.

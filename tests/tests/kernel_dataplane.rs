@@ -1,0 +1,152 @@
+//! The gateway forwarding real traffic between namespaces: XDP classifier + AF_XDP workers.
+//!
+//! ```text
+//!  c1 10.10.0.5 ─┐
+//!                ├─ br0 (ns lan) ── xgw-in 10.10.0.1 [gw: xgwd] xgw-out 198.51.100.1 ── 198.51.100.254 [rtr] 203.0.113.254 (mtu 1000) ── 203.0.113.20 srv
+//!  c2 10.10.0.6 ─┘
+//! ```
+
+use xgw_tests::{Lab, TCP_SINK, TCP_SOURCE, UDP_ECHO, UDP_FLOWS};
+
+const RULES: &str = "interface lan device xgw-in role inside address 10.10.0.1/24
+interface wan device xgw-out role outside address 198.51.100.1/24
+";
+
+fn topology(lab: &mut Lab) {
+    for ns in ["c1", "c2", "lan", "gw", "rtr", "srv"] {
+        lab.add_ns(ns);
+    }
+    lab.exec_ok("lan", &["ip", "link", "add", "br0", "type", "bridge"]);
+    lab.exec_ok("lan", &["ip", "link", "set", "br0", "up"]);
+    lab.link("c1", "eth0", "10.10.0.5/24", "lan", "p1", "");
+    lab.link("c2", "eth0", "10.10.0.6/24", "lan", "p2", "");
+    lab.link("gw", "xgw-in", "10.10.0.1/24", "lan", "pg", "");
+    for p in ["p1", "p2", "pg"] {
+        lab.exec_ok("lan", &["ip", "link", "set", p, "master", "br0"]);
+    }
+    lab.link("gw", "xgw-out", "198.51.100.1/24", "rtr", "o0", "198.51.100.254/24");
+    lab.link("rtr", "o1", "203.0.113.254/24", "srv", "eth0", "203.0.113.20/24");
+    lab.exec_ok("rtr", &["ip", "link", "set", "o1", "mtu", "1000"]);
+    lab.exec_ok("srv", &["ip", "link", "set", "eth0", "mtu", "1000"]);
+    lab.exec_ok("rtr", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    for c in ["c1", "c2"] {
+        lab.exec_ok(c, &["ip", "route", "add", "default", "via", "10.10.0.1"]);
+    }
+    lab.exec_ok("srv", &["ip", "route", "add", "default", "via", "203.0.113.254"]);
+    // the gateway's kernel forwards nothing itself; its routes give xgw the next hops
+    lab.exec_ok("gw", &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+    lab.exec_ok("gw", &["ip", "route", "add", "default", "via", "198.51.100.254"]);
+}
+
+/// Pings until one answer comes back (the first packets may wait for ARP).
+fn warm(lab: &Lab, from: &str, to: &str) {
+    for _ in 0..10 {
+        if lab.exec(from, &["ping", "-c", "1", "-W", "1", to]).status.success() {
+            return;
+        }
+    }
+    panic!("{from} cannot reach {to}:\n{}", lab.log("xgwd.log"));
+}
+
+fn forwards_everything(mode: &str) {
+    let mut lab = Lab::new();
+    topology(&mut lab);
+    let gw = lab.start_xgwd("gw", RULES, &["--xdp-mode", mode]);
+    warm(&lab, "c1", "203.0.113.20");
+    warm(&lab, "c2", "203.0.113.20");
+
+    // ping
+    let out = lab.exec_ok("c1", &["ping", "-c", "5", "-i", "0.2", "-W", "1", "203.0.113.20"]);
+    assert!(out.contains("5 received"), "{out}");
+
+    // TCP from both clients at once, payload checked end to end, server sees only P
+    lab.spawn("srv", &["python3", "-c", TCP_SINK, "0.0.0.0", "5001"], "sink.log");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let t1 = {
+        let dir = lab.dir.clone();
+        let ns = lab.ns("c1");
+        std::thread::spawn(move || {
+            let _ = dir;
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &ns, "python3", "-c", TCP_SOURCE, "203.0.113.20", "5001", "8000000"])
+                .output()
+                .expect("run")
+        })
+    };
+    let r2 = lab.exec_ok("c2", &["python3", "-c", TCP_SOURCE, "203.0.113.20", "5001", "8000000"]);
+    let r1 = String::from_utf8_lossy(&t1.join().expect("thread").stdout).to_string();
+    for r in [&r1, &r2] {
+        assert!(r.starts_with("OK 8000000 198.51.100.1:"), "{r}\n{}", lab.log("xgwd.log"));
+    }
+
+    // UDP: 150 flows from each client, every answer back, the server saw only P
+    lab.spawn("srv", &["python3", "-c", UDP_ECHO, "0.0.0.0", "7000"], "echo.log");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for c in ["c1", "c2"] {
+        let r = lab.exec_ok(c, &["python3", "-c", UDP_FLOWS, "203.0.113.20", "7000", "150"]);
+        assert_eq!(r.trim(), "150 198.51.100.1", "{c}");
+    }
+
+    let log = lab.stop(gw, "xgwd.log");
+    assert!(log.contains("all UMEM frames accounted for device=xgw-in"), "{log}");
+    assert!(log.contains("all UMEM frames accounted for device=xgw-out"), "{log}");
+    assert!(log.contains("XDP detached"), "{log}");
+    // the classifier counted what went through
+    let line = log.lines().find(|l| l.contains("XDP counters") && l.contains("device=xgw-in")).expect("counters");
+    assert!(line.contains("tcp=") && line.contains("udp=") && line.contains("icmp="), "{line}");
+    let out = lab.exec_ok("gw", &["ip", "-d", "link", "show", "xgw-in"]);
+    assert!(!out.contains("prog/xdp"), "XDP left attached: {out}");
+}
+
+#[test]
+fn forwards_ping_tcp_udp_native_mode() {
+    forwards_everything("native");
+}
+
+#[test]
+fn forwards_ping_tcp_udp_generic_mode() {
+    forwards_everything("skb");
+}
+
+#[test]
+fn icmp_errors_from_beyond_and_from_the_gateway() {
+    let mut lab = Lab::new();
+    topology(&mut lab);
+    let gw = lab.start_xgwd("gw", RULES, &[]);
+    warm(&lab, "c1", "203.0.113.20");
+    // TTL 1: the gateway itself answers, from its inside address
+    let o = lab.exec("c1", &["ping", "-c", "1", "-W", "1", "-t", "1", "203.0.113.20"]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains("From 10.10.0.1") && s.contains("Time to live exceeded"), "{s}");
+    // TTL 2: the router beyond answers; its error is translated back to the client
+    let o = lab.exec("c1", &["ping", "-c", "1", "-W", "1", "-t", "2", "203.0.113.20"]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains("From 198.51.100.254") && s.contains("Time to live exceeded"), "{s}");
+    // DF set over the router's 1000-byte link: fragmentation needed reaches the client
+    let o = lab.exec("c1", &["ping", "-c", "1", "-W", "1", "-M", "do", "-s", "1200", "203.0.113.20"]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains("Frag needed") && s.contains("mtu = 1000"), "{s}");
+    let log = lab.stop(gw, "xgwd.log");
+    assert!(log.contains("XDP detached"), "{log}");
+}
+
+#[test]
+fn the_gateways_own_traffic_stays_with_the_kernel() {
+    let mut lab = Lab::new();
+    topology(&mut lab);
+    let gw = lab.start_xgwd("gw", RULES, &[]);
+    // an SSH-like service on the gateway's outside address, reached from outside
+    lab.spawn("gw", &["python3", "-c", TCP_SINK, "198.51.100.1", "22"], "ssh.log");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let r = lab.exec_ok("rtr", &["python3", "-c", TCP_SOURCE, "198.51.100.1", "22", "100000"]);
+    assert!(r.starts_with("OK 100000 198.51.100.254:"), "{r}");
+    // pinging the box from both sides
+    lab.exec_ok("rtr", &["ping", "-c", "2", "-W", "1", "198.51.100.1"]);
+    lab.exec_ok("c1", &["ping", "-c", "2", "-W", "1", "10.10.0.1"]);
+    // an unsolicited connection to a translation port reaches nothing inside
+    let o = lab.exec("rtr", &["python3", "-c", TCP_SOURCE, "198.51.100.1", "2000", "10"]);
+    assert!(!o.status.success());
+    let log = lab.stop(gw, "xgwd.log");
+    let line = log.lines().find(|l| l.contains("XDP counters") && l.contains("device=xgw-out")).expect("counters");
+    assert!(line.contains("kernel=") && !line.contains("kernel=0 "), "{line}");
+}
