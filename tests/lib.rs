@@ -257,3 +257,173 @@ for s in socks:
         pass
 print(got, ",".join(sorted(seen)))
 "#;
+
+/// N PPTP clients (pptp-linux) behind the gateway, one PPTP server (pptpd) outside, the
+/// PPP stand-in (`xgw-ppp`) on both ends, a capture of the outside link.
+///
+/// ```text
+///  c1..cN 10.10.0.11.. ── br0 (ns lan) ── xgw-in 10.10.0.1 [gw: xgwd] xgw-out 198.51.100.1 ── 198.51.100.20 srv (pptpd)
+/// ```
+pub mod pptp {
+    use super::*;
+
+    /// The server's address.
+    pub const SERVER: &str = "198.51.100.20";
+    /// The outside address.
+    pub const OUTSIDE: &str = "198.51.100.1";
+
+    /// A running PPTP lab.
+    #[derive(Debug)]
+    pub struct PptpLab {
+        /// The namespaces and processes.
+        pub lab: Lab,
+        /// Number of clients.
+        pub clients: usize,
+        clients_pids: Vec<u32>,
+        /// xgwd's pid.
+        pub xgwd: u32,
+        tcpdump: u32,
+    }
+
+    /// Client `i`'s namespace role (1-based).
+    pub fn client(i: usize) -> String {
+        format!("c{i}")
+    }
+
+    /// Client `i`'s address.
+    pub fn client_addr(i: usize) -> String {
+        format!("10.10.0.{}", 10 + i)
+    }
+
+    impl PptpLab {
+        /// Builds the topology and starts xgwd (with `rules`), pptpd and a capture.
+        pub fn start(clients: usize, rules: &str) -> PptpLab {
+            let mut lab = Lab::new();
+            for i in 1..=clients {
+                lab.add_ns(&client(i));
+            }
+            for ns in ["lan", "gw", "srv"] {
+                lab.add_ns(ns);
+            }
+            lab.exec_ok("lan", &["ip", "link", "add", "br0", "type", "bridge"]);
+            lab.exec_ok("lan", &["ip", "link", "set", "br0", "up"]);
+            for i in 1..=clients {
+                let c = client(i);
+                let port = format!("p{i}");
+                lab.link(&c, "eth0", &format!("{}/24", client_addr(i)), "lan", &port, "");
+                lab.exec_ok("lan", &["ip", "link", "set", &port, "master", "br0"]);
+                lab.exec_ok(&c, &["ip", "route", "add", "default", "via", "10.10.0.1"]);
+            }
+            lab.link("gw", "xgw-in", "10.10.0.1/24", "lan", "pg", "");
+            lab.exec_ok("lan", &["ip", "link", "set", "pg", "master", "br0"]);
+            lab.link("gw", "xgw-out", "198.51.100.1/24", "srv", "eth0", &format!("{SERVER}/24"));
+            lab.exec_ok("gw", &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+            let pcap = lab.dir.join("outside.pcap").to_string_lossy().to_string();
+            let tcpdump = lab.spawn("srv", &["tcpdump", "-i", "eth0", "-U", "-w", &pcap, "ip"], "tcpdump.log");
+            let sock = lab.dir.join("xgw.sock").to_string_lossy().to_string();
+            let xgwd = lab.start_xgwd("gw", rules, &["--socket", &sock]);
+            let server_logs = lab.dir.join("server");
+            std::fs::create_dir_all(&server_logs).expect("server log dir");
+            let conf = lab.dir.join("pptpd.conf");
+            std::fs::write(&conf, "localip 192.168.99.1\nremoteip 192.168.99.100-250\n").expect("pptpd.conf");
+            let (conf, pid) =
+                (conf.to_string_lossy().to_string(), lab.dir.join("pptpd.pid").to_string_lossy().to_string());
+            let ppp = bin("xgw-ppp").to_string_lossy().to_string();
+            let env = format!("XGW_PPP_LOG_DIR={}", server_logs.display());
+            lab.spawn("srv", &["env", &env, "pptpd", "--fg", "-c", &conf, "-p", &pid, "-e", &ppp], "pptpd.log");
+            std::thread::sleep(Duration::from_millis(500));
+            PptpLab { lab, clients, clients_pids: Vec::new(), xgwd, tcpdump }
+        }
+
+        /// Starts every client for `seconds`, each with Call ID `call_id` forced (pptp reads
+        /// its Call ID from /dev/random: each client gets a private mount namespace whose
+        /// /dev/random is a 2-byte file).
+        pub fn start_clients(&mut self, call_id: u16, seconds: u64) {
+            let idfile = self.lab.dir.join("call-id");
+            std::fs::write(&idfile, call_id.to_ne_bytes()).expect("call id file");
+            for i in 1..=self.clients {
+                self.start_client(i, &idfile, seconds);
+            }
+        }
+
+        fn start_client(&mut self, i: usize, idfile: &std::path::Path, seconds: u64) {
+            let log = self.lab.dir.join(format!("client-{i}.log")).to_string_lossy().to_string();
+            // a private /run: pptp-linux's call manager shares one control connection between
+            // every pptp to the same server through a unix socket under /run/pptp
+            let script = format!(
+                "mount -t tmpfs tmpfs /run && mount --bind {} /dev/random && exec {} client --server {SERVER} --token {} --seconds {seconds} --log {log}",
+                idfile.display(),
+                bin("xgw-ppp").display(),
+                client(i)
+            );
+            let pid = self.lab.spawn(&client(i), &["unshare", "-m", "sh", "-c", &script], &format!("client-{i}.out"));
+            self.clients_pids.push(pid);
+        }
+
+        /// Client `i`'s log.
+        pub fn client_log(&self, i: usize) -> String {
+            self.lab.log(&format!("client-{i}.log"))
+        }
+
+        /// Echo replies client `i` got back carrying its own token.
+        pub fn own_replies(&self, i: usize) -> usize {
+            let me = format!("echo-reply {}#", client(i));
+            self.client_log(i).lines().filter(|l| l.starts_with(&me)).count()
+        }
+
+        /// Lines of every server-side stand-in log: (the call it served, tokens it received).
+        pub fn server_calls(&self) -> Vec<(String, Vec<String>)> {
+            let mut out = Vec::new();
+            for e in std::fs::read_dir(self.lab.dir.join("server")).into_iter().flatten().flatten() {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let call = text.lines().find(|l| l.starts_with("call ")).unwrap_or("").to_string();
+                let mut toks: Vec<String> = text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("echo-request from "))
+                    .map(|t| t.split('#').next().unwrap_or("").to_string())
+                    .collect();
+                toks.sort();
+                toks.dedup();
+                out.push((call, toks));
+            }
+            out
+        }
+
+        /// Waits until every client in `which` has `n` echo replies of its own (or `limit`).
+        pub fn wait_replies(&self, which: &[usize], n: usize, limit: Duration) -> bool {
+            let t0 = Instant::now();
+            while t0.elapsed() < limit {
+                if which.iter().all(|&i| self.own_replies(i) >= n) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            false
+        }
+
+        /// Stops client `i` (its pptp goes with it).
+        pub fn stop_client(&mut self, i: usize) {
+            let pid = self.clients_pids[i - 1];
+            let _ = self.lab.stop(pid, "");
+        }
+
+        /// Runs xgwctl against this lab's daemon.
+        pub fn xgwctl(&self, args: &[&str]) -> Output {
+            let sock = self.lab.dir.join("xgw.sock");
+            Command::new(bin("xgwctl")).arg("--socket").arg(&sock).args(args).output().expect("run xgwctl")
+        }
+
+        /// Stops the capture and returns every IPv4 source address seen on the outside link.
+        pub fn outside_sources(&mut self) -> std::collections::BTreeSet<String> {
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = self.lab.stop(self.tcpdump, "");
+            let path = self.lab.dir.join("outside.pcap");
+            let f = std::fs::File::open(&path).expect("capture");
+            let recs = xgw_dataplane::replay::read_capture(f, "outside.pcap").expect("readable capture");
+            recs.iter()
+                .filter(|r| r.frame.len() >= 34 && r.frame[12..14] == [8, 0])
+                .map(|r| std::net::Ipv4Addr::new(r.frame[26], r.frame[27], r.frame[28], r.frame[29]).to_string())
+                .collect()
+        }
+    }
+}

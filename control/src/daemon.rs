@@ -56,12 +56,32 @@ pub struct RunArgs {
     /// Write a line to this file once the gateway forwards (for scripts and tests).
     #[arg(long, value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
+    /// The control socket xgwctl talks to.
+    #[arg(long, value_name = "PATH", default_value = "/run/xgw/xgw.sock")]
+    pub socket: PathBuf,
 }
 
 struct Attached {
     device: String,
     mode: Mode,
     bpf: Ebpf,
+}
+
+type ClassMap = PerCpuArray<aya::maps::MapData, Counter>;
+
+/// Sums a per-CPU counter map: (name, packets, bytes) per index.
+fn sum_counters(arr: &ClassMap, names: &[&'static str]) -> Vec<(&'static str, u64, u64)> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let (p, b) = arr
+                .get(&(i as u32), 0)
+                .map(|v| v.iter().fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes)))
+                .unwrap_or((0, 0));
+            (*n, p, b)
+        })
+        .collect()
 }
 
 fn rx_queues(device: &str) -> Result<u32> {
@@ -140,23 +160,6 @@ fn attach(cfg: &EngineConfig, args: &RunArgs, services: &[HostService]) -> Resul
     Ok(out)
 }
 
-/// Sums a per-CPU counter map: (name, packets, bytes) per index.
-fn read_counters(bpf: &Ebpf, map: &str, names: &[&'static str]) -> Vec<(&'static str, u64, u64)> {
-    let Some(m) = bpf.map(map) else { return Vec::new() };
-    let Ok(arr) = PerCpuArray::<_, Counter>::try_from(m) else { return Vec::new() };
-    names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let (p, b) = arr
-                .get(&(i as u32), 0)
-                .map(|v| v.iter().fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes)))
-                .unwrap_or((0, 0));
-            (*n, p, b)
-        })
-        .collect()
-}
-
 /// Runs the gateway until SIGTERM or SIGINT.
 pub fn run(args: &RunArgs) -> Result<()> {
     let compiled = match compile_file(&args.rules) {
@@ -176,6 +179,13 @@ pub fn run(args: &RunArgs) -> Result<()> {
         services.push(parse_service(s)?);
     }
     let mut attached = attach(&cfg, args, &services)?;
+    let mut class_maps: Vec<(String, ClassMap, ClassMap)> = Vec::new();
+    for a in &mut attached {
+        let c = a.bpf.take_map("CLASS_STATS").ok_or_else(|| anyhow!("no CLASS_STATS map"))?;
+        let s = a.bpf.take_map("STEER_STATS").ok_or_else(|| anyhow!("no STEER_STATS map"))?;
+        class_maps.push((a.device.clone(), PerCpuArray::try_from(c)?, PerCpuArray::try_from(s)?));
+    }
+    let class_maps = Arc::new(std::sync::Mutex::new(class_maps));
 
     // one worker per queue index, owning that queue's socket on every interface
     let queues = cfg.ifaces.iter().map(|i| rx_queues(&i.device)).collect::<Result<Vec<_>>>()?;
@@ -186,6 +196,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut workers = Vec::new();
     let mut port_stats = Vec::new();
+    let mut worker_counters = Vec::new();
     for q in 0..max_q {
         let mut ports = Vec::new();
         for (i, ifc) in cfg.ifaces.iter().enumerate() {
@@ -206,6 +217,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
         let mut engine = Engine::new(Arc::clone(&shared));
         engine.seed(std::process::id() ^ (q << 16) ^ base.elapsed().subsec_nanos());
+        worker_counters.push(Arc::clone(engine.counters()));
         let worker = Worker::new(engine, ports, neigh.clone(), Arc::clone(&stop), base);
         let core = cores.get(q as usize % cores.len().max(1)).copied();
         workers.push(std::thread::Builder::new().name(format!("xgw-worker-{q}")).spawn(move || {
@@ -215,7 +227,33 @@ pub fn run(args: &RunArgs) -> Result<()> {
             worker.run()
         })?);
     }
-    tracing::info!(workers = workers.len(), "forwarding");
+    let daemon = {
+        let (sh, rules, maps) = (Arc::clone(&shared), args.rules.clone(), Arc::clone(&class_maps));
+        Arc::new(crate::ctl::Daemon {
+            shared: Arc::clone(&shared),
+            counters: worker_counters,
+            base,
+            reload: Box::new(move |kill| match compile_file(&rules) {
+                Ok(c) => {
+                    let now = Time(u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX));
+                    let r = sh.reload_policy(Box::new(c.acl), kill, now);
+                    tracing::info!(live = r.live, would_deny = r.would_deny, killed = r.killed, "rules reloaded");
+                    Ok(serde_json::json!({"live": r.live, "would_deny": r.would_deny, "killed": r.killed,
+                        "warnings": c.warnings.iter().map(|w| w.render()).collect::<Vec<_>>()}))
+                }
+                Err(CheckError::Invalid(d)) => {
+                    Err(format!("refused, the running policy stays:\n{}", xgw_rules::diag::render_all(&d)))
+                }
+                Err(CheckError::Read(e)) => Err(format!("refused: {e}")),
+            }),
+            xdp_classes: Box::new(move || {
+                let m = maps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                m.iter().map(|(d, c, _)| (d.clone(), sum_counters(c, &class::NAMES))).collect()
+            }),
+        })
+    };
+    crate::ctl::serve(&args.socket, daemon).with_context(|| format!("control socket {}", args.socket.display()))?;
+    tracing::info!(workers = workers.len(), socket = %args.socket.display(), "forwarding");
     if let Some(f) = &args.ready_file {
         std::fs::write(f, format!("{}\n", std::process::id())).with_context(|| format!("writing {}", f.display()))?;
     }
@@ -274,14 +312,14 @@ pub fn run(args: &RunArgs) -> Result<()> {
             }
         }
     }
-    for a in &attached {
-        let classes = read_counters(&a.bpf, "CLASS_STATS", &class::NAMES);
-        let steering = read_counters(&a.bpf, "STEER_STATS", &["kernel", "xsk", "dropped"]);
+    for (dev, c, s) in class_maps.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+        let classes = sum_counters(c, &class::NAMES);
+        let steering = sum_counters(s, &["kernel", "xsk", "dropped"][..steer::COUNT as usize]);
         let line: Vec<String> = classes.iter().filter(|c| c.1 > 0).map(|(n, p, _)| format!("{n}={p}")).collect();
         let st: Vec<String> = steering.iter().map(|(n, p, _)| format!("{n}={p}")).collect();
-        tracing::info!(device = %a.device, classes = %line.join(" "), steering = %st.join(" "), "XDP counters");
+        tracing::info!(device = %dev, classes = %line.join(" "), steering = %st.join(" "), "XDP counters");
     }
-    let _ = steer::COUNT;
+    let _ = std::fs::remove_file(&args.socket);
     attached.clear(); // dropping the programs detaches them
     tracing::info!("XDP detached, stopped");
     Ok(())

@@ -1,8 +1,9 @@
 //! xgw's control plane: command-line parsing shared by the binaries and the offline replay
 //! front end. The daemon's kernel wiring (XDP, AF_XDP workers, control socket) lands here
 //! too; this crate is the only place `anyhow` is used.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+pub mod ctl;
 pub mod daemon;
 pub mod neigh;
 pub mod replay_cmd;

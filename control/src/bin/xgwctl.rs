@@ -1,27 +1,102 @@
-//! xgwctl: xgw's command-line interface. `rules check` works without a running daemon.
+//! xgwctl: xgw's command-line interface. It talks to xgwd over the control socket; `rules
+//! check` works without a daemon. Exit codes: 0 ok, 1 error, 2 bad command line, 3 the
+//! daemon cannot be reached.
 
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+use xgw_control::ctl::{conntrack_line, Filter, FlowView, Request, VERSION};
 use xgw_control::rules_cmd::{compile_file, CheckError};
 
 #[derive(Debug, Parser)]
 #[command(name = "xgwctl", version, about = "Inspect and manage the xgw gateway")]
 struct Cli {
+    /// The daemon's control socket.
+    #[arg(long, global = true, default_value = "/run/xgw/xgw.sock")]
+    socket: PathBuf,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Text)]
+    output: Format,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// The line formats operators know (conntrack -L, ...).
+    Text,
+    /// Aligned columns.
+    Table,
+    /// JSON.
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// The connection table.
+    Conntrack {
+        #[command(subcommand)]
+        cmd: ConntrackCmd,
+    },
+    /// PPTP control connections with their calls, and the inspector's counters.
+    Pptp,
+    /// Drops by reason, connection table, XDP classes, workers.
+    Stats,
     /// Rules files.
     Rules {
         #[command(subcommand)]
         cmd: RulesCmd,
     },
-    /// Print the version.
+    /// The versions of xgwctl and of the running daemon.
     Version,
+}
+
+#[derive(Debug, Args, Default)]
+struct FilterArgs {
+    /// Original source address or prefix.
+    #[arg(short = 's', long = "src")]
+    src: Option<String>,
+    /// Original destination address or prefix.
+    #[arg(short = 'd', long = "dst")]
+    dst: Option<String>,
+    /// Protocol (tcp, udp, icmp, gre, esp or a number).
+    #[arg(short = 'p', long = "proto")]
+    proto: Option<String>,
+    /// Original source port.
+    #[arg(long)]
+    sport: Option<u16>,
+    /// Original destination port.
+    #[arg(long)]
+    dport: Option<u16>,
+    /// TCP state (ESTABLISHED, SYN_SENT, ...).
+    #[arg(long)]
+    state: Option<String>,
+    /// GRE source key (PPTP Call ID), original direction.
+    #[arg(long, value_parser = parse_num)]
+    srckey: Option<u16>,
+    /// GRE destination key, original direction.
+    #[arg(long, value_parser = parse_num)]
+    dstkey: Option<u16>,
+}
+
+fn parse_num(s: &str) -> Result<u16, String> {
+    let r = match s.strip_prefix("0x") {
+        Some(h) => u16::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|e| format!("`{s}`: {e}"))
+}
+
+#[derive(Debug, Subcommand)]
+enum ConntrackCmd {
+    /// List flows (conntrack -L format; the summary goes to stderr).
+    List(FilterArgs),
+    /// Count flows.
+    Count(FilterArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -34,6 +109,12 @@ enum RulesCmd {
         #[arg(long, value_enum, default_value_t = ErrorFormat::Human)]
         error_format: ErrorFormat,
     },
+    /// Make the daemon reload its rules file (access lists are swapped atomically).
+    Reload {
+        /// Tear down live flows the new policy would not admit.
+        #[arg(long)]
+        kill: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -44,12 +125,237 @@ enum ErrorFormat {
     Json,
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+const UNREACHABLE: u8 = 3;
+
+/// Sends one request; calls `on_item` for each streamed item; returns the end line.
+fn call(socket: &PathBuf, cmd: &str, args: Value, mut on_item: impl FnMut(Value)) -> Result<Value, ExitCode> {
+    let mut s = UnixStream::connect(socket).map_err(|e| {
+        eprintln!("xgwctl: cannot reach xgwd at {}: {e}", socket.display());
+        ExitCode::from(UNREACHABLE)
+    })?;
+    let req = Request { v: VERSION, cmd: cmd.to_string(), args };
+    let line = serde_json::to_string(&req).map_err(|_| ExitCode::FAILURE)?;
+    writeln!(s, "{line}").map_err(|_| ExitCode::from(UNREACHABLE))?;
+    for l in BufReader::new(s).lines() {
+        let l = l.map_err(|_| ExitCode::from(UNREACHABLE))?;
+        let v: Value = serde_json::from_str(&l).map_err(|e| {
+            eprintln!("xgwctl: bad answer from xgwd: {e}");
+            ExitCode::FAILURE
+        })?;
+        if v.get("end").and_then(Value::as_bool) == Some(true) {
+            if v.get("ok").and_then(Value::as_bool) != Some(true) {
+                eprintln!("xgwctl: {}", v.get("error").and_then(Value::as_str).unwrap_or("failed"));
+                return Err(ExitCode::FAILURE);
+            }
+            return Ok(v);
+        }
+        if let Some(i) = v.get("item") {
+            on_item(i.clone());
+        }
+    }
+    eprintln!("xgwctl: xgwd closed the connection");
+    Err(ExitCode::from(UNREACHABLE))
+}
+
+fn filter(f: &FilterArgs) -> Value {
+    serde_json::to_value(Filter {
+        src: f.src.clone(),
+        dst: f.dst.clone(),
+        proto: f.proto.clone(),
+        sport: f.sport,
+        dport: f.dport,
+        state: f.state.clone(),
+        srckey: f.srckey,
+        dstkey: f.dstkey,
+    })
+    .unwrap_or(Value::Null)
+}
+
+fn table(rows: &[Vec<String>]) -> String {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> =
+        (0..n).map(|i| rows.iter().filter_map(|r| r.get(i)).map(|c| c.chars().count()).max().unwrap_or(0)).collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+                + "\n"
+        })
+        .collect()
+}
+
+fn run(cli: Cli) -> Result<(), ExitCode> {
+    let out = cli.output;
     match cli.cmd {
         Cmd::Version => {
             println!("xgwctl {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+            let end = call(&cli.socket, "version", Value::Null, |_| {})?;
+            println!("xgwd {} (protocol {})", end["version"].as_str().unwrap_or("?"), end["protocol"]);
+        }
+        Cmd::Conntrack { cmd: ConntrackCmd::List(f) } => {
+            let mut rows =
+                vec![["PROTO", "STATE", "ORIGINAL", "REPLY", "PKTS", "BYTES", "TIMEOUT"].map(String::from).to_vec()];
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            let end = call(&cli.socket, "conntrack.list", filter(&f), |i| match out {
+                Format::Json => {
+                    let _ = writeln!(w, "{i}");
+                }
+                Format::Text => {
+                    if let Ok(v) = serde_json::from_value::<FlowView>(i) {
+                        let _ = writeln!(w, "{}", conntrack_line(&v));
+                    }
+                }
+                Format::Table => {
+                    if let Ok(v) = serde_json::from_value::<FlowView>(i) {
+                        rows.push(vec![
+                            v.proto.clone(),
+                            v.state.clone().unwrap_or_default(),
+                            format!("{}:{} -> {}:{}", v.orig.0, v.orig.2, v.orig.1, v.orig.3),
+                            format!("{}:{} -> {}:{}", v.reply.0, v.reply.2, v.reply.1, v.reply.3),
+                            format!("{}/{}", v.packets.0, v.packets.1),
+                            format!("{}/{}", v.bytes.0, v.bytes.1),
+                            v.timeout.to_string(),
+                        ]);
+                    }
+                }
+            })?;
+            if out == Format::Table {
+                let _ = write!(w, "{}", table(&rows));
+            }
+            drop(w);
+            eprintln!("{} flow entries have been shown.", end["count"]);
+        }
+        Cmd::Conntrack { cmd: ConntrackCmd::Count(f) } => {
+            let end = call(&cli.socket, "conntrack.count", filter(&f), |_| {})?;
+            match out {
+                Format::Json => println!("{}", json!({"count": end["count"]})),
+                _ => println!("{}", end["count"]),
+            }
+        }
+        Cmd::Pptp => {
+            let mut sessions = Vec::new();
+            let end = call(&cli.socket, "pptp", Value::Null, |i| sessions.push(i))?;
+            let counters = &end["counters"];
+            match out {
+                Format::Json => println!("{}", json!({"sessions": sessions, "counters": counters})),
+                _ => {
+                    let mut rows = vec![[
+                        "INSIDE",
+                        "CONTROL",
+                        "SERVER",
+                        "STATE",
+                        "CALL(PNS)",
+                        "TRANSLATED",
+                        "PAC",
+                        "CALL STATE",
+                        "GRE PKTS out/in",
+                        "GRE BYTES out/in",
+                        "AGE",
+                    ]
+                    .map(String::from)
+                    .to_vec()];
+                    for s in &sessions {
+                        let calls = s["calls"].as_array().cloned().unwrap_or_default();
+                        let base = [
+                            s["inside_host"].as_str(),
+                            s["client"].as_str(),
+                            s["server"].as_str(),
+                            s["state"].as_str(),
+                        ]
+                        .map(|x| x.unwrap_or("").to_string());
+                        if calls.is_empty() {
+                            let mut r = base.to_vec();
+                            r.extend([
+                                "-".into(),
+                                "".into(),
+                                "".into(),
+                                "".into(),
+                                "".into(),
+                                "".into(),
+                                format!("{}s", s["age"]),
+                            ]);
+                            rows.push(r);
+                        }
+                        for c in calls {
+                            let hex = |v: &Value| v.as_u64().map_or("-".to_string(), |n| format!("0x{n:04x}"));
+                            let pair =
+                                |v: &Value| v.as_array().map_or("-".to_string(), |a| format!("{}/{}", a[0], a[1]));
+                            let mut r = base.to_vec();
+                            r.extend([
+                                hex(&c["pns_call_id"]),
+                                hex(&c["translated_call_id"]),
+                                hex(&c["pac_call_id"]),
+                                c["state"].as_str().unwrap_or("").to_string(),
+                                pair(&c["gre_packets"]),
+                                pair(&c["gre_bytes"]),
+                                format!("{}s", c["age"]),
+                            ]);
+                            rows.push(r);
+                        }
+                    }
+                    print!("{}", table(&rows));
+                    if let Some(m) = counters.as_object() {
+                        let line: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        println!("counters: {}", line.join(" "));
+                    }
+                    eprintln!("{} control connections have been shown.", sessions.len());
+                }
+            }
+        }
+        Cmd::Stats => {
+            let end = call(&cli.socket, "stats", Value::Null, |_| {})?;
+            match out {
+                Format::Json => println!("{end}"),
+                _ => {
+                    for k in ["rx", "forwarded", "to_host", "icmp_generated", "workers"] {
+                        println!("{k:<16} {}", end[k]);
+                    }
+                    if let Some(c) = end["conntrack"].as_object() {
+                        for (k, v) in c {
+                            println!("conntrack.{k:<12} {v}");
+                        }
+                    }
+                    if let Some(d) = end["drops"].as_object() {
+                        for (k, v) in d {
+                            println!("drop.{k:<24} {v}");
+                        }
+                    }
+                    for x in end["xdp"].as_array().cloned().unwrap_or_default() {
+                        if let Some(cls) = x["classes"].as_object() {
+                            for (k, v) in cls {
+                                println!(
+                                    "xdp.{}.{k:<16} {} packets {} bytes",
+                                    x["device"].as_str().unwrap_or("?"),
+                                    v["packets"],
+                                    v["bytes"]
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Cmd::Rules { cmd: RulesCmd::Reload { kill } } => {
+            let end = call(&cli.socket, "rules.reload", json!({"kill": kill}), |_| {})?;
+            let r = &end["report"];
+            match out {
+                Format::Json => println!("{r}"),
+                _ => {
+                    for w in r["warnings"].as_array().cloned().unwrap_or_default() {
+                        eprintln!("{}", w.as_str().unwrap_or(""));
+                    }
+                    println!(
+                        "reloaded: {} live flows, {} the new policy would refuse, {} torn down",
+                        r["live"], r["would_deny"], r["killed"]
+                    );
+                }
+            }
         }
         Cmd::Rules { cmd: RulesCmd::Check { file, error_format } } => {
             let (ok, diags) = match compile_file(&file) {
@@ -57,44 +363,43 @@ fn main() -> ExitCode {
                 Err(CheckError::Invalid(d)) => (false, d),
                 Err(CheckError::Read(e)) => {
                     eprintln!("xgwctl: cannot read rules file: {e}");
-                    return ExitCode::FAILURE;
+                    return Err(ExitCode::FAILURE);
                 }
             };
             match error_format {
-                ErrorFormat::Json => match serde_json::to_string_pretty(&diags) {
-                    Ok(s) => println!("{s}"),
-                    Err(e) => {
-                        eprintln!("xgwctl: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                },
+                ErrorFormat::Json => {
+                    println!("{}", serde_json::to_string_pretty(&diags).map_err(|_| ExitCode::FAILURE)?)
+                }
                 ErrorFormat::Human => {
                     if !diags.is_empty() {
                         eprintln!("{}", xgw_rules::diag::render_all(&diags));
                     }
                     let errors = diags.iter().filter(|d| d.severity == xgw_rules::Severity::Error).count();
                     let warnings = diags.len() - errors;
+                    let s = |n: usize| if n == 1 { "" } else { "s" };
                     if ok {
-                        eprintln!(
-                            "{}: valid ({warnings} warning{})",
-                            file.display(),
-                            if warnings == 1 { "" } else { "s" }
-                        );
+                        eprintln!("{}: valid ({warnings} warning{})", file.display(), s(warnings));
                     } else {
                         eprintln!(
                             "{}: {errors} error{}, {warnings} warning{}; refused",
                             file.display(),
-                            if errors == 1 { "" } else { "s" },
-                            if warnings == 1 { "" } else { "s" }
+                            s(errors),
+                            s(warnings)
                         );
                     }
                 }
             }
-            if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
+            if !ok {
+                return Err(ExitCode::FAILURE);
             }
         }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
     }
 }

@@ -1,0 +1,471 @@
+//! The control protocol between `xgwctl` and `xgwd`: one JSON request per line on a unix
+//! socket, answered by JSON lines — items first (streamed, so a million flows never sit in
+//! memory at once), then one line with `"end": true`. Versioned by `v`.
+//!
+//! This module holds the request and answer types, the daemon's side ([`serve`]) and the
+//! text renderings xgwctl prints (conntrack-tools' line grammar, ASA-style PPTP listing).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use xgw_dataplane::conntrack::{Flow, FlowKind, L4State};
+use xgw_dataplane::{Counters, DropReason, Shared, Time};
+
+/// Protocol version.
+pub const VERSION: u32 = 1;
+
+/// One request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    /// Protocol version.
+    pub v: u32,
+    /// Command: `version`, `conntrack.list`, `conntrack.count`, `pptp`, `stats`, `rules.reload`.
+    pub cmd: String,
+    /// Arguments (filters, options).
+    #[serde(default)]
+    pub args: Value,
+}
+
+/// A flow as listed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FlowView {
+    /// Flow id.
+    pub id: u64,
+    /// Protocol name (`tcp`, `udp`, `icmp`, `gre`, `esp`, or the number).
+    pub proto: String,
+    /// Protocol number.
+    pub proto_num: u8,
+    /// Seconds left before expiry.
+    pub timeout: u64,
+    /// TCP state name, if TCP.
+    pub state: Option<String>,
+    /// Original direction as it arrives: (src, dst, sport, dport).
+    pub orig: (String, String, u16, u16),
+    /// Reply direction as it arrives.
+    pub reply: (String, String, u16, u16),
+    /// PPTP GRE keys, (orig srckey, orig dstkey, reply srckey, reply dstkey).
+    pub gre_keys: Option<(u16, u16, u16, u16)>,
+    /// Packets (orig, reply).
+    pub packets: (u64, u64),
+    /// Bytes (orig, reply).
+    pub bytes: (u64, u64),
+    /// Assured?
+    pub assured: bool,
+    /// No reply seen yet?
+    pub unreplied: bool,
+    /// `snat`, `dnat`, `hairpin`, `routed`, `related`.
+    pub kind: String,
+    /// Rule that admitted it.
+    pub rule: u32,
+    /// Seconds since creation.
+    pub age: u64,
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        47 => "gre".into(),
+        50 => "esp".into(),
+        51 => "ah".into(),
+        n => n.to_string(),
+    }
+}
+
+fn ip(a: u32) -> String {
+    Ipv4Addr::from(a).to_string()
+}
+
+/// The listing form of a flow at `now`.
+pub fn view(f: &Flow, sh: &Shared, now: Time) -> FlowView {
+    let (k0, k1) = (f.keys[0], f.keys[1]);
+    let gre_keys =
+        (f.kind == FlowKind::Related && f.proto() == 47).then_some((f.rewrite[1].dport, k0.dport, k0.dport, k1.dport));
+    FlowView {
+        id: f.id,
+        proto: proto_name(f.proto()),
+        proto_num: f.proto(),
+        timeout: f.remaining(now, &sh.config().timeouts).as_secs(),
+        state: match f.l4 {
+            L4State::Tcp(s) => Some(s.name().to_string()),
+            _ => None,
+        },
+        orig: (ip(k0.src), ip(k0.dst), k0.sport, k0.dport),
+        reply: (ip(k1.src), ip(k1.dst), k1.sport, k1.dport),
+        gre_keys,
+        packets: (f.packets[0], f.packets[1]),
+        bytes: (f.bytes[0], f.bytes[1]),
+        assured: f.assured(),
+        unreplied: !f.seen_reply(),
+        kind: format!("{:?}", f.kind).to_lowercase(),
+        rule: f.rule,
+        age: now.since(f.created).as_secs(),
+    }
+}
+
+/// conntrack -L's line for a flow.
+pub fn conntrack_line(v: &FlowView) -> String {
+    let mut s = format!("{:<8} {} {} ", v.proto, v.proto_num, v.timeout);
+    if let Some(st) = &v.state {
+        s.push_str(st);
+        s.push(' ');
+    }
+    let l4 = |src: &str, dst: &str, sp: u16, dp: u16, keys: Option<(u16, u16)>| match (v.proto_num, keys) {
+        (_, Some((a, b))) => format!("src={src} dst={dst} srckey=0x{a:x} dstkey=0x{b:x}"),
+        (6 | 17, _) => format!("src={src} dst={dst} sport={sp} dport={dp}"),
+        (1, _) => format!("src={src} dst={dst} type=8 code=0 id={sp}"),
+        _ => format!("src={src} dst={dst}"),
+    };
+    let (ok, rk) = match v.gre_keys {
+        Some((a, b, c, d)) => (Some((a, b)), Some((c, d))),
+        None => (None, None),
+    };
+    s.push_str(&l4(&v.orig.0, &v.orig.1, v.orig.2, v.orig.3, ok));
+    s.push_str(&format!(" packets={} bytes={} ", v.packets.0, v.bytes.0));
+    if v.unreplied {
+        s.push_str("[UNREPLIED] ");
+    }
+    s.push_str(&l4(&v.reply.0, &v.reply.1, v.reply.2, v.reply.3, rk));
+    s.push_str(&format!(" packets={} bytes={} ", v.packets.1, v.bytes.1));
+    if v.assured {
+        s.push_str("[ASSURED] ");
+    }
+    if v.kind == "related" {
+        s.push_str("helper=pptp ");
+    }
+    s.push_str(&format!("use=1 id={}", v.id));
+    s
+}
+
+/// Server-side filters of `conntrack.list` (conntrack-tools' options).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Filter {
+    /// `-s`: original source in this prefix.
+    pub src: Option<String>,
+    /// `-d`: original destination in this prefix.
+    pub dst: Option<String>,
+    /// `-p`: protocol name or number.
+    pub proto: Option<String>,
+    /// `--sport`.
+    pub sport: Option<u16>,
+    /// `--dport`.
+    pub dport: Option<u16>,
+    /// `--state`.
+    pub state: Option<String>,
+    /// `--srckey` (GRE, original direction).
+    pub srckey: Option<u16>,
+    /// `--dstkey` (GRE, original direction).
+    pub dstkey: Option<u16>,
+}
+
+fn in_prefix(addr: &str, prefix: &str) -> bool {
+    let (net, len) = prefix.split_once('/').unwrap_or((prefix, "32"));
+    let (Ok(a), Ok(n), Ok(l)) = (addr.parse::<Ipv4Addr>(), net.parse::<Ipv4Addr>(), len.parse::<u8>()) else {
+        return false;
+    };
+    let m = xgw_dataplane::config::prefix_mask(l);
+    u32::from(a) & m == u32::from(n) & m
+}
+
+impl Filter {
+    /// True when `v` passes every given filter.
+    pub fn matches(&self, v: &FlowView) -> bool {
+        self.src.as_ref().is_none_or(|p| in_prefix(&v.orig.0, p))
+            && self.dst.as_ref().is_none_or(|p| in_prefix(&v.orig.1, p))
+            && self.proto.as_ref().is_none_or(|p| *p == v.proto || p.parse::<u8>().ok() == Some(v.proto_num))
+            && self.sport.is_none_or(|p| v.orig.2 == p && v.gre_keys.is_none())
+            && self.dport.is_none_or(|p| v.orig.3 == p && v.gre_keys.is_none())
+            && self.state.as_ref().is_none_or(|s| v.state.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(s)))
+            && self.srckey.is_none_or(|k| v.gre_keys.is_some_and(|g| g.0 == k))
+            && self.dstkey.is_none_or(|k| v.gre_keys.is_some_and(|g| g.1 == k))
+    }
+}
+
+/// One interface's XDP counters: (device, [(class, packets, bytes)]).
+pub type XdpClasses = (String, Vec<(&'static str, u64, u64)>);
+
+/// What the daemon serves from.
+pub struct Daemon {
+    /// Shared engine state.
+    pub shared: Arc<Shared>,
+    /// Every worker's counters.
+    pub counters: Vec<Arc<Counters>>,
+    /// Engine time base.
+    pub base: Instant,
+    /// Reloads the access policy from the rules file (kill denied flows?) → JSON report.
+    pub reload: Box<dyn Fn(bool) -> Result<Value, String> + Send + Sync>,
+    /// XDP per-class counters of every interface.
+    pub xdp_classes: Box<dyn Fn() -> Vec<XdpClasses> + Send + Sync>,
+}
+
+impl core::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Daemon").field("workers", &self.counters.len()).finish()
+    }
+}
+
+impl Daemon {
+    fn now(&self) -> Time {
+        Time(u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+/// The uid of the process at the other end of a unix socket (SO_PEERCRED).
+#[expect(unsafe_code, reason = "getsockopt(SO_PEERCRED) has no safe wrapper in std or libc")]
+pub fn peer_uid(s: &UnixStream) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred { pid: 0, uid: u32::MAX, gid: u32::MAX };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes given; SO_PEERCRED fills a
+    // `ucred` on a connected unix socket, whose fd stays open for the call.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(cred.uid)
+}
+
+fn end(w: &mut impl Write, ok: bool, extra: Value) -> std::io::Result<()> {
+    let mut m = json!({"v": VERSION, "end": true, "ok": ok});
+    if let (Some(o), Value::Object(e)) = (m.as_object_mut(), extra) {
+        o.extend(e);
+    }
+    writeln!(w, "{m}")
+}
+
+fn item(w: &mut impl Write, v: &impl Serialize) -> std::io::Result<()> {
+    let line = serde_json::to_string(&json!({"v": VERSION, "item": v})).unwrap_or_default();
+    writeln!(w, "{line}")
+}
+
+fn handle(d: &Daemon, req: &Request, uid: Option<u32>, w: &mut impl Write) -> std::io::Result<()> {
+    if req.v != VERSION {
+        return end(
+            w,
+            false,
+            json!({"error": format!("protocol version {} not supported (this daemon speaks {VERSION})", req.v)}),
+        );
+    }
+    let now = d.now();
+    match req.cmd.as_str() {
+        "version" => end(w, true, json!({"version": env!("CARGO_PKG_VERSION"), "protocol": VERSION})),
+        "conntrack.list" | "conntrack.count" => {
+            let filter: Filter = serde_json::from_value(req.args.clone()).unwrap_or_default();
+            let list = req.cmd == "conntrack.list";
+            let mut n = 0u64;
+            let mut err = None;
+            d.shared.flows.for_each(|_, f| {
+                if err.is_some() {
+                    return;
+                }
+                let v = view(f, &d.shared, now);
+                if filter.matches(&v) {
+                    n += 1;
+                    if list {
+                        if let Err(e) = item(w, &v) {
+                            err = Some(e);
+                        }
+                    }
+                }
+            });
+            if let Some(e) = err {
+                return Err(e);
+            }
+            end(w, true, json!({"count": n}))
+        }
+        "pptp" => {
+            let st = &d.shared.pptp.stats;
+            for s in d.shared.pptp.sessions() {
+                let calls: Vec<Value> = s
+                    .calls
+                    .iter()
+                    .map(|c| {
+                        let gre = c.gre.and_then(|k| {
+                            let r = d.shared.flows.lookup(&k)?;
+                            d.shared.flows.with_flow(r, &k, |f, _| (f.packets, f.bytes))
+                        });
+                        json!({
+                            "pns_call_id": c.pns_id, "translated_call_id": c.xlat_id, "pac_call_id": c.pac_id,
+                            "state": format!("{:?}", c.state), "outgoing": c.outgoing,
+                            "gre_packets": gre.map(|g| g.0), "gre_bytes": gre.map(|g| g.1),
+                            "age": now.since(c.created).as_secs(),
+                        })
+                    })
+                    .collect();
+                let k = s.ctl_keys[0];
+                item(
+                    w,
+                    &json!({
+                        "flow_id": s.flow_id, "inside_host": ip(s.inside_host()),
+                        "client": format!("{}:{}", ip(k.src), k.sport), "server": format!("{}:{}", ip(k.dst), k.dport),
+                        "translated": s.translate, "state": format!("{:?}", s.state),
+                        "age": now.since(s.created).as_secs(), "calls": calls,
+                    }),
+                )?;
+            }
+            end(
+                w,
+                true,
+                json!({"counters": {
+                    "calls_in_progress": d.shared.pptp.calls_in_progress(),
+                    "calls_created": st.calls_created.get(), "calls_torn_down": st.calls_torn_down.get(),
+                    "call_creation_failure": st.call_creation_failure.get(),
+                    "truncated_pns_message": st.truncated_pns_message.get(), "truncated_pac_message": st.truncated_pac_message.get(),
+                    "mismatched_pns_call_id": st.mismatched_pns_call_id.get(), "mismatched_pac_call_id": st.mismatched_pac_call_id.get(),
+                    "retransmitted_pac_message": st.retransmitted_pac_message.get(),
+                    "out_of_order_segments": st.out_of_order_segments.get(),
+                    "no_matching_gre_session": d.counters.iter().map(|c| c.drops(DropReason::NoMatchingGreSession)).sum::<u64>(),
+                    "truncated_gre": d.counters.iter().map(|c| c.drops(DropReason::GreTruncated)).sum::<u64>(),
+                    "unknown_gre": d.counters.iter().map(|c| c.drops(DropReason::GreMalformed)).sum::<u64>(),
+                }}),
+            )
+        }
+        "stats" => {
+            let drops: serde_json::Map<String, Value> = DropReason::ALL
+                .iter()
+                .map(|r| (r.name().to_string(), json!(d.counters.iter().map(|c| c.drops(*r)).sum::<u64>())))
+                .filter(|(_, v)| v.as_u64() != Some(0))
+                .collect();
+            let sum = |f: fn(&Counters) -> u64| d.counters.iter().map(|c| f(c)).sum::<u64>();
+            let xdp: Vec<Value> = (d.xdp_classes)()
+                .into_iter()
+                .map(|(dev, cls)| {
+                    let m: serde_json::Map<String, Value> = cls
+                        .into_iter()
+                        .filter(|c| c.1 > 0)
+                        .map(|(n, p, b)| (n.to_string(), json!({"packets": p, "bytes": b})))
+                        .collect();
+                    json!({"device": dev, "classes": m})
+                })
+                .collect();
+            let t = &d.shared.flows.stats;
+            end(
+                w,
+                true,
+                json!({
+                    "rx": sum(|c| c.rx.get()), "forwarded": sum(|c| c.forwarded.get()), "to_host": sum(|c| c.to_host.get()),
+                    "icmp_generated": sum(|c| c.icmp_generated.get()), "drops": drops,
+                    "conntrack": {"entries": d.shared.flows.len(), "limit": d.shared.flows.capacity(),
+                        "inserted": t.inserted.get(), "insert_failed": t.insert_failed_full.get() + t.insert_failed_key.get(),
+                        "expired": t.expired.get(), "events_dropped": t.events_dropped.get()},
+                    "xdp": xdp, "workers": d.counters.len(),
+                }),
+            )
+        }
+        "rules.reload" => {
+            if uid != Some(0) {
+                return end(w, false, json!({"error": "rules reload needs root"}));
+            }
+            let kill = req.args.get("kill").and_then(Value::as_bool).unwrap_or(false);
+            match (d.reload)(kill) {
+                Ok(report) => end(w, true, json!({"report": report})),
+                Err(e) => end(w, false, json!({"error": e})),
+            }
+        }
+        other => end(w, false, json!({"error": format!("unknown command `{other}`")})),
+    }
+}
+
+/// Listens on `path` (mode 0660) and answers requests, one thread per connection, until
+/// the process ends.
+pub fn serve(path: &Path, d: Arc<Daemon>) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o660))?;
+    std::thread::Builder::new().name("xgw-control".into()).spawn(move || {
+        for conn in l.incoming().flatten() {
+            let d = Arc::clone(&d);
+            let _ = std::thread::Builder::new().name("xgw-control-conn".into()).spawn(move || {
+                let uid = peer_uid(&conn);
+                let Ok(read) = conn.try_clone() else { return };
+                let mut w = std::io::BufWriter::new(conn);
+                for line in BufReader::new(read).lines() {
+                    let Ok(line) = line else { break };
+                    let r = match serde_json::from_str::<Request>(&line) {
+                        Ok(req) => handle(&d, &req, uid, &mut w),
+                        Err(e) => end(&mut w, false, json!({"error": format!("bad request: {e}")})),
+                    };
+                    if r.is_err() || w.flush().is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v() -> FlowView {
+        FlowView {
+            id: 7,
+            proto: "tcp".into(),
+            proto_num: 6,
+            timeout: 431_999,
+            state: Some("ESTABLISHED".into()),
+            orig: ("10.0.0.5".into(), "198.51.100.20".into(), 51514, 443),
+            reply: ("198.51.100.20".into(), "203.0.113.1".into(), 443, 51514),
+            gre_keys: None,
+            packets: (3, 2),
+            bytes: (180, 120),
+            assured: true,
+            unreplied: false,
+            kind: "snat".into(),
+            rule: 0,
+            age: 5,
+        }
+    }
+
+    #[test]
+    fn conntrack_line_grammar() {
+        assert_eq!(
+            conntrack_line(&v()),
+            "tcp      6 431999 ESTABLISHED src=10.0.0.5 dst=198.51.100.20 sport=51514 dport=443 packets=3 bytes=180 src=198.51.100.20 dst=203.0.113.1 sport=443 dport=51514 packets=2 bytes=120 [ASSURED] use=1 id=7"
+        );
+        let g = FlowView {
+            proto: "gre".into(),
+            proto_num: 47,
+            state: None,
+            gre_keys: Some((0, 0x80, 0x80, 0x9760)),
+            kind: "related".into(),
+            unreplied: true,
+            assured: false,
+            ..v()
+        };
+        assert!(conntrack_line(&g).contains("srckey=0x0 dstkey=0x80 packets=3 bytes=180 [UNREPLIED] src=198.51.100.20 dst=203.0.113.1 srckey=0x80 dstkey=0x9760"));
+        assert!(conntrack_line(&g).contains("helper=pptp"));
+    }
+
+    #[test]
+    fn filters() {
+        let f = Filter {
+            src: Some("10.0.0.0/24".into()),
+            proto: Some("tcp".into()),
+            dport: Some(443),
+            state: Some("established".into()),
+            ..Filter::default()
+        };
+        assert!(f.matches(&v()));
+        assert!(!Filter { dport: Some(80), ..Filter::default() }.matches(&v()));
+        assert!(!Filter { src: Some("10.0.1.0/24".into()), ..Filter::default() }.matches(&v()));
+        assert!(!Filter { srckey: Some(0), ..Filter::default() }.matches(&v()));
+    }
+}
