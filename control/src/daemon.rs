@@ -160,6 +160,14 @@ fn attach(cfg: &EngineConfig, args: &RunArgs, services: &[HostService]) -> Resul
     Ok(out)
 }
 
+/// 32 random bits from the kernel.
+fn os_random() -> u32 {
+    use std::io::Read;
+    let mut b = [0u8; 4];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    u32::from_ne_bytes(b) ^ std::process::id()
+}
+
 /// Runs the gateway until SIGTERM or SIGINT.
 pub fn run(args: &RunArgs) -> Result<()> {
     let compiled = match compile_file(&args.rules) {
@@ -173,6 +181,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let cfg = compiled.engine.clone();
     let shared = Arc::new(Shared::new(cfg.clone()).map_err(anyhow::Error::msg)?);
     shared.set_policy(Box::new(compiled.acl));
+    shared.pptp.seed(os_random());
 
     let mut services = vec![HostService { proto: 6, port: 22 }];
     for s in &args.host_services {
@@ -216,7 +225,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             ports.push(port);
         }
         let mut engine = Engine::new(Arc::clone(&shared));
-        engine.seed(std::process::id() ^ (q << 16) ^ base.elapsed().subsec_nanos());
+        engine.seed(os_random() ^ q);
         worker_counters.push(Arc::clone(engine.counters()));
         let worker = Worker::new(engine, ports, neigh.clone(), Arc::clone(&stop), base);
         let core = cores.get(q as usize % cores.len().max(1)).copied();

@@ -255,6 +255,12 @@ impl Pptp {
         Pptp { cfg, state: Mutex::new(State { rng: 0x2545_f491, ..State::default() }), stats: PptpStats::default() }
     }
 
+    /// Seeds the translated-ID generator (the daemon seeds from the OS so IDs are not
+    /// predictable; tests keep the fixed default for determinism).
+    pub fn seed(&self, seed: u32) {
+        self.lock().rng = seed | 1;
+    }
+
     /// The configuration.
     pub fn config(&self) -> &PptpConfig {
         &self.cfg
