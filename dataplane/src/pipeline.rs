@@ -1145,12 +1145,24 @@ impl Worker {
             _ => (0, 0, L4::Other),
         };
         let inner_key = FlowKey { src: isrc, dst: idst, sport: quoted.0, dport: quoted.1, proto: iproto };
-        let lk = mirror(&inner_key);
-        let found = sh.flows.lookup(&lk).and_then(|r| {
-            sh.flows.with_flow(r, &lk, |f, dir| {
-                (f.keys[dir.opposite().index()], f.keys[dir.index()], f.rewrite[dir.index()])
+        let found = if iproto == proto::GRE && il4[1] & 7 == 1 {
+            // quoted PPTP GRE: its key is the receiver's Call ID, so no arrival key mirrors it;
+            // the inspector knows which call's GRE left with that key towards that server
+            sh.pptp.gre_flow_for(isrc, idst, be16(il4, 6)).and_then(|k| {
+                let r = sh.flows.lookup(&k)?;
+                // found in the quoted packet's own direction: the error travels the other way
+                sh.flows.with_flow(r, &k, |f, dir| {
+                    (f.keys[dir.index()], f.keys[dir.opposite().index()], f.rewrite[dir.opposite().index()])
+                })
             })
-        });
+        } else {
+            let lk = mirror(&inner_key);
+            sh.flows.lookup(&lk).and_then(|r| {
+                sh.flows.with_flow(r, &lk, |f, dir| {
+                    (f.keys[dir.opposite().index()], f.keys[dir.index()], f.rewrite[dir.index()])
+                })
+            })
+        };
         let Some((orig_inner, kd, rw)) = found else {
             return if sh.config.is_local(pkt.dst) {
                 Verdict::ToHost

@@ -235,6 +235,7 @@ struct State {
     total_calls: usize,
     gre_index: HashMap<FlowKey, u64>,
     rng: u32,
+    last_invalid_log: Option<u64>,
 }
 
 /// The PPTP inspector's shared state.
@@ -364,7 +365,12 @@ impl Pptp {
             }
             SegOutcome::Invalid(why) => {
                 if from_pns { &self.stats.truncated_pns_message } else { &self.stats.truncated_pac_message }.inc();
-                tracing::warn!(flow = flow_id, from_pns, ?why, "invalid PPTP control message");
+                // malformed traffic is logged at most once a second
+                let sec = now.as_nanos() / 1_000_000_000;
+                if st.last_invalid_log != Some(sec) {
+                    st.last_invalid_log = Some(sec);
+                    tracing::warn!(flow = flow_id, from_pns, ?why, "invalid PPTP control message");
+                }
                 match self.cfg.on_invalid {
                     InvalidPolicy::Log => {
                         sess.streams[d].desync();
@@ -459,6 +465,18 @@ impl Pptp {
                 tracing::info!(flow = id, pns_id = c.pns_id, xlat_id = c.xlat_id, pac_id = ?c.pac_id, "PPTP call ended: control connection closed");
             }
         }
+    }
+
+    /// The key of the GRE flow that sends to `server` with Call ID `key` from `from` (the
+    /// address the PAC sees): how an ICMP error quoting such a packet finds its call.
+    pub fn gre_flow_for(&self, from: u32, server: u32, key: u16) -> Option<FlowKey> {
+        let st = self.lock();
+        st.sessions
+            .values()
+            .filter(|s| s.ctl_rewrite[0].src == from && s.ctl_rewrite[0].dst == server)
+            .flat_map(|s| &s.calls)
+            .find(|c| c.pac_id == Some(key))
+            .and_then(|c| c.gre)
     }
 
     /// A copy of every session (control plane listings).
