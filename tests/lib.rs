@@ -221,11 +221,12 @@ while True:
     c.sendall(f"{n} {h.hexdigest()} {a[0]}:{a[1]}\n".encode()); c.close()
 "#;
 
-/// A TCP source: sends N random bytes, prints "OK|BAD <bytes> <peer-seen address>".
+/// A TCP source: sends N random bytes, prints "OK|BAD <bytes> <peer-seen address>"; an
+/// optional 4th argument is the connect timeout in seconds (default 15).
 pub const TCP_SOURCE: &str = r#"
 import socket, hashlib, sys, os
 data = os.urandom(int(sys.argv[3]))
-c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=15)
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[4]) if len(sys.argv) > 4 else 15)
 c.sendall(data); c.shutdown(socket.SHUT_WR)
 r = c.makefile().readline().split()
 ok = r[0] == str(len(data)) and r[1] == hashlib.sha256(data).hexdigest()

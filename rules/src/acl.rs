@@ -282,6 +282,21 @@ impl Acl {
                 if let Some(h) = self.hits.get(i) {
                     h.fetch_add(1, Ordering::Relaxed);
                 }
+                let r = &self.rules[i];
+                if r.log {
+                    // `log`: every flow the rule decides (rules are checked once per flow)
+                    tracing::info!(
+                        rule = r.id,
+                        list = %r.list,
+                        action = if r.permit { "permit" } else { "deny" },
+                        proto = p.proto,
+                        src = %std::net::Ipv4Addr::from(p.src),
+                        sport = p.sport,
+                        dst = %std::net::Ipv4Addr::from(p.dst),
+                        dport = p.dport,
+                        "access-list match"
+                    );
+                }
                 if self.rules[i].permit {
                     Ok(i)
                 } else {

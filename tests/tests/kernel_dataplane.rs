@@ -144,9 +144,49 @@ fn the_gateways_own_traffic_stays_with_the_kernel() {
     lab.exec_ok("rtr", &["ping", "-c", "2", "-W", "1", "198.51.100.1"]);
     lab.exec_ok("c1", &["ping", "-c", "2", "-W", "1", "10.10.0.1"]);
     // an unsolicited connection to a translation port reaches nothing inside
-    let o = lab.exec("rtr", &["python3", "-c", TCP_SOURCE, "198.51.100.1", "2000", "10"]);
+    let o = lab.exec("rtr", &["python3", "-c", TCP_SOURCE, "198.51.100.1", "2000", "10", "2"]);
     assert!(!o.status.success());
     let log = lab.stop(gw, "xgwd.log");
     let line = log.lines().find(|l| l.contains("XDP counters") && l.contains("device=xgw-out")).expect("counters");
     assert!(line.contains("kernel=") && !line.contains("kernel=0 "), "{line}");
+}
+
+#[test]
+fn rules_reload_through_the_daemon_swaps_or_refuses() {
+    let mut lab = Lab::new();
+    topology(&mut lab);
+    let strict = format!("{RULES}access-list out permit icmp any any echo\naccess-list out deny tcp any any log\naccess-group out in interface lan\n");
+    let sock = lab.dir.join("xgw.sock").to_string_lossy().to_string();
+    let gw = lab.start_xgwd("gw", &strict, &["--socket", &sock]);
+    warm(&lab, "c1", "203.0.113.20");
+    lab.spawn("srv", &["python3", "-c", TCP_SINK, "0.0.0.0", "5002"], "sink.log");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let o = lab.exec("c1", &["python3", "-c", TCP_SOURCE, "203.0.113.20", "5002", "1000", "2"]);
+    assert!(!o.status.success(), "TCP is denied by the first policy");
+    let xgwctl = |args: &[&str]| {
+        std::process::Command::new(xgw_tests::bin("xgwctl"))
+            .arg("--socket")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .expect("xgwctl")
+    };
+    // a broken file is refused and the running policy stays
+    let rules = lab.dir.join("gateway.rules");
+    std::fs::write(&rules, format!("{strict}access-list out permit tpc any any\n")).expect("write");
+    let o = xgwctl(&["rules", "reload"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("refused, the running policy stays") && err.contains("unknown protocol `tpc`"), "{err}");
+    assert!(!lab.exec("c1", &["python3", "-c", TCP_SOURCE, "203.0.113.20", "5002", "1000", "2"]).status.success());
+    // a good file is swapped in: TCP now passes
+    std::fs::write(&rules, format!("{RULES}access-list out permit ip any any\naccess-group out in interface lan\n"))
+        .expect("write");
+    let o = xgwctl(&["rules", "reload"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("reloaded: "));
+    let r = lab.exec_ok("c1", &["python3", "-c", TCP_SOURCE, "203.0.113.20", "5002", "100000"]);
+    assert!(r.starts_with("OK 100000 198.51.100.1:"), "{r}");
+    let log = lab.stop(gw, "xgwd.log");
+    assert!(log.contains("denied by access-list") && log.contains("access-list match"), "{log}");
 }
