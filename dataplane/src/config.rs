@@ -69,6 +69,9 @@ pub struct NatConfig {
     /// (`net.ipv4.ip_local_port_range`), so its own connections never collide with a
     /// translation. `None` reserves nothing.
     pub host_ports: Option<(u16, u16)>,
+    /// Addresses to translate onto instead of the outside interface's own (a pool on the
+    /// outside subnet). Each inside host is paired with one of them.
+    pub pool: Vec<Ipv4Addr>,
 }
 
 impl Default for NatConfig {
@@ -79,6 +82,7 @@ impl Default for NatConfig {
             preserve_port: true,
             max_probes: 4096,
             host_ports: Some((32768, 60999)),
+            pool: Vec::new(),
         }
     }
 }
@@ -304,6 +308,11 @@ impl EngineConfig {
         let outside = self.ifaces.iter().filter(|i| i.role == Role::Outside).count();
         if outside != 1 {
             return Err(format!("exactly one outside interface is required, found {outside}"));
+        }
+        if let Some((_, o)) = self.outside() {
+            if let Some(a) = self.nat.pool.iter().find(|a| !o.contains(u32::from(**a))) {
+                return Err(format!("NAT pool address {a} is not on the outside interface's subnet"));
+            }
         }
         if self.nat.port_range.0 == 0 || self.nat.port_range.0 > self.nat.port_range.1 {
             return Err("NAT port range must be non-empty and exclude port 0".into());

@@ -108,6 +108,7 @@ mod tests {
             max_probes: 100,
             enabled: true,
             host_ports: None,
+            pool: Vec::new(),
         };
         let v: Vec<u16> = PortCandidates::new(40000, &cfg, 2).collect();
         assert_eq!(v, vec![40000, 5002, 5003, 5000, 5001]);

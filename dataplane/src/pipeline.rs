@@ -146,6 +146,8 @@ pub struct Shared {
     pub frags: FragTable,
     /// The PPTP inspector.
     pub pptp: Pptp,
+    /// Addresses inside hosts are translated onto: the pool, or the outside address.
+    nat_addrs: Vec<u32>,
     /// Per inside host counts (only when a per-host or embryonic limit is set).
     pub hosts: Option<HostCounts>,
     policy: ArcSwap<Box<dyn Policy>>,
@@ -241,6 +243,11 @@ impl Shared {
             flows: FlowTable::new(config.limits.max_flows, config.limits.event_ring),
             frags: FragTable::new(config.limits.max_fragments),
             pptp: Pptp::new(config.pptp.clone()),
+            nat_addrs: if config.nat.pool.is_empty() {
+                vec![outside.1]
+            } else {
+                config.nat.pool.iter().map(|a| u32::from(*a)).collect()
+            },
             hosts: (config.limits.per_host.is_some() || config.limits.embryonic.is_some()).then(HostCounts::default),
             policy: ArcSwap::from_pointee(Box::new(PermitAll) as Box<dyn Policy>),
             outside,
@@ -251,6 +258,18 @@ impl Shared {
     /// The configuration.
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// The address inside host `host` is translated onto (the same one every time).
+    pub fn nat_addr_for(&self, host: u32) -> u32 {
+        let n = self.nat_addrs.len() as u32;
+        // a multiplicative hash spreads neighbouring hosts over the pool
+        self.nat_addrs[(host.wrapping_mul(0x9e37_79b1) >> 16) as usize % n.max(1) as usize]
+    }
+
+    /// True when `a` is one of the addresses translations use.
+    pub fn is_nat_addr(&self, a: u32) -> bool {
+        self.nat_addrs.contains(&a)
     }
 
     /// Replaces the access policy atomically; flows already admitted keep their verdict.
@@ -482,6 +501,10 @@ impl Worker {
         if cfg.is_local(pkt.dst) && forward.is_none() {
             // the gateway's own traffic (SSH to the box, ping, its own connections' replies)
             return Verdict::ToHost;
+        }
+        if forward.is_none() && pkt.dst != sh.outside.1 && sh.is_nat_addr(pkt.dst) && ingress.role == Role::Outside {
+            // a pool address: everything to it belongs to a translation, and this has none
+            return Verdict::Drop(DropReason::UnsolicitedInbound);
         }
         if ingress.role == Role::Outside && forward.is_none() {
             return Verdict::Drop(DropReason::UnsolicitedInbound);
@@ -739,7 +762,7 @@ impl Worker {
         let r = sh.flows.lookup(&pair)?;
         let spi_key = flow_key(pkt);
         let pending = r.dir() == Dir::Reply
-            && pkt.dst == sh.outside.1
+            && sh.is_nat_addr(pkt.dst)
             && sh.flows.with_flow(r, &pair, |f, _| f.kind == FlowKind::Snat).unwrap_or(false);
         if pending {
             if !sh.flows.rekey(r, &pair, spi_key) {
@@ -1041,6 +1064,8 @@ impl Worker {
                 if pkt.proto == proto::AH {
                     return Verdict::Drop(DropReason::AhNotTranslatable);
                 }
+                // paired pooling (RFC 4787 REQ-2): an inside host always gets the same address
+                let nat_addr = shared.nat_addr_for(pkt.src);
                 let ports = match pkt.l4 {
                     L4::Tcp | L4::Udp | L4::IcmpQuery => PortCandidates::new(k.sport, &cfg.nat, seed),
                     _ => PortCandidates::only(0),
@@ -1050,29 +1075,28 @@ impl Worker {
                 let cands = ports.map(|p| {
                     if esp {
                         // the placeholder until the peer's inbound SPI is learnt
-                        FlowKey { src: k.dst, dst: outside.1, sport: 0, dport: 0, proto: k.proto }
+                        FlowKey { src: k.dst, dst: nat_addr, sport: 0, dport: 0, proto: k.proto }
                     } else if icmp_q {
-                        FlowKey { src: k.dst, dst: outside.1, sport: p, dport: 0, proto: k.proto }
+                        FlowKey { src: k.dst, dst: nat_addr, sport: p, dport: 0, proto: k.proto }
                     } else {
-                        FlowKey { src: k.dst, dst: outside.1, sport: k.dport, dport: p, proto: k.proto }
+                        FlowKey { src: k.dst, dst: nat_addr, sport: k.dport, dport: p, proto: k.proto }
                     }
                 });
                 shared.flows.insert(
                     k,
                     cands,
                     |r| {
-                        let (nsport, orig_back) =
-                            if icmp_q { (r.sport, (k.sport, 0)) } else { (r.dport, (k.dport, k.sport)) };
+                        let (nsport, orig_back) = if esp {
+                            (k.sport, (0, 0))
+                        } else if icmp_q {
+                            (r.sport, (k.sport, 0))
+                        } else {
+                            (r.dport, (k.dport, k.sport))
+                        };
                         let mut f = Flow::new(
                             [k, r],
                             [
-                                Rewrite {
-                                    src: outside.1,
-                                    dst: k.dst,
-                                    sport: nsport,
-                                    dport: k.dport,
-                                    egress: outside.0,
-                                },
+                                Rewrite { src: nat_addr, dst: k.dst, sport: nsport, dport: k.dport, egress: outside.0 },
                                 Rewrite {
                                     src: k.dst,
                                     dst: k.src,

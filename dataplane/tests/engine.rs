@@ -562,3 +562,33 @@ fn natt_keepalives_keep_the_mapping_for_ten_minutes() {
     let mut back = udp(S, P, 4500, out, b"esp-in-udp");
     assert_eq!(run(&mut e, &mut back, OUTSIDE, 600_500), Verdict::Forward(INSIDE));
 }
+
+#[test]
+fn nat_pool_pairs_each_host_with_one_address() {
+    let mut cfg = EngineConfig::example();
+    cfg.ifaces[0].prefix_len = 16;
+    cfg.nat.pool = vec![ip([203, 0, 113, 10]), ip([203, 0, 113, 11]), ip([203, 0, 113, 12])];
+    let mut e = engine_with(cfg);
+    let mut used = std::collections::HashSet::new();
+    for h in 2..60u8 {
+        let host = [10, 0, 1, h];
+        let mut first = None;
+        for sport in [1000u16, 1001, 1002] {
+            let mut f = udp(host, S, sport, 53, b"q");
+            assert_eq!(run(&mut e, &mut f, INSIDE, 0), Verdict::Forward(OUTSIDE));
+            assert_checksums(&f);
+            let src = tuple(&f).src;
+            assert!(src != ip(P), "translated onto the pool, not the interface address");
+            assert_eq!(*first.get_or_insert(src), src, "paired: host {h} always gets the same address");
+            // the reply to that pool address comes back to the host
+            let mut r = udp(S, src.octets(), 53, tuple(&f).sport, b"a");
+            assert_eq!(run(&mut e, &mut r, OUTSIDE, 1), Verdict::Forward(INSIDE));
+            assert_eq!(tuple(&r).dst, ip(host));
+        }
+        used.insert(first.expect("translated"));
+    }
+    assert_eq!(used.len(), 3, "hosts are spread over the whole pool");
+    // unsolicited traffic to a pool address reaches nobody (not even the host stack)
+    let mut stray = udp(S, [203, 0, 113, 11], 53, 9999, b"x");
+    assert_eq!(run(&mut e, &mut stray, OUTSIDE, 2), Verdict::Drop(DropReason::UnsolicitedInbound));
+}

@@ -144,6 +144,7 @@ pub fn compile(name: &str, text: &str, loader: Loader<'_>) -> Result<Compiled, V
     let mut forwards: Vec<(usize, std::ops::Range<usize>, PortForward)> = Vec::new();
     let mut pptp_ifaces: Vec<(usize, Spanned<String>)> = Vec::new();
     let mut seen_timeouts: HashMap<String, (usize, usize)> = HashMap::new();
+    let mut nat_span: Option<(usize, std::ops::Range<usize>)> = None;
     // names declared by statements that had errors: defined, but nothing else is said of them
     let mut broken: Vec<(&'static str, String)> = Vec::new();
 
@@ -181,8 +182,12 @@ pub fn compile(name: &str, text: &str, loader: Loader<'_>) -> Result<Compiled, V
                 });
                 ifaces.push((name.v, fi, name.span));
             }
-            Stmt::Nat { on, ports, preserve, host_ports } => {
+            Stmt::Nat { on, ports, preserve, host_ports, pool } => {
                 engine.nat.enabled = on;
+                if !pool.is_empty() {
+                    engine.nat.pool = pool;
+                    nat_span = Some((fi, span.clone()));
+                }
                 if let Some(p) = ports {
                     engine.nat.port_range = p;
                 }
@@ -368,6 +373,14 @@ pub fn compile(name: &str, text: &str, loader: Loader<'_>) -> Result<Compiled, V
     }
     engine.pptp.interfaces = (!pptp_on.is_empty()).then_some(pptp_on);
 
+    // a NAT pool must be on the outside subnet (the gateway answers for it there)
+    if let (Some((fi, span)), Some((_, o))) = (&nat_span, engine.outside()) {
+        if let Some(a) = engine.nat.pool.iter().find(|a| !o.contains(u32::from(**a))) {
+            let msg = format!("pool address {a} is not on the outside subnet {}/{}", o.addr, o.prefix_len);
+            cx.err(*fi, span.clone(), msg).hint =
+                Some("pool addresses must be reachable on the outside interface".into());
+        }
+    }
     // forwards
     for (fi, span, f) in &forwards {
         let host = u32::from(f.inside_addr);

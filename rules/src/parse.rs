@@ -135,6 +135,8 @@ pub enum Stmt {
         preserve: Option<bool>,
         /// Host's own ephemeral range (never allocated); `Some(None)` = `none`.
         host_ports: Option<Option<(u16, u16)>>,
+        /// Addresses to translate onto instead of the outside interface's.
+        pool: Vec<Ipv4Addr>,
     },
     /// `forward tcp|udp PORT to HOST [PORT]`
     Forward {
@@ -749,12 +751,45 @@ impl<'a> Parser<'a> {
                 let k = self.keyword(&["overload", "off"])?;
                 if k.v == "off" {
                     self.end_of_statement()?;
-                    return Ok(Stmt::Nat { on: false, ports: None, preserve: None, host_ports: None });
+                    return Ok(Stmt::Nat {
+                        on: false,
+                        ports: None,
+                        preserve: None,
+                        host_ports: None,
+                        pool: Vec::new(),
+                    });
                 }
-                let (mut ports, mut preserve, mut host_ports) = (None, None, None);
+                let (mut ports, mut preserve, mut host_ports, mut pool) = (None, None, None, Vec::new());
                 while !self.at_eol() {
-                    let o = self.keyword(&["ports", "preserve-port", "host-ports"])?;
+                    let o = self.keyword(&["ports", "preserve-port", "host-ports", "pool"])?;
                     match o.v.as_str() {
+                        "pool" => {
+                            let start = self.here();
+                            while matches!(self.peek(), Some(Token { tok: Some(Tok::Addr | Tok::Cidr), .. })) {
+                                if matches!(self.peek(), Some(Token { tok: Some(Tok::Cidr), .. })) {
+                                    let span = self.here();
+                                    let (a, len) = self.prefix()?;
+                                    if len < 24 {
+                                        self.error(
+                                            span,
+                                            format!("a pool of 2^{} addresses", 32 - len),
+                                            "at most 256 addresses (/24)",
+                                            None,
+                                        );
+                                        return Err(());
+                                    }
+                                    let mask = xgw_dataplane::config::prefix_mask(len);
+                                    let lo = u32::from(a) & mask;
+                                    pool.extend((lo..=(lo | !mask)).map(Ipv4Addr::from));
+                                } else {
+                                    pool.push(self.addr_token("a pool address")?.v);
+                                }
+                            }
+                            if pool.is_empty() {
+                                self.error(start, "an empty pool", "addresses or a prefix after `pool`", None);
+                                return Err(());
+                            }
+                        }
                         "ports" => {
                             let r = self.range("a port range LOW-HIGH", 65535)?;
                             if r.v.0 == 0 {
@@ -779,7 +814,7 @@ impl<'a> Parser<'a> {
                         }
                     }
                 }
-                Ok(Stmt::Nat { on: true, ports, preserve, host_ports })
+                Ok(Stmt::Nat { on: true, ports, preserve, host_ports, pool })
             }
             "forward" => {
                 self.pos += 1;
