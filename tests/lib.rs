@@ -155,6 +155,15 @@ impl Lab {
         pid
     }
 
+    /// Kills a process this lab started with SIGKILL (a crash) and waits for it.
+    pub fn crash(&mut self, pid: u32) {
+        if let Some(i) = self.children.iter().position(|c| c.id() == pid) {
+            let mut c = self.children.remove(i);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Sends SIGTERM to a process this lab started and waits for it; returns its log.
     pub fn stop(&mut self, pid: u32, log: &str) -> String {
         if let Some(i) = self.children.iter().position(|c| c.id() == pid) {

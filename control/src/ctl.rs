@@ -203,6 +203,8 @@ pub struct Daemon {
     pub reload: Box<dyn Fn(bool) -> Result<Value, String> + Send + Sync>,
     /// XDP per-class counters of every interface.
     pub xdp_classes: Box<dyn Fn() -> Vec<XdpClasses> + Send + Sync>,
+    /// Every worker's counters (frames per class as the XDP program marked them).
+    pub workers: Vec<Arc<xgw_dataplane::xsk::WorkerStats>>,
 }
 
 impl core::fmt::Debug for Daemon {
@@ -361,6 +363,11 @@ fn handle(d: &Daemon, req: &Request, uid: Option<u32>, w: &mut impl Write) -> st
                         "inserted": t.inserted.get(), "insert_failed": t.insert_failed_full.get() + t.insert_failed_key.get(),
                         "expired": t.expired.get(), "events_dropped": t.events_dropped.get()},
                     "xdp": xdp, "workers": d.counters.len(),
+                    "worker_classes": xgw_ebpf_common::class::NAMES.iter().enumerate()
+                        .map(|(i, n)| (n.to_string(), json!(d.workers.iter().map(|w| w.classes[i].get()).sum::<u64>())))
+                        .filter(|(_, v)| v.as_u64() != Some(0))
+                        .collect::<serde_json::Map<String, Value>>(),
+                    "worker_unclassified": d.workers.iter().map(|w| w.unclassified.get()).sum::<u64>(),
                 }),
             )
         }

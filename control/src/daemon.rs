@@ -206,6 +206,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let mut workers = Vec::new();
     let mut port_stats = Vec::new();
     let mut worker_counters = Vec::new();
+    let mut worker_stats = Vec::new();
     for q in 0..max_q {
         let mut ports = Vec::new();
         for (i, ifc) in cfg.ifaces.iter().enumerate() {
@@ -228,6 +229,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         engine.seed(os_random() ^ q);
         worker_counters.push(Arc::clone(engine.counters()));
         let worker = Worker::new(engine, ports, neigh.clone(), Arc::clone(&stop), base);
+        worker_stats.push(Arc::clone(&worker.stats));
         let core = cores.get(q as usize % cores.len().max(1)).copied();
         workers.push(std::thread::Builder::new().name(format!("xgw-worker-{q}")).spawn(move || {
             if let Some(c) = core {
@@ -241,6 +243,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         Arc::new(crate::ctl::Daemon {
             shared: Arc::clone(&shared),
             counters: worker_counters,
+            workers: worker_stats,
             base,
             reload: Box::new(move |kill| match compile_file(&rules) {
                 Ok(c) => {

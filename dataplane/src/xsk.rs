@@ -210,6 +210,9 @@ pub trait Neighbours: Send + Sync {
     fn macs(&self, egress: IfaceId, dst: u32) -> Option<([u8; 6], [u8; 6])>;
 }
 
+/// Number of class codes the XDP program can put in a frame's metadata.
+pub const CLASSES: usize = 32;
+
 /// Worker-wide counters.
 #[derive(Debug, Default)]
 pub struct WorkerStats {
@@ -217,6 +220,20 @@ pub struct WorkerStats {
     pub batches: SharedCounter,
     /// Polls that found nothing.
     pub idle_polls: SharedCounter,
+    /// Frames received per class, as the XDP program classified them (its metadata).
+    pub classes: [SharedCounter; CLASSES],
+    /// Frames whose metadata held no valid class.
+    pub unclassified: SharedCounter,
+}
+
+/// The class the XDP program wrote in the 4 bytes of metadata in front of a received frame.
+fn frame_class(data: &[u8]) -> Option<usize> {
+    // SAFETY: a received frame's data starts XDP_PACKET_HEADROOM (256) bytes into its UMEM
+    // frame, or later; the XDP program's metadata sits in the 4 bytes just before it, inside
+    // the same frame and the same mmap'd UMEM region, which stays mapped while `data` lives.
+    // The read is unaligned-safe and any bit pattern is a valid u32.
+    let v = unsafe { core::ptr::read_unaligned(data.as_ptr().sub(4).cast::<u32>()) };
+    usize::try_from(v).ok().filter(|&c| c < CLASSES)
 }
 
 /// One worker thread's state: the ports of one queue index on every interface.
@@ -339,6 +356,10 @@ impl Worker {
                 // it is handed back to the kernel.
                 let data = unsafe { self.ports[pi].umem.data(&desc) };
                 let c = data.contents();
+                match frame_class(c) {
+                    Some(k) => self.stats.classes[k].inc(),
+                    None => self.stats.unclassified.inc(),
+                }
                 let len = c.len().min(self.scratch.len());
                 self.scratch[..len].copy_from_slice(&c[..len]);
                 len

@@ -190,3 +190,29 @@ fn rules_reload_through_the_daemon_swaps_or_refuses() {
     let log = lab.stop(gw, "xgwd.log");
     assert!(log.contains("denied by access-list") && log.contains("access-list match"), "{log}");
 }
+
+#[test]
+fn a_crash_leaves_no_program_behind_and_workers_see_the_classes() {
+    let mut lab = Lab::new();
+    topology(&mut lab);
+    let sock = lab.dir.join("xgw.sock").to_string_lossy().to_string();
+    let gw = lab.start_xgwd("gw", RULES, &["--socket", &sock]);
+    warm(&lab, "c1", "203.0.113.20");
+    let o = std::process::Command::new(xgw_tests::bin("xgwctl"))
+        .args(["--socket", &sock, "-o", "json", "stats"])
+        .output()
+        .expect("xgwctl");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(v["worker_classes"]["icmp"].as_u64().unwrap_or(0) > 0, "workers read the XDP class: {v}");
+    assert_eq!(v["worker_unclassified"], 0, "{v}");
+    lab.crash(gw);
+    for dev in ["xgw-in", "xgw-out"] {
+        let out = lab.exec_ok("gw", &["ip", "link", "show", dev]);
+        assert!(!out.contains("xdp"), "a crashed xgwd left XDP on {dev}: {out}");
+    }
+    // and the next start works
+    let gw = lab.start_xgwd("gw", RULES, &["--socket", &sock]);
+    warm(&lab, "c1", "203.0.113.20");
+    let log = lab.stop(gw, "xgwd.log");
+    assert!(log.contains("XDP detached"), "{log}");
+}

@@ -326,6 +326,11 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                             println!("drop.{k:<24} {v}");
                         }
                     }
+                    if let Some(c) = end["worker_classes"].as_object() {
+                        for (k, v) in c {
+                            println!("worker.class.{k:<16} {v}");
+                        }
+                    }
                     for x in end["xdp"].as_array().cloned().unwrap_or_default() {
                         if let Some(cls) = x["classes"].as_object() {
                             for (k, v) in cls {
