@@ -27,8 +27,9 @@ use arc_swap::ArcSwap;
 use crate::alg::pptp::{self, Pptp, SegmentVerdict};
 use crate::checksum;
 use crate::config::{EngineConfig, IfaceId, Role};
+use crate::conntrack::index::Probe;
 use crate::conntrack::tcp::{self as tcpsm, TcpEvent, TcpState, Transition};
-use crate::conntrack::{status, Dir, Flow, FlowKey, FlowKind, FlowTable, InsertError, L4State, Rewrite};
+use crate::conntrack::{status, Dir, Flow, FlowKey, FlowKind, FlowRef, FlowTable, InsertError, L4State, Rewrite};
 use crate::counters::{Counters, DropReason};
 use crate::frag::{FragEntry, FragKey, FragTable};
 use crate::nat::{Forwards, PortCandidates};
@@ -330,7 +331,7 @@ impl Shared {
 }
 
 /// What was parsed out of a frame, once.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Pkt {
     iface: IfaceId,
     now: Time,
@@ -355,7 +356,7 @@ struct Pkt {
 }
 
 /// How the L4 header is rewritten.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum L4 {
     Tcp,
     Udp,
@@ -366,6 +367,7 @@ enum L4 {
     GrePptp,
     /// ESP: the SPI (in `sport`:`dport`) is part of the flow key; nothing in it changes.
     Esp,
+    #[default]
     Other,
 }
 
@@ -423,9 +425,52 @@ impl Engine {
     }
 
     /// Processes a batch: `verdicts[i]` is the verdict for `frames[i]`.
+    /// Processes a batch: `verdicts[i]` is the verdict for `frames[i]`.
+    ///
+    /// In stages, so that a batch's memory accesses overlap instead of waiting one after
+    /// another: every frame is parsed and its index buckets requested, then every frame is
+    /// looked up and its flow slot requested, then every frame is processed — by which time
+    /// its lines are (mostly) in cache.
     pub fn process_batch(&mut self, frames: &mut [Frame<'_>], metas: &[RxMeta], now: Time, verdicts: &mut [Verdict]) {
-        for ((f, m), v) in frames.iter_mut().zip(metas).zip(verdicts.iter_mut()) {
-            *v = self.process(f, *m, now);
+        const STAGE: usize = 64;
+        let n = frames.len().min(metas.len()).min(verdicts.len());
+        let mut start = 0;
+        while start < n {
+            let end = (start + STAGE).min(n);
+            let sh: &Shared = &self.shared;
+            let w = &mut self.w;
+            let mut parsed: [Option<(Pkt, FlowKey, Probe)>; STAGE] = [None; STAGE];
+            for i in start..end {
+                w.counters.rx.inc();
+                match w.stage_parse(sh, &mut frames[i], metas[i], now) {
+                    Ok((pkt, key)) => {
+                        let p = sh.flows.probe(&key);
+                        sh.flows.touch(&p);
+                        parsed[i - start] = Some((pkt, key, p));
+                    }
+                    Err(v) => {
+                        w.count(v);
+                        verdicts[i] = v;
+                    }
+                }
+            }
+            let mut hits: [Option<FlowRef>; STAGE] = [None; STAGE];
+            for (j, slot) in parsed[..end - start].iter().enumerate() {
+                if let Some((_, _, p)) = slot {
+                    hits[j] = sh.flows.lookup_probe(p);
+                    if let Some(r) = hits[j] {
+                        sh.flows.touch_slot(r);
+                    }
+                }
+            }
+            for i in start..end {
+                if let Some((pkt, key, _)) = &parsed[i - start] {
+                    let v = w.stage_decide(sh, &mut frames[i], pkt, key, hits[i - start], false);
+                    w.count(v);
+                    verdicts[i] = v;
+                }
+            }
+            start = end;
         }
     }
 
@@ -435,16 +480,21 @@ impl Engine {
         let w = &mut self.w;
         w.counters.rx.inc();
         let v = w.process_inner(sh, frame, meta, now);
-        match v {
-            Verdict::Forward(_) => w.counters.forwarded.inc(),
-            Verdict::ToHost => w.counters.to_host.inc(),
-            Verdict::Drop(r) => w.counters.count_drop(r),
-        }
+        w.count(v);
         v
     }
 }
 
 impl Worker {
+    #[inline]
+    fn count(&self, v: Verdict) {
+        match v {
+            Verdict::Forward(_) => self.counters.forwarded.inc(),
+            Verdict::ToHost => self.counters.to_host.inc(),
+            Verdict::Drop(r) => self.counters.count_drop(r),
+        }
+    }
+
     fn next_rand(&mut self) -> u32 {
         // xorshift32: port choice only needs to be unpredictable-ish and cheap
         let mut x = self.rng;
@@ -456,23 +506,62 @@ impl Worker {
     }
 
     fn process_inner(&mut self, sh: &Shared, frame: &mut Frame<'_>, meta: RxMeta, now: Time) -> Verdict {
+        match self.stage_parse(sh, frame, meta, now) {
+            Ok((pkt, key)) => {
+                let hit = sh.flows.lookup(&key);
+                self.stage_decide(sh, frame, &pkt, &key, hit, true)
+            }
+            Err(v) => v,
+        }
+    }
+
+    /// First stage: parse and validate; the flow key, or the verdict of a frame that needs
+    /// no lookup (host traffic, malformed, later fragments).
+    fn stage_parse(
+        &mut self,
+        sh: &Shared,
+        frame: &mut Frame<'_>,
+        meta: RxMeta,
+        now: Time,
+    ) -> Result<(Pkt, FlowKey), Verdict> {
         let len = frame.len.min(frame.buf.len());
         let pkt = match self.parse(sh, &frame.buf[..len], meta) {
             Ok(Some(p)) => Pkt { now, ..p },
-            Ok(None) => return Verdict::ToHost,
-            Err(r) => return Verdict::Drop(r),
+            Ok(None) => return Err(Verdict::ToHost),
+            Err(r) => return Err(Verdict::Drop(r)),
         };
-        let cfg = &sh.config;
-
         // Later fragments: no L4 header, use what the first fragment decided.
         if pkt.later_frag {
-            return self.later_fragment(sh, frame, &pkt, now);
+            return Err(self.later_fragment(sh, frame, &pkt, now));
         }
+        Ok((pkt, flow_key(&pkt)))
+    }
 
-        let key = flow_key(&pkt);
-        if let Some(r) = sh.flows.lookup(&key) {
+    /// Last stage: the flow's packet (`hit`), or the slow path. `fresh` says `hit` was
+    /// looked up just now; a batch's earlier look may predate a flow created (or removed)
+    /// by an earlier packet of the same batch, so then a miss is looked up again.
+    fn stage_decide(
+        &mut self,
+        sh: &Shared,
+        frame: &mut Frame<'_>,
+        pkt: &Pkt,
+        key: &FlowKey,
+        hit: Option<FlowRef>,
+        fresh: bool,
+    ) -> Verdict {
+        let (pkt, key, now) = (*pkt, *key, pkt.now);
+        let meta = RxMeta { iface: pkt.iface };
+        let cfg = &sh.config;
+        if let Some(r) = hit {
             if let Some(v) = self.established(sh, frame, &pkt, r, &key) {
                 return v;
+            }
+        }
+        if !fresh {
+            if let Some(r) = sh.flows.lookup(&key).filter(|r| Some(*r) != hit) {
+                if let Some(v) = self.established(sh, frame, &pkt, r, &key) {
+                    return v;
+                }
             }
         }
         if pkt.l4 == L4::Esp {
@@ -639,7 +728,7 @@ impl Worker {
         sh: &Shared,
         frame: &mut Frame<'_>,
         pkt: &Pkt,
-        r: crate::conntrack::FlowRef,
+        r: FlowRef,
         key: &FlowKey,
     ) -> Option<Verdict> {
         let (meta, now) = (RxMeta { iface: pkt.iface }, pkt.now);

@@ -243,7 +243,12 @@ pub struct Worker {
     neighbours: Arc<dyn Neighbours>,
     stop: Arc<AtomicBool>,
     base: Instant,
+    /// BATCH frame-sized slots the engine works in (a received batch is copied here so its
+    /// descriptors go straight back to the fill ring).
     scratch: Vec<u8>,
+    lens: [usize; BATCH],
+    metas: [RxMeta; BATCH],
+    verdicts: [Verdict; BATCH],
     rx_descs: Vec<FrameDesc>,
     pending_tx: Vec<Vec<FrameDesc>>,
     /// Counters.
@@ -273,7 +278,10 @@ impl Worker {
             neighbours,
             stop,
             base,
-            scratch: vec![0u8; FRAME_SIZE as usize],
+            scratch: vec![0u8; BATCH * FRAME_SIZE as usize],
+            lens: [0; BATCH],
+            metas: [RxMeta { iface: IfaceId(0) }; BATCH],
+            verdicts: [Verdict::ToHost; BATCH],
             rx_descs: vec![FrameDesc::default(); BATCH],
             pending_tx: (0..n).map(|_| Vec::with_capacity(BATCH)).collect(),
             stats: Arc::new(WorkerStats::default()),
@@ -349,27 +357,37 @@ impl Worker {
         }
         let iface = self.ports[pi].iface;
         self.ports[pi].in_fill -= n.min(self.ports[pi].in_fill);
+        let slot = FRAME_SIZE as usize;
+        let n = n.min(BATCH);
         for i in 0..n {
             let desc = self.rx_descs[i];
-            let len = {
-                // SAFETY: `desc` came from this port's RX ring (see above) and is read before
-                // it is handed back to the kernel.
-                let data = unsafe { self.ports[pi].umem.data(&desc) };
-                let c = data.contents();
-                match frame_class(c) {
-                    Some(k) => self.stats.classes[k].inc(),
-                    None => self.stats.unclassified.inc(),
-                }
-                let len = c.len().min(self.scratch.len());
-                self.scratch[..len].copy_from_slice(&c[..len]);
-                len
-            };
-            self.ports[pi].stats.rx.inc();
-            let mut frame = Frame { buf: &mut self.scratch[..], len };
-            let v = self.engine.process(&mut frame, RxMeta { iface }, now);
-            let out_len = frame.len;
-            match v {
-                Verdict::Forward(egress) => self.stage_tx(egress, out_len),
+            // SAFETY: `desc` came from this port's RX ring (see above) and is read before
+            // it is handed back to the kernel.
+            let data = unsafe { self.ports[pi].umem.data(&desc) };
+            let c = data.contents();
+            match frame_class(c) {
+                Some(k) => self.stats.classes[k].inc(),
+                None => self.stats.unclassified.inc(),
+            }
+            let len = c.len().min(slot);
+            self.scratch[i * slot..i * slot + len].copy_from_slice(&c[..len]);
+            self.lens[i] = len;
+            self.metas[i] = RxMeta { iface };
+        }
+        self.ports[pi].stats.rx.add(n as u64);
+        {
+            let mut frames: [Frame<'_>; BATCH] = std::array::from_fn(|_| Frame { buf: &mut [], len: 0 });
+            for ((f, buf), &len) in frames.iter_mut().zip(self.scratch.chunks_exact_mut(slot)).zip(&self.lens) {
+                *f = Frame { buf, len };
+            }
+            self.engine.process_batch(&mut frames[..n], &self.metas[..n], now, &mut self.verdicts[..n]);
+            for (f, len) in frames.iter().zip(self.lens.iter_mut()).take(n) {
+                *len = f.len;
+            }
+        }
+        for i in 0..n {
+            match self.verdicts[i] {
+                Verdict::Forward(egress) => self.stage_tx(egress, i),
                 Verdict::ToHost => self.ports[pi].stats.to_host_lost.inc(),
                 Verdict::Drop(_) => {}
             }
@@ -382,20 +400,23 @@ impl Worker {
         n
     }
 
-    /// Copies the processed frame (in `scratch`) into a free TX frame of the egress port,
-    /// with the MAC addresses of the next hop.
-    fn stage_tx(&mut self, egress: IfaceId, len: usize) {
+    /// Copies processed frame `i` (scratch slot `i`) into a free TX frame of the egress
+    /// port, with the MAC addresses of the next hop.
+    fn stage_tx(&mut self, egress: IfaceId, i: usize) {
         let Some(ei) = self.port_index(egress) else { return };
+        let slot = FRAME_SIZE as usize;
+        let len = self.lens[i];
+        let frame = &mut self.scratch[i * slot..i * slot + len];
         if len < 34 {
             return;
         }
-        let dst = u32::from_be_bytes([self.scratch[30], self.scratch[31], self.scratch[32], self.scratch[33]]);
+        let dst = u32::from_be_bytes([frame[30], frame[31], frame[32], frame[33]]);
         let Some((src_mac, dst_mac)) = self.neighbours.macs(egress, dst) else {
             self.ports[ei].stats.tx_no_neighbour.inc();
             return;
         };
-        self.scratch[0..6].copy_from_slice(&dst_mac);
-        self.scratch[6..12].copy_from_slice(&src_mac);
+        frame[0..6].copy_from_slice(&dst_mac);
+        frame[6..12].copy_from_slice(&src_mac);
         let p = &mut self.ports[ei];
         if p.free_tx.is_empty() {
             p.reap();
@@ -406,7 +427,7 @@ impl Worker {
         };
         // SAFETY: `desc` is a free TX frame of this port's UMEM (not in any ring).
         let mut data = unsafe { p.umem.data_mut(&mut desc) };
-        if data.cursor().write_all(&self.scratch[..len]).is_err() {
+        if data.cursor().write_all(&self.scratch[i * slot..i * slot + len]).is_err() {
             p.free_tx.push(desc);
             p.stats.tx_no_frame.inc();
             return;

@@ -11,6 +11,7 @@
 //! interface the packet must leave with. It is plain data, computed when the flow is
 //! created, so the same description can be applied by the engine or by the XDP fast path.
 
+pub mod index;
 pub mod tcp;
 
 use core::hash::{Hash, Hasher};
@@ -19,12 +20,11 @@ use core::time::Duration;
 use std::sync::Mutex;
 
 use crossbeam::queue::ArrayQueue;
-use dashmap::mapref::entry::Entry;
-use dashmap::DashMap;
 
 use crate::config::{IfaceId, Timeouts};
 use crate::counters::SharedCounter;
 use crate::time::Time;
+use index::{FlowIndex, IndexError, Probe};
 use tcp::TcpState;
 
 /// What a packet looks like to the table: addresses, protocol and two 16-bit
@@ -235,7 +235,7 @@ impl Flow {
 
 /// Where a flow lives and which of its directions a key named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FlowRef(u32);
+pub struct FlowRef(pub(crate) u32);
 
 impl FlowRef {
     fn new(slot: u32, dir: Dir) -> FlowRef {
@@ -311,12 +311,13 @@ pub struct TableStats {
     pub events_dropped: SharedCounter,
 }
 
-type Hasher64 = foldhash::fast::RandomState;
+/// Largest connection table the index can address (slot and direction in 24 bits).
+pub const MAX_FLOWS: usize = (index::MAX_VALUE as usize) / 2;
 
 /// The fixed-capacity connection table.
 pub struct FlowTable {
     slots: Box<[Mutex<Slot>]>,
-    index: DashMap<FlowKey, FlowRef, Hasher64>,
+    index: FlowIndex,
     free: ArrayQueue<u32>,
     live: AtomicUsize,
     next_id: AtomicU64,
@@ -332,6 +333,15 @@ impl core::fmt::Debug for FlowTable {
     }
 }
 
+/// A seed from the standard library's per-process random state (keys come from the
+/// network: placement must not be predictable).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x7867_7700);
+    h.finish()
+}
+
 fn blank_flow() -> Flow {
     Flow::new([FlowKey::default(); 2], [Rewrite::default(); 2], L4State::Other, FlowKind::Snat, Time::ZERO)
 }
@@ -339,7 +349,7 @@ fn blank_flow() -> Flow {
 impl FlowTable {
     /// A table for `capacity` flows with an event ring of `event_ring` entries (0 = none).
     pub fn new(capacity: usize, event_ring: usize) -> FlowTable {
-        let capacity = capacity.max(1);
+        let capacity = capacity.clamp(1, MAX_FLOWS);
         let slots: Vec<Mutex<Slot>> =
             (0..capacity).map(|_| Mutex::new(Slot { live: false, gen: 0, flow: blank_flow() })).collect();
         let free = ArrayQueue::new(capacity);
@@ -349,7 +359,7 @@ impl FlowTable {
         }
         FlowTable {
             slots: slots.into_boxed_slice(),
-            index: DashMap::with_capacity_and_hasher(capacity * 2, Hasher64::default()),
+            index: FlowIndex::new(capacity * 2, random_seed()),
             free,
             live: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
@@ -383,7 +393,34 @@ impl FlowTable {
     /// Finds the flow and direction a key belongs to.
     #[inline]
     pub fn lookup(&self, key: &FlowKey) -> Option<FlowRef> {
-        self.index.get(key).map(|r| *r)
+        self.index.get(&self.index.probe(key)).map(FlowRef)
+    }
+
+    /// Where a key's index entries live (first stage of a batch).
+    #[inline]
+    pub fn probe(&self, key: &FlowKey) -> Probe {
+        self.index.probe(key)
+    }
+
+    /// Starts loading a key's index lines (so a batch has them all in flight).
+    #[inline]
+    pub fn touch(&self, p: &Probe) {
+        self.index.touch(p);
+    }
+
+    /// Looks up a probed key (second stage of a batch).
+    #[inline]
+    pub fn lookup_probe(&self, p: &Probe) -> Option<FlowRef> {
+        self.index.get(p).map(FlowRef)
+    }
+
+    /// Starts loading a flow's slot (its first cache line: the lock and the flow's keys)
+    /// without locking it.
+    #[inline]
+    pub fn touch_slot(&self, r: FlowRef) {
+        if let Some(s) = self.slots.get(r.slot() as usize) {
+            index::prefetch(s);
+        }
     }
 
     /// Runs `f` on the flow `r` names, if it is still live and still carries `key` (a slot
@@ -408,23 +445,18 @@ impl FlowTable {
         !s.live || s.flow.keys[r.dir().index()] != *key
     }
 
-    /// Claims `key` for `r` if it is vacant (or held by a dead flow).
-    fn claim(&self, key: FlowKey, r: FlowRef) -> Result<(), FlowRef> {
-        match self.index.entry(key) {
-            Entry::Vacant(v) => {
-                v.insert(r);
-                Ok(())
-            }
-            Entry::Occupied(mut o) => {
-                let held = *o.get();
-                if self.is_stale(held, &key) {
-                    o.insert(r);
-                    Ok(())
-                } else {
-                    Err(held)
-                }
-            }
+    /// Claims `key` for `r` if it is vacant (or held by a dead flow). `Err(None)` when the
+    /// index has no room for it.
+    fn claim(&self, key: FlowKey, r: FlowRef) -> Result<(), Option<FlowRef>> {
+        match self.index.insert(&self.index.probe(&key), r.0, |held| self.is_stale(FlowRef(held), &key)) {
+            Ok(()) => Ok(()),
+            Err(IndexError::Taken(v)) => Err(Some(FlowRef(v))),
+            Err(IndexError::Full) => Err(None),
         }
+    }
+
+    fn unclaim(&self, key: &FlowKey, r: FlowRef) {
+        self.index.remove(&self.index.probe(key), r.0);
     }
 
     /// Inserts a flow whose original key is `orig`. The reply key is the first of
@@ -467,11 +499,18 @@ impl FlowTable {
             s.live = true;
         }
         if let Err(existing) = self.claim(orig, FlowRef::new(slot, Dir::Orig)) {
-            // another worker created this flow between our lookup and now: undo ours
+            // another worker created this flow between our lookup and now (or the index is
+            // full): undo ours
             self.lock(slot).live = false;
-            self.index.remove_if(&reply, |_, v| *v == reply_ref);
+            self.unclaim(&reply, reply_ref);
             let _ = self.free.push(slot);
-            return Err(InsertError::Exists(existing));
+            return Err(match existing {
+                Some(r) => InsertError::Exists(r),
+                None => {
+                    self.stats.insert_failed_full.inc();
+                    InsertError::Full
+                }
+            });
         }
         self.live.fetch_add(1, Ordering::Relaxed);
         self.stats.inserted.inc();
@@ -494,8 +533,7 @@ impl FlowTable {
 
     fn unlink(&self, slot: u32, flow: &Flow) {
         for (dir, key) in [(Dir::Orig, flow.keys[0]), (Dir::Reply, flow.keys[1])] {
-            let r = FlowRef::new(slot, dir);
-            self.index.remove_if(&key, |_, v| *v == r);
+            self.unclaim(&key, FlowRef::new(slot, dir));
         }
         let _ = self.free.push(slot);
         self.live.fetch_sub(1, Ordering::Relaxed);
@@ -519,9 +557,9 @@ impl FlowTable {
             }
         };
         if moved {
-            self.index.remove_if(old, |_, v| *v == nr);
+            self.unclaim(old, nr);
         } else {
-            self.index.remove_if(&new, |_, v| *v == nr);
+            self.unclaim(&new, nr);
         }
         moved
     }
