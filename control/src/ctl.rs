@@ -25,7 +25,8 @@ pub const VERSION: u32 = 1;
 pub struct Request {
     /// Protocol version.
     pub v: u32,
-    /// Command: `version`, `conntrack.list`, `conntrack.count`, `pptp`, `stats`, `rules.reload`.
+    /// Command: `version`, `conntrack.list`, `conntrack.count`, `conntrack.delete`,
+    /// `conntrack.flush`, `xlate`, `host`, `pptp`, `stats`, `rules.reload`, `rules.show`.
     pub cmd: String,
     /// Arguments (filters, options).
     #[serde(default)]
@@ -163,6 +164,9 @@ pub struct Filter {
     pub srckey: Option<u16>,
     /// `--dstkey` (GRE, original direction).
     pub dstkey: Option<u16>,
+    /// `--id`: one flow by its id.
+    #[serde(default)]
+    pub id: Option<u64>,
 }
 
 fn in_prefix(addr: &str, prefix: &str) -> bool {
@@ -185,6 +189,104 @@ impl Filter {
             && self.state.as_ref().is_none_or(|s| v.state.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(s)))
             && self.srckey.is_none_or(|k| v.gre_keys.is_some_and(|g| g.0 == k))
             && self.dstkey.is_none_or(|k| v.gre_keys.is_some_and(|g| g.1 == k))
+            && self.id.is_none_or(|i| v.id == i)
+    }
+
+    /// True when no filter is given (it matches every flow).
+    pub fn is_empty(&self) -> bool {
+        self.src.is_none()
+            && self.dst.is_none()
+            && self.proto.is_none()
+            && self.sport.is_none()
+            && self.dport.is_none()
+            && self.state.is_none()
+            && self.srckey.is_none()
+            && self.dstkey.is_none()
+            && self.id.is_none()
+    }
+}
+
+/// A translation as `xgwctl xlate` lists it (ASA `show xlate`): the inside endpoint, the
+/// outside endpoint it appears as, and the flow that holds it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct XlateView {
+    /// `PAT` (dynamic, inside-out) or `static` (a forward, outside-in).
+    pub kind: String,
+    /// Protocol name.
+    pub proto: String,
+    /// Inside address and port (for PPTP GRE: the client's Call ID).
+    pub inside: (String, u16),
+    /// Outside address and port (for PPTP GRE: the translated Call ID).
+    pub outside: (String, u16),
+    /// The far end.
+    pub foreign: (String, u16),
+    /// Seconds since the flow last saw a packet.
+    pub idle: u64,
+    /// The flow's idle timeout in seconds.
+    pub timeout: u64,
+    /// The flow holding the translation.
+    pub flow_id: u64,
+}
+
+/// The translation a flow holds, if it translates anything.
+pub fn xlate(f: &Flow, sh: &Shared, now: Time) -> Option<XlateView> {
+    let v = view(f, sh, now);
+    let t = &sh.config().timeouts;
+    let total = f.timeout(t);
+    let idle = total.saturating_sub(f.remaining(now, t)).as_secs();
+    let (kind, inside, outside, foreign) = match (v.kind.as_str(), v.gre_keys) {
+        ("snat", _) => ("PAT", (v.orig.0, v.orig.2), (v.reply.1, v.reply.3), (v.orig.1, v.orig.3)),
+        ("dnat" | "hairpin", _) => ("static", (v.reply.0, v.reply.2), (v.orig.1, v.orig.3), (v.orig.0, v.orig.2)),
+        ("related", Some(g)) => ("PAT", (v.orig.0, g.0), (v.reply.1, g.3), (v.orig.1, g.1)),
+        ("related", None) if v.orig.0 != v.reply.1 => {
+            ("PAT", (v.orig.0, v.orig.2), (v.reply.1, v.reply.3), (v.orig.1, v.orig.3))
+        }
+        _ => return None,
+    };
+    Some(XlateView {
+        kind: kind.into(),
+        proto: v.proto,
+        inside,
+        outside,
+        foreign,
+        idle,
+        timeout: total.as_secs(),
+        flow_id: v.id,
+    })
+}
+
+fn hms(secs: u64) -> String {
+    format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// ASA `show xlate`'s line for a translation.
+pub fn xlate_line(x: &XlateView) -> String {
+    let ep = |(a, p): &(String, u16)| {
+        if x.proto == "gre" {
+            format!("{a}/call 0x{p:04x}")
+        } else if x.proto == "tcp" || x.proto == "udp" || x.proto == "icmp" {
+            format!("{a}/{p}")
+        } else {
+            a.clone()
+        }
+    };
+    let (flags, from, to) = match x.kind.as_str() {
+        "static" => ("s", ep(&x.inside), ep(&x.outside)),
+        _ => ("ri", ep(&x.inside), ep(&x.outside)),
+    };
+    format!(
+        "{} PAT from inside:{from} to outside:{to} flags {flags} idle {} timeout {}",
+        x.proto.to_uppercase(),
+        hms(x.idle),
+        hms(x.timeout)
+    )
+}
+
+/// The inside host a flow belongs to (the one counted against per-host limits).
+pub fn inside_host(v: &FlowView) -> &str {
+    match v.kind.as_str() {
+        "dnat" | "hairpin" => &v.reply.0,
+        _ => &v.orig.0,
     }
 }
 
@@ -286,6 +388,106 @@ fn handle(d: &Daemon, req: &Request, uid: Option<u32>, w: &mut impl Write) -> st
                 return Err(e);
             }
             end(w, true, json!({"count": n}))
+        }
+        "conntrack.delete" | "conntrack.flush" => {
+            if uid != Some(0) {
+                return end(w, false, json!({"error": format!("{} needs root", req.cmd.replace('.', " "))}));
+            }
+            let filter: Filter = match serde_json::from_value(req.args.clone()) {
+                Ok(f) => f,
+                Err(e) => return end(w, false, json!({"error": format!("bad filter: {e}")})),
+            };
+            if req.cmd == "conntrack.delete" && filter.is_empty() {
+                return end(w, false, json!({"error": "conntrack delete needs a filter (flush deletes everything)"}));
+            }
+            let n = d.shared.delete_flows(now, |f| filter.matches(&view(f, &d.shared, now)));
+            tracing::info!(deleted = n, cmd = %req.cmd, "flows deleted from the control socket");
+            end(w, true, json!({"deleted": n}))
+        }
+        "xlate" => {
+            let filter: Filter = serde_json::from_value(req.args.clone()).unwrap_or_default();
+            let (mut n, mut err) = (0u64, None);
+            d.shared.flows.for_each(|_, f| {
+                if err.is_some() || !filter.matches(&view(f, &d.shared, now)) {
+                    return;
+                }
+                if let Some(x) = xlate(f, &d.shared, now) {
+                    n += 1;
+                    if let Err(e) = item(w, &x) {
+                        err = Some(e);
+                    }
+                }
+            });
+            if let Some(e) = err {
+                return Err(e);
+            }
+            end(w, true, json!({"count": n}))
+        }
+        "host" => {
+            let Some(addr) = req.args.get("addr").and_then(Value::as_str).and_then(|a| a.parse::<Ipv4Addr>().ok())
+            else {
+                return end(w, false, json!({"error": "host needs an IPv4 address"}));
+            };
+            let a = addr.to_string();
+            let (mut flows, mut embryonic, mut xlates, mut err) = (0u64, 0u64, 0u64, None);
+            d.shared.flows.for_each(|_, f| {
+                let v = view(f, &d.shared, now);
+                if err.is_some() || inside_host(&v) != a {
+                    return;
+                }
+                flows += 1;
+                if matches!(v.state.as_deref(), Some("SYN_SENT" | "SYN_RECV")) {
+                    embryonic += 1;
+                }
+                if xlate(f, &d.shared, now).is_some() {
+                    xlates += 1;
+                }
+                if let Err(e) = item(w, &v) {
+                    err = Some(e);
+                }
+            });
+            if let Some(e) = err {
+                return Err(e);
+            }
+            let l = &d.shared.config().limits;
+            end(
+                w,
+                true,
+                json!({"host": a, "flows": flows, "embryonic": embryonic, "translations": xlates,
+                       "limit_flows": l.per_host, "limit_embryonic": l.embryonic}),
+            )
+        }
+        "rules.show" => {
+            let policy = d.shared.policy();
+            let Some(acl) = policy.as_any().and_then(|a| a.downcast_ref::<xgw_rules::acl::Acl>()) else {
+                return end(
+                    w,
+                    true,
+                    json!({"implicit_denies": 0, "note": "no access list is bound: everything is permitted"}),
+                );
+            };
+            for (i, r) in acl.rules.iter().enumerate() {
+                let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+                if let Value::Object(o) = &mut v {
+                    o.insert("hits".into(), json!(acl.hits(i)));
+                }
+                item(w, &v)?;
+            }
+            let names = |b: &[Option<usize>]| -> Vec<Value> {
+                b.iter()
+                    .enumerate()
+                    .filter_map(|(i, l)| {
+                        let l = (*l)?;
+                        let ifname = d.shared.config().ifaces.get(i).map_or(String::new(), |c| c.name.clone());
+                        Some(json!({"interface": ifname, "list": acl.lists.get(l).map(|x| x.name.clone())}))
+                    })
+                    .collect()
+            };
+            end(
+                w,
+                true,
+                json!({"implicit_denies": acl.implicit_denies(), "bound_in": names(&acl.bind_in), "bound_out": names(&acl.bind_out)}),
+            )
         }
         "pptp" => {
             let st = &d.shared.pptp.stats;

@@ -123,6 +123,11 @@ pub trait Policy: Send + Sync + core::fmt::Debug {
     fn would_permit(&self, f: &NewFlow) -> bool {
         matches!(self.check(f), Decision::Permit { .. })
     }
+
+    /// The policy as `Any`, so the control plane can show its rules (None: nothing to show).
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// Permits everything (the policy when no access list is bound).
@@ -305,6 +310,25 @@ impl Shared {
             }
         }
         ReloadReport { live, would_deny, killed }
+    }
+
+    /// The access policy in force.
+    pub fn policy(&self) -> Arc<Box<dyn Policy>> {
+        self.policy.load_full()
+    }
+
+    /// Deletes every live flow `pred` picks (`xgwctl conntrack delete|flush`), with what
+    /// hangs off it (a PPTP control connection's calls and their GRE flows). Slots are
+    /// visited one at a time, so workers are never held up; returns how many flows went.
+    pub fn delete_flows(&self, now: Time, mut pred: impl FnMut(&Flow) -> bool) -> usize {
+        let mut n = 0;
+        for slot in 0..self.flows.capacity() as u32 {
+            if let Some(f) = self.flows.remove_if(slot, now, &mut pred) {
+                self.flow_gone(&f, now);
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Expires idle flows and fragments: examines up to `budget` flow slots. Call it

@@ -398,6 +398,28 @@ fn rst_or_fin_without_cdn_ends_calls_within_the_grace() {
 }
 
 #[test]
+fn deleting_the_control_connection_ends_its_calls_and_their_gre() {
+    // `xgwctl conntrack delete` on a PPTP control connection (Shared::delete_flows)
+    let mut e = engine();
+    let (ctl, x) = established_call(&mut e);
+    let (_, x2) = established_call2(&mut e);
+    assert_eq!(e.shared().pptp.calls_in_progress(), 2);
+    let now = Time::from_millis(ctl.t);
+    let n = e.shared().delete_flows(now, |f| f.keys[0].sport == ctl.sport && f.keys[0].dport == 1723);
+    assert_eq!(n, 1, "only the control connection itself is picked");
+    assert_eq!(gre(&mut e, S, P, x, false).0, Verdict::Drop(DropReason::NoMatchingGreSession));
+    assert_eq!(e.shared().pptp.calls_in_progress(), 1, "the other client's call stays");
+    assert_eq!(gre(&mut e, S, P, x2, false).0, Verdict::Forward(INSIDE));
+}
+
+fn established_call2(e: &mut Engine) -> (Ctl, u16) {
+    let mut ctl = Ctl::open(e, C2, 40002, S);
+    let x = ctl.ocrq(e, 4);
+    ctl.ocrp(e, 41, x, 1);
+    (ctl, x)
+}
+
+#[test]
 fn stop_control_connection_ends_every_call() {
     let mut e = engine();
     let (mut ctl, x1) = established_call(&mut e);

@@ -322,6 +322,10 @@ impl Acl {
 }
 
 impl Policy for Acl {
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
     fn would_permit(&self, f: &NewFlow) -> bool {
         let p = Probe { proto: f.proto, src: f.src, dst: f.dst, sport: f.sport, dport: f.dport, icmp: f.icmp };
         Acl::would_permit(self, f.ingress, f.egress, &p)

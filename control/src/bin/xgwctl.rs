@@ -7,9 +7,9 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
-use xgw_control::ctl::{conntrack_line, Filter, FlowView, Request, VERSION};
+use xgw_control::ctl::{conntrack_line, xlate_line, Filter, FlowView, Request, XlateView, VERSION};
 use xgw_control::rules_cmd::{compile_file, CheckError};
 
 #[derive(Debug, Parser)]
@@ -51,8 +51,25 @@ enum Cmd {
         #[command(subcommand)]
         cmd: RulesCmd,
     },
+    /// Address translations (ASA `show xlate`), filtered like conntrack.
+    Xlate(FilterArgs),
+    /// One inside host: its flows, translations and counts against the per-host limits.
+    Host {
+        /// The inside host's address.
+        addr: std::net::Ipv4Addr,
+    },
     /// The versions of xgwctl and of the running daemon.
     Version,
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (xgwctl.1 and one per subcommand) into a directory.
+    Man {
+        /// The directory.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args, Default)]
@@ -81,6 +98,9 @@ struct FilterArgs {
     /// GRE destination key, original direction.
     #[arg(long, value_parser = parse_num)]
     dstkey: Option<u16>,
+    /// One flow, by its id.
+    #[arg(short = 'i', long)]
+    id: Option<u64>,
 }
 
 fn parse_num(s: &str) -> Result<u16, String> {
@@ -97,6 +117,10 @@ enum ConntrackCmd {
     List(FilterArgs),
     /// Count flows.
     Count(FilterArgs),
+    /// Delete the flows the filters pick (root only; at least one filter).
+    Delete(FilterArgs),
+    /// Delete every flow (root only).
+    Flush,
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,6 +133,8 @@ enum RulesCmd {
         #[arg(long, value_enum, default_value_t = ErrorFormat::Human)]
         error_format: ErrorFormat,
     },
+    /// The access rules in force, with their ids and hit counts.
+    Show,
     /// Make the daemon reload its rules file (access lists are swapped atomically).
     Reload {
         /// Tear down live flows the new policy would not admit.
@@ -167,8 +193,16 @@ fn filter(f: &FilterArgs) -> Value {
         state: f.state.clone(),
         srckey: f.srckey,
         dstkey: f.dstkey,
+        id: f.id,
     })
     .unwrap_or(Value::Null)
+}
+
+fn report_deleted(out: Format, end: &Value) {
+    match out {
+        Format::Json => println!("{}", json!({"deleted": end["deleted"]})),
+        _ => eprintln!("{} flow entries have been deleted.", end["deleted"]),
+    }
 }
 
 fn table(rows: &[Vec<String>]) -> String {
@@ -237,6 +271,127 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                 Format::Json => println!("{}", json!({"count": end["count"]})),
                 _ => println!("{}", end["count"]),
             }
+        }
+        Cmd::Conntrack { cmd: ConntrackCmd::Delete(f) } => {
+            let end = call(&cli.socket, "conntrack.delete", filter(&f), |_| {})?;
+            report_deleted(out, &end);
+        }
+        Cmd::Conntrack { cmd: ConntrackCmd::Flush } => {
+            let end = call(&cli.socket, "conntrack.flush", json!({}), |_| {})?;
+            report_deleted(out, &end);
+        }
+        Cmd::Xlate(f) => {
+            let mut rows = vec![["TYPE", "PROTO", "INSIDE", "OUTSIDE", "FOREIGN", "IDLE", "TIMEOUT", "FLOW"]
+                .map(String::from)
+                .to_vec()];
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            let end = call(&cli.socket, "xlate", filter(&f), |i| match out {
+                Format::Json => {
+                    let _ = writeln!(w, "{i}");
+                }
+                Format::Text => {
+                    if let Ok(x) = serde_json::from_value::<XlateView>(i) {
+                        let _ = writeln!(w, "{}", xlate_line(&x));
+                    }
+                }
+                Format::Table => {
+                    if let Ok(x) = serde_json::from_value::<XlateView>(i) {
+                        rows.push(vec![
+                            x.kind.clone(),
+                            x.proto.clone(),
+                            format!("{}:{}", x.inside.0, x.inside.1),
+                            format!("{}:{}", x.outside.0, x.outside.1),
+                            format!("{}:{}", x.foreign.0, x.foreign.1),
+                            x.idle.to_string(),
+                            x.timeout.to_string(),
+                            x.flow_id.to_string(),
+                        ]);
+                    }
+                }
+            })?;
+            if out == Format::Table {
+                let _ = write!(w, "{}", table(&rows));
+            }
+            drop(w);
+            eprintln!("{} in use", end["count"]);
+        }
+        Cmd::Host { addr } => {
+            let mut flows = Vec::new();
+            let end = call(&cli.socket, "host", json!({"addr": addr.to_string()}), |i| flows.push(i))?;
+            let limit = |v: &Value| if v.is_null() { "none".to_string() } else { v.to_string() };
+            match out {
+                Format::Json => println!(
+                    "{}",
+                    json!({"host": end["host"], "flows": flows, "counts": {"flows": end["flows"], "embryonic": end["embryonic"],
+                        "translations": end["translations"], "limit_flows": end["limit_flows"], "limit_embryonic": end["limit_embryonic"]}})
+                ),
+                _ => {
+                    println!("host {}", addr);
+                    println!(
+                        "  flows {} (limit {}), embryonic {} (limit {}), translations {}",
+                        end["flows"],
+                        limit(&end["limit_flows"]),
+                        end["embryonic"],
+                        limit(&end["limit_embryonic"]),
+                        end["translations"]
+                    );
+                    for f in flows {
+                        if let Ok(v) = serde_json::from_value::<FlowView>(f) {
+                            println!("  {}", conntrack_line(&v));
+                        }
+                    }
+                }
+            }
+        }
+        Cmd::Rules { cmd: RulesCmd::Show } => {
+            let mut rules = Vec::new();
+            let end = call(&cli.socket, "rules.show", Value::Null, |i| rules.push(i))?;
+            match out {
+                Format::Json => println!(
+                    "{}",
+                    json!({"rules": rules, "implicit_denies": end["implicit_denies"], "bound_in": end["bound_in"], "bound_out": end["bound_out"]})
+                ),
+                _ => {
+                    if let Some(n) = end["note"].as_str() {
+                        println!("{n}");
+                    }
+                    for dir in ["in", "out"] {
+                        for b in end[format!("bound_{dir}")].as_array().cloned().unwrap_or_default() {
+                            println!(
+                                "access-group {} {dir} interface {}",
+                                b["list"].as_str().unwrap_or("?"),
+                                b["interface"].as_str().unwrap_or("?")
+                            );
+                        }
+                    }
+                    let mut rows = vec![["ID", "LIST", "RULE", "HITS", "WHERE"].map(String::from).to_vec()];
+                    for r in &rules {
+                        rows.push(vec![
+                            format!("{:08x}", r["id"].as_u64().unwrap_or(0)),
+                            r["list"].as_str().unwrap_or("").to_string(),
+                            r["text"].as_str().unwrap_or("").to_string(),
+                            r["hits"].to_string(),
+                            format!("{}:{}", r["file"].as_str().unwrap_or(""), r["line"]),
+                        ]);
+                    }
+                    print!("{}", table(&rows));
+                    println!("implicit deny: {} hits", end["implicit_denies"]);
+                }
+            }
+        }
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "xgwctl", &mut std::io::stdout());
+        }
+        Cmd::Man { dir } => {
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                eprintln!("xgwctl: cannot create {}: {e}", dir.display());
+                ExitCode::FAILURE
+            })?;
+            clap_mangen::generate_to(Cli::command(), &dir).map_err(|e| {
+                eprintln!("xgwctl: cannot write man pages into {}: {e}", dir.display());
+                ExitCode::FAILURE
+            })?;
         }
         Cmd::Pptp => {
             let mut sessions = Vec::new();

@@ -1,0 +1,243 @@
+//! xgwctl against a control socket served by the daemon's own code over an engine that has
+//! seen a fixture of frames (no kernel needed): every command's text and JSON output.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::Value;
+use xgw_control::ctl::{serve, Daemon};
+use xgw_dataplane::{Engine, Frame, IfaceId, RxMeta, Shared, Time, Verdict};
+
+const RULES: &str = "\
+interface lan device xgw-in  role inside  address 10.10.0.1/24
+interface wan device xgw-out role outside address 198.51.100.1/24
+nat overload ports 1024-65535 preserve-port on
+forward tcp 2222 to 10.10.0.10 22
+limit per-host 100
+limit embryonic 10
+access-list lan_out permit tcp any any eq https
+access-list lan_out permit udp any any eq domain
+access-list lan_out deny   tcp any any eq telnet
+access-group lan_out in interface lan
+";
+
+const LAN: IfaceId = IfaceId(0);
+const WAN: IfaceId = IfaceId(1);
+
+fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, syn: bool, ack: bool) -> Vec<u8> {
+    let mut b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, 1000, 65535);
+    if syn {
+        b = b.syn();
+    }
+    if ack {
+        b = b.ack(1);
+    }
+    let mut v = Vec::new();
+    b.write(&mut v, &[]).expect("frame");
+    v
+}
+
+fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src, dst, 64)
+        .udp(sport, dport)
+        .write(&mut v, b"q")
+        .expect("frame");
+    v
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    socket: PathBuf,
+    shared: Arc<Shared>,
+}
+
+/// Loads RULES, runs the fixture frames through an engine and serves the control socket.
+fn daemon() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let compiled = xgw_rules::compile("test.rules", RULES, &|_| Err("no includes".into())).expect("rules compile");
+    let shared = Arc::new(Shared::new(compiled.engine).expect("config"));
+    shared.set_policy(Box::new(compiled.acl));
+    let mut e = Engine::new(Arc::clone(&shared));
+    let mut run = |f: Vec<u8>, iface: IfaceId| {
+        let mut buf = f.clone();
+        buf.resize(2048, 0);
+        let mut fr = Frame { buf: &mut buf[..], len: f.len() };
+        e.process(&mut fr, RxMeta { iface }, Time::from_secs(10))
+    };
+    // an established HTTPS connection of 10.10.0.5, a DNS query of 10.10.0.5 and one of 10.10.0.6
+    assert_eq!(run(tcp([10, 10, 0, 5], [192, 0, 2, 80], 20000, 443, true, false), LAN), Verdict::Forward(WAN));
+    assert_eq!(run(tcp([192, 0, 2, 80], [198, 51, 100, 1], 443, 20000, true, true), WAN), Verdict::Forward(LAN));
+    assert_eq!(run(tcp([10, 10, 0, 5], [192, 0, 2, 80], 20000, 443, false, true), LAN), Verdict::Forward(WAN));
+    assert_eq!(run(udp([10, 10, 0, 5], [192, 0, 2, 53], 5353, 53), LAN), Verdict::Forward(WAN));
+    assert_eq!(run(udp([10, 10, 0, 6], [192, 0, 2, 53], 5353, 53), LAN), Verdict::Forward(WAN));
+    // a half-open connection to the forwarded SSH port
+    assert_eq!(run(tcp([192, 0, 2, 99], [198, 51, 100, 1], 50000, 2222, true, false), WAN), Verdict::Forward(LAN));
+    // telnet is denied by rule
+    assert!(matches!(run(tcp([10, 10, 0, 5], [192, 0, 2, 80], 20001, 23, true, false), LAN), Verdict::Drop(_)));
+    let socket = dir.path().join("xgw.sock");
+    let base = Instant::now() - std::time::Duration::from_secs(12);
+    let d = Daemon {
+        shared: Arc::clone(&shared),
+        counters: vec![Arc::clone(e.counters())],
+        base,
+        reload: Box::new(|_| Err("not in this test".into())),
+        xdp_classes: Box::new(Vec::new),
+        workers: Vec::new(),
+    };
+    serve(&socket, Arc::new(d)).expect("serve");
+    Fixture { _dir: dir, socket, shared }
+}
+
+fn ctl(socket: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xgwctl")).arg("--socket").arg(socket).args(args).output().expect("run xgwctl")
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(o.status.success(), "xgwctl failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout.clone()).expect("utf8")
+}
+
+fn json_lines(o: &Output) -> Vec<Value> {
+    stdout(o).lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
+}
+
+#[test]
+fn conntrack_list_count_text_and_json() {
+    let f = daemon();
+    let text = stdout(&ctl(&f.socket, &["conntrack", "list", "-p", "tcp", "--dport", "443"]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].starts_with("tcp      6 ")
+            && lines[0].contains(
+                " ESTABLISHED src=10.10.0.5 dst=192.0.2.80 sport=20000 dport=443 packets=2 bytes=80 \
+                 src=192.0.2.80 dst=198.51.100.1 sport=443 dport=20000 packets=1 bytes=40 [ASSURED] use=1 id="
+            ),
+        "{}",
+        lines[0]
+    );
+    let all = json_lines(&ctl(&f.socket, &["-o", "json", "conntrack", "list"]));
+    assert_eq!(all.len(), 4);
+    assert!(all.iter().all(|v| v["id"].as_u64().is_some() && v["proto"].is_string()));
+    assert_eq!(stdout(&ctl(&f.socket, &["conntrack", "count", "-s", "10.10.0.0/24"])).trim(), "3");
+    assert_eq!(json_lines(&ctl(&f.socket, &["-o", "json", "conntrack", "count", "-p", "udp"]))[0]["count"], 2);
+    let table = stdout(&ctl(&f.socket, &["-o", "table", "conntrack", "list", "-p", "udp"]));
+    assert!(table.starts_with("PROTO  STATE  ORIGINAL"), "{table}");
+    assert_eq!(table.lines().count(), 3);
+}
+
+#[test]
+fn xlate_lists_pat_and_static_translations() {
+    let f = daemon();
+    let text = stdout(&ctl(&f.socket, &["xlate"]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    let has = |p: &str| assert!(lines.iter().any(|l| l.starts_with(p)), "no line starting {p:?} in\n{text}");
+    has("TCP PAT from inside:10.10.0.10/22 to outside:198.51.100.1/2222 flags s idle 0:00:02 timeout 0:");
+    has("TCP PAT from inside:10.10.0.5/20000 to outside:198.51.100.1/20000 flags ri idle 0:00:02 timeout 120:00:00");
+    has("UDP PAT from inside:10.10.0.6/5353 to outside:198.51.100.1/");
+    let json = json_lines(&ctl(&f.socket, &["-o", "json", "xlate", "-s", "10.10.0.5"]));
+    assert_eq!(json.len(), 2);
+    assert!(json.iter().all(|x| x["kind"] == "PAT" && x["inside"][0] == "10.10.0.5"));
+}
+
+#[test]
+fn host_shows_one_inside_hosts_flows_and_limits() {
+    let f = daemon();
+    let text = stdout(&ctl(&f.socket, &["host", "10.10.0.5"]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "host 10.10.0.5");
+    assert_eq!(lines[1], "  flows 2 (limit 100), embryonic 0 (limit 10), translations 2");
+    assert_eq!(lines.len(), 4, "{text}");
+    let j = json_lines(&ctl(&f.socket, &["-o", "json", "host", "10.10.0.10"]));
+    assert_eq!(j[0]["counts"]["flows"], 1);
+    assert_eq!(j[0]["counts"]["embryonic"], 1, "the half-open forwarded connection counts against the server");
+    let bad = ctl(&f.socket, &["host", "not-an-address"]);
+    assert_eq!(bad.status.code(), Some(2), "clap refuses it as a bad command line");
+}
+
+#[test]
+fn rules_show_lists_rules_with_ids_and_hits() {
+    let f = daemon();
+    let text = stdout(&ctl(&f.socket, &["rules", "show"]));
+    assert!(text.starts_with("access-group lan_out in interface lan\n"), "{text}");
+    let https = text.lines().find(|l| l.contains("permit tcp any any eq https")).expect("https rule");
+    assert_eq!(https.split_whitespace().rev().take(2).collect::<Vec<_>>(), ["test.rules:7", "1"], "{https}");
+    let telnet = text.lines().find(|l| l.contains("deny tcp any any eq telnet")).expect("telnet rule");
+    assert_eq!(telnet.split_whitespace().rev().take(2).collect::<Vec<_>>(), ["test.rules:9", "1"], "{telnet}");
+    assert!(text.ends_with("implicit deny: 0 hits\n"));
+    let j = json_lines(&ctl(&f.socket, &["-o", "json", "rules", "show"]));
+    let rules = j[0]["rules"].as_array().expect("rules");
+    assert_eq!(rules.len(), 3);
+    assert_eq!(rules[1]["hits"], 2, "two DNS flows");
+    assert!(rules.iter().all(|r| r["id"].as_u64().is_some_and(|i| i != 0)));
+}
+
+#[test]
+fn delete_and_flush_remove_flows_and_their_translations() {
+    let f = daemon();
+    let refused = ctl(&f.socket, &["conntrack", "delete"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("needs a filter"));
+    assert_eq!(f.shared.flows.len(), 4, "nothing deleted by a refused delete");
+    let o = ctl(&f.socket, &["conntrack", "delete", "-p", "udp", "-s", "10.10.0.6"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("1 flow entries have been deleted."));
+    assert_eq!(f.shared.flows.len(), 3);
+    assert!(!stdout(&ctl(&f.socket, &["xlate"])).contains("10.10.0.6"));
+    let id = json_lines(&ctl(&f.socket, &["-o", "json", "conntrack", "list", "--dport", "443"]))[0]["id"].clone();
+    let o = ctl(&f.socket, &["-o", "json", "conntrack", "delete", "--id", &id.to_string()]);
+    assert_eq!(json_lines(&o)[0]["deleted"], 1);
+    assert_eq!(stdout(&ctl(&f.socket, &["conntrack", "count", "--dport", "443"])).trim(), "0");
+    let o = ctl(&f.socket, &["-o", "json", "conntrack", "flush"]);
+    assert_eq!(json_lines(&o)[0]["deleted"], 2);
+    assert!(f.shared.flows.is_empty());
+}
+
+#[test]
+fn unreachable_daemon_has_its_own_exit_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = ctl(&dir.path().join("none.sock"), &["conntrack", "list"]);
+    assert_eq!(o.status.code(), Some(3));
+}
+
+#[test]
+fn completions_and_man_pages_are_generated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bash = stdout(&ctl(dir.path(), &["completions", "bash"]));
+    assert!(bash.contains("_xgwctl()") && bash.contains("conntrack") && bash.contains("xlate"));
+    let o = ctl(dir.path(), &["man", dir.path().join("man").to_str().expect("path")]);
+    assert!(o.status.success());
+    let page = std::fs::read_to_string(dir.path().join("man/xgwctl.1")).expect("xgwctl.1");
+    assert!(page.contains(".TH xgwctl") && page.contains("conntrack"), "{page}");
+    assert!(dir.path().join("man/xgwctl-conntrack.1").exists());
+}
+
+#[test]
+fn mutations_need_root_reads_do_not() {
+    // the suite runs as root (tools/test); a reader in the socket's group is played by
+    // `nobody` with the socket opened to everyone
+    let f = daemon();
+    std::fs::set_permissions(&f.socket, std::os::unix::fs::PermissionsExt::from_mode(0o666)).expect("chmod");
+    std::fs::set_permissions(f.socket.parent().expect("dir"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod dir");
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_xgwctl"), "--socket"])
+            .arg(&f.socket)
+            .args(args)
+            .output()
+            .expect("setpriv")
+    };
+    assert_eq!(stdout(&as_nobody(&["conntrack", "count"])).trim(), "4");
+    let o = as_nobody(&["conntrack", "flush"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("conntrack flush needs root"), "{o:?}");
+    assert_eq!(f.shared.flows.len(), 4);
+}
