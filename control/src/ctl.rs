@@ -14,18 +14,21 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use xgw_dataplane::conntrack::{Flow, FlowKind, L4State};
+use xgw_dataplane::conntrack::{EventKind, Flow, FlowEvent, FlowKind, L4State};
 use xgw_dataplane::{Counters, DropReason, Shared, Time};
 
 /// Protocol version.
 pub const VERSION: u32 = 1;
+
+/// Events a `conntrack watch` connection may have queued before further ones count as lost.
+const WATCH_QUEUE: usize = 8192;
 
 /// One request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
     /// Protocol version.
     pub v: u32,
-    /// Command: `version`, `conntrack.list`, `conntrack.count`, `conntrack.delete`,
+    /// Command: `version`, `conntrack.list`, `conntrack.count`, `conntrack.watch`, `conntrack.delete`,
     /// `conntrack.flush`, `xlate`, `host`, `pptp`, `stats`, `rules.reload`, `rules.show`.
     pub cmd: String,
     /// Arguments (filters, options).
@@ -290,6 +293,103 @@ pub fn inside_host(v: &FlowView) -> &str {
     }
 }
 
+/// Fans the engine's flow events out to `conntrack watch` connections. Each watcher has a
+/// bounded queue; an event that does not fit is counted in the watcher's gap, as are events
+/// the engine's own ring dropped, and the watcher is told the gap before its next event:
+/// a slow reader loses events, never silently.
+#[derive(Debug, Default)]
+pub struct EventHub {
+    subs: std::sync::Mutex<Vec<Watcher>>,
+}
+
+#[derive(Debug)]
+struct Watcher {
+    tx: crossbeam::channel::Sender<FlowEvent>,
+    gap: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// A watcher's end: its events and its count of lost ones.
+#[derive(Debug)]
+pub struct Subscription {
+    /// Events in order.
+    pub rx: crossbeam::channel::Receiver<FlowEvent>,
+    /// Events lost since last read.
+    pub gap: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl EventHub {
+    /// A new watcher with room for `capacity` queued events.
+    pub fn subscribe(&self, capacity: usize) -> Subscription {
+        let (tx, rx) = crossbeam::channel::bounded(capacity);
+        let gap = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        self.lock().push(Watcher { tx, gap: Arc::clone(&gap) });
+        Subscription { rx, gap }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Watcher>> {
+        self.subs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Hands `ev` to every watcher (a full queue counts a gap; a gone watcher is dropped).
+    pub fn publish(&self, ev: &FlowEvent) {
+        use crossbeam::channel::TrySendError;
+        self.lock().retain(|w| match w.tx.try_send(*ev) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                w.gap.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        });
+    }
+
+    /// Counts `n` events lost before the hub saw them (the engine's ring was full).
+    pub fn lost(&self, n: u64) {
+        for w in self.lock().iter() {
+            w.gap.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Watchers connected.
+    pub fn watchers(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// Moves the engine's flow events to the hub every few milliseconds, until the process
+/// ends. Build/teardown events are also logged (debug level).
+fn pump_events(d: &Daemon, hub: &EventHub) {
+    let flows = &d.shared.flows;
+    let mut dropped_seen = flows.stats.events_dropped.get();
+    loop {
+        let dropped = flows.stats.events_dropped.get();
+        if dropped > dropped_seen {
+            hub.lost(dropped - dropped_seen);
+            dropped_seen = dropped;
+        }
+        let mut n = 0;
+        while let Some(ev) = flows.pop_event() {
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let v = view(&ev.flow, &d.shared, ev.at);
+                let what = match ev.kind {
+                    EventKind::New => "built",
+                    EventKind::Destroy => "teardown",
+                };
+                tracing::debug!(flow = v.id, kind = %v.kind, "{what} {} {}:{} -> {}:{} (reply {}:{} -> {}:{})",
+                    v.proto, v.orig.0, v.orig.2, v.orig.1, v.orig.3, v.reply.0, v.reply.2, v.reply.1, v.reply.3);
+            }
+            hub.publish(&ev);
+            n += 1;
+            if n >= 65_536 {
+                break;
+            }
+        }
+        if n < 65_536 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
 /// One interface's XDP counters: (device, [(class, packets, bytes)]).
 pub type XdpClasses = (String, Vec<(&'static str, u64, u64)>);
 
@@ -354,7 +454,7 @@ fn item(w: &mut impl Write, v: &impl Serialize) -> std::io::Result<()> {
     writeln!(w, "{line}")
 }
 
-fn handle(d: &Daemon, req: &Request, uid: Option<u32>, w: &mut impl Write) -> std::io::Result<()> {
+fn handle(d: &Daemon, hub: &EventHub, req: &Request, uid: Option<u32>, w: &mut impl Write) -> std::io::Result<()> {
     if req.v != VERSION {
         return end(
             w,
@@ -388,6 +488,38 @@ fn handle(d: &Daemon, req: &Request, uid: Option<u32>, w: &mut impl Write) -> st
                 return Err(e);
             }
             end(w, true, json!({"count": n}))
+        }
+        "conntrack.watch" => {
+            let filter: Filter = serde_json::from_value(req.args.clone()).unwrap_or_default();
+            let sub = hub.subscribe(WATCH_QUEUE);
+            // the watch runs until the client goes away: a write fails (a heartbeat line
+            // every second when idle finds that out)
+            loop {
+                let gap = sub.gap.swap(0, std::sync::atomic::Ordering::Relaxed);
+                if gap > 0 {
+                    writeln!(w, "{}", json!({"v": VERSION, "gap": gap}))?;
+                }
+                match sub.rx.recv_timeout(std::time::Duration::from_secs(1)) {
+                    Ok(ev) => {
+                        let v = view(&ev.flow, &d.shared, ev.at);
+                        if filter.matches(&v) {
+                            let kind = match ev.kind {
+                                EventKind::New => "NEW",
+                                EventKind::Destroy => "DESTROY",
+                            };
+                            item(w, &json!({"event": kind, "flow": v}))?;
+                        }
+                        if sub.rx.is_empty() {
+                            w.flush()?;
+                        }
+                    }
+                    Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
+                        writeln!(w, "{}", json!({"v": VERSION, "heartbeat": true}))?;
+                        w.flush()?;
+                    }
+                    Err(crossbeam::channel::RecvTimeoutError::Disconnected) => return end(w, true, json!({})),
+                }
+            }
         }
         "conntrack.delete" | "conntrack.flush" => {
             if uid != Some(0) {
@@ -596,9 +728,15 @@ pub fn serve(path: &Path, d: Arc<Daemon>) -> std::io::Result<()> {
     let _ = std::fs::remove_file(path);
     let l = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o660))?;
+    let hub = Arc::new(EventHub::default());
+    {
+        let (d, hub) = (Arc::clone(&d), Arc::clone(&hub));
+        std::thread::Builder::new().name("xgw-events".into()).spawn(move || pump_events(&d, &hub))?;
+    }
     std::thread::Builder::new().name("xgw-control".into()).spawn(move || {
         for conn in l.incoming().flatten() {
             let d = Arc::clone(&d);
+            let hub = Arc::clone(&hub);
             let _ = std::thread::Builder::new().name("xgw-control-conn".into()).spawn(move || {
                 let uid = peer_uid(&conn);
                 let Ok(read) = conn.try_clone() else { return };
@@ -606,7 +744,7 @@ pub fn serve(path: &Path, d: Arc<Daemon>) -> std::io::Result<()> {
                 for line in BufReader::new(read).lines() {
                     let Ok(line) = line else { break };
                     let r = match serde_json::from_str::<Request>(&line) {
-                        Ok(req) => handle(&d, &req, uid, &mut w),
+                        Ok(req) => handle(&d, &hub, &req, uid, &mut w),
                         Err(e) => end(&mut w, false, json!({"error": format!("bad request: {e}")})),
                     };
                     if r.is_err() || w.flush().is_err() {
@@ -661,6 +799,35 @@ mod tests {
         };
         assert!(conntrack_line(&g).contains("srckey=0x0 dstkey=0x80 packets=3 bytes=180 [UNREPLIED] src=198.51.100.20 dst=203.0.113.1 srckey=0x80 dstkey=0x9760"));
         assert!(conntrack_line(&g).contains("helper=pptp"));
+    }
+
+    fn event(i: u32) -> FlowEvent {
+        use xgw_dataplane::conntrack::{FlowKey, Rewrite};
+        let k = FlowKey { src: i, dst: 1, sport: 1, dport: 2, proto: 17 };
+        let flow = Flow::new([k, k], [Rewrite::default(); 2], L4State::Other, FlowKind::Snat, Time::ZERO);
+        FlowEvent { kind: EventKind::New, flow, at: Time::ZERO }
+    }
+
+    #[test]
+    fn a_slow_watcher_sees_a_counted_gap_and_a_gone_one_is_dropped() {
+        let hub = EventHub::default();
+        let slow = hub.subscribe(2);
+        let fast = hub.subscribe(16);
+        for i in 0..5 {
+            hub.publish(&event(i));
+        }
+        assert_eq!(slow.rx.len(), 2);
+        assert_eq!(slow.gap.load(std::sync::atomic::Ordering::Relaxed), 3);
+        assert_eq!(fast.rx.len(), 5);
+        assert_eq!(fast.gap.load(std::sync::atomic::Ordering::Relaxed), 0);
+        // events the engine's ring dropped count for everyone
+        hub.lost(4);
+        assert_eq!(slow.gap.load(std::sync::atomic::Ordering::Relaxed), 7);
+        assert_eq!(fast.gap.load(std::sync::atomic::Ordering::Relaxed), 4);
+        assert_eq!(fast.rx.try_recv().map(|e| e.flow.keys[0].src).ok(), Some(0), "in order");
+        drop(slow);
+        hub.publish(&event(9));
+        assert_eq!(hub.watchers(), 1);
     }
 
     #[test]

@@ -241,3 +241,53 @@ fn mutations_need_root_reads_do_not() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("conntrack flush needs root"), "{o:?}");
     assert_eq!(f.shared.flows.len(), 4);
 }
+
+#[test]
+fn watch_streams_events_as_they_happen() {
+    use std::io::BufRead;
+    let f = daemon();
+    let mut json = Command::new(env!("CARGO_BIN_EXE_xgwctl"))
+        .arg("--socket")
+        .arg(&f.socket)
+        .args(["-o", "json", "conntrack", "watch", "-p", "udp"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn watch");
+    let mut text = Command::new(env!("CARGO_BIN_EXE_xgwctl"))
+        .arg("--socket")
+        .arg(&f.socket)
+        .args(["conntrack", "watch"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn watch");
+    // let both subscribe before anything happens
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert!(ctl(&f.socket, &["conntrack", "flush"]).status.success());
+    let read = |child: &mut std::process::Child, n: usize| -> Vec<String> {
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        (0..n).map_while(|_| rx.recv_timeout(std::time::Duration::from_secs(10)).ok()).collect()
+    };
+    let j = read(&mut json, 2);
+    let t = read(&mut text, 4);
+    // end only the processes this test started
+    let _ = json.kill();
+    let _ = text.kill();
+    let _ = (json.wait(), text.wait());
+    assert_eq!(j.len(), 2, "two UDP flows were flushed: {j:?}");
+    for l in &j {
+        let v: Value = serde_json::from_str(l).expect("ndjson");
+        assert_eq!(v["event"], "DESTROY");
+        assert_eq!(v["flow"]["proto"], "udp");
+    }
+    assert_eq!(t.len(), 4, "{t:?}");
+    assert!(t.iter().all(|l| l.starts_with("[DESTROY] ")), "{t:?}");
+    assert!(t.iter().any(|l| l.contains("tcp      6 ") && l.contains("sport=20000 dport=443")), "{t:?}");
+}

@@ -117,6 +117,9 @@ enum ConntrackCmd {
     List(FilterArgs),
     /// Count flows.
     Count(FilterArgs),
+    /// Print flow events as they happen (conntrack -E lines; NDJSON with -o json) until
+    /// interrupted. Events the daemon could not queue are reported as a counted gap.
+    Watch(FilterArgs),
     /// Delete the flows the filters pick (root only; at least one filter).
     Delete(FilterArgs),
     /// Delete every flow (root only).
@@ -177,6 +180,9 @@ fn call(socket: &PathBuf, cmd: &str, args: Value, mut on_item: impl FnMut(Value)
         }
         if let Some(i) = v.get("item") {
             on_item(i.clone());
+        } else if let Some(g) = v.get("gap") {
+            // only `conntrack watch` has gaps: events the daemon could not queue for us
+            on_item(json!({"gap": g}));
         }
     }
     eprintln!("xgwctl: xgwd closed the connection");
@@ -271,6 +277,38 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                 Format::Json => println!("{}", json!({"count": end["count"]})),
                 _ => println!("{}", end["count"]),
             }
+        }
+        Cmd::Conntrack { cmd: ConntrackCmd::Watch(f) } => {
+            let stdout = std::io::stdout();
+            let mut w = stdout.lock();
+            call(&cli.socket, "conntrack.watch", filter(&f), |i| {
+                let r = if let Some(g) = i.get("gap") {
+                    match out {
+                        Format::Json => writeln!(w, "{}", json!({"gap": g})),
+                        _ => {
+                            eprintln!("xgwctl: {g} events lost (reader too slow or the event ring was full)");
+                            Ok(())
+                        }
+                    }
+                } else {
+                    match out {
+                        Format::Json => writeln!(w, "{i}"),
+                        _ => match serde_json::from_value::<FlowView>(i["flow"].clone()) {
+                            Ok(v) => writeln!(
+                                w,
+                                "{:>9} {}",
+                                format!("[{}]", i["event"].as_str().unwrap_or("?")),
+                                conntrack_line(&v)
+                            ),
+                            Err(_) => Ok(()),
+                        },
+                    }
+                };
+                // a closed pipe (`| head`) ends the watch
+                if r.and_then(|()| w.flush()).is_err() {
+                    std::process::exit(0);
+                }
+            })?;
         }
         Cmd::Conntrack { cmd: ConntrackCmd::Delete(f) } => {
             let end = call(&cli.socket, "conntrack.delete", filter(&f), |_| {})?;
