@@ -4,7 +4,7 @@
 //! test started are ended, by PID.
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -112,11 +112,17 @@ impl Lab {
     /// Starts a command in namespace `role` in the background; it is ended with the lab.
     /// Its output goes to `<dir>/<log>`.
     pub fn spawn(&mut self, role: &str, args: &[&str], log: &str) -> u32 {
+        self.spawn_env(role, args, log, &[])
+    }
+
+    /// [`Lab::spawn`] with extra environment variables.
+    pub fn spawn_env(&mut self, role: &str, args: &[&str], log: &str, env: &[(&str, &Path)]) -> u32 {
         let ns = self.ns(role);
         let f = std::fs::File::create(self.dir.join(log)).expect("log file");
         let child = Command::new("ip")
             .args(["netns", "exec", &ns])
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdout(Stdio::from(f.try_clone().expect("dup")))
             .stderr(Stdio::from(f))
             .spawn()
@@ -141,7 +147,11 @@ impl Lab {
         let (p, r) = (path.to_string_lossy().to_string(), ready.to_string_lossy().to_string());
         let mut args = vec![xgwd.to_str().expect("path"), "run", "--rules", &p, "--ready-file", &r];
         args.extend_from_slice(extra);
-        let pid = self.spawn(role, &args, "xgwd.log");
+        // play systemd's side of sd_notify: xgwd must say READY=1 once it forwards
+        let notify_path = self.dir.join("notify.sock");
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
+        let pid = self.spawn_env(role, &args, "xgwd.log", &[("NOTIFY_SOCKET", &notify_path)]);
         let t0 = Instant::now();
         while !ready.exists() {
             assert!(t0.elapsed() < Duration::from_secs(20), "xgwd did not start:\n{}", self.log("xgwd.log"));
@@ -152,6 +162,14 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        notify.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut buf = [0u8; 256];
+        let n = notify.recv(&mut buf).unwrap_or_else(|e| panic!("no sd_notify message from xgwd: {e}"));
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1"),
+            "sd_notify said {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
         pid
     }
 

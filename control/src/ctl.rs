@@ -421,6 +421,140 @@ impl Daemon {
     }
 }
 
+/// The Prometheus text exposition of the daemon's counters: connection table, drops by
+/// reason, NAT port use per outside address, the PPTP inspector, per-rule hits, XDP classes,
+/// per-worker packets. Counters only grow; rates are Prometheus' job. Port use is counted by
+/// walking the table (one slot lock at a time), which a scrape every few seconds affords.
+pub fn render_metrics(d: &Daemon) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::with_capacity(8192);
+    let family = |o: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    let fl = &d.shared.flows;
+    family(&mut o, "xgw_conntrack_entries", "gauge", "Flows in the connection table.");
+    let _ = writeln!(o, "xgw_conntrack_entries {}", fl.len());
+    family(&mut o, "xgw_conntrack_limit", "gauge", "Capacity of the connection table.");
+    let _ = writeln!(o, "xgw_conntrack_limit {}", fl.capacity());
+    family(&mut o, "xgw_conntrack_inserted_total", "counter", "Flows created.");
+    let _ = writeln!(o, "xgw_conntrack_inserted_total {}", fl.stats.inserted.get());
+    family(&mut o, "xgw_conntrack_insert_failed_total", "counter", "Flows refused: table full or key taken.");
+    let _ = writeln!(o, "xgw_conntrack_insert_failed_total{{reason=\"full\"}} {}", fl.stats.insert_failed_full.get());
+    let _ =
+        writeln!(o, "xgw_conntrack_insert_failed_total{{reason=\"key_taken\"}} {}", fl.stats.insert_failed_key.get());
+    family(&mut o, "xgw_conntrack_expired_total", "counter", "Flows expired.");
+    let _ = writeln!(o, "xgw_conntrack_expired_total {}", fl.stats.expired.get());
+    family(&mut o, "xgw_drops_total", "counter", "Packets dropped, by reason.");
+    for r in DropReason::ALL {
+        let _ = writeln!(
+            o,
+            "xgw_drops_total{{reason=\"{}\"}} {}",
+            r.name(),
+            d.counters.iter().map(|c| c.drops(*r)).sum::<u64>()
+        );
+    }
+    family(&mut o, "xgw_worker_packets_total", "counter", "Packets each worker received and forwarded.");
+    for (i, c) in d.counters.iter().enumerate() {
+        let _ = writeln!(o, "xgw_worker_packets_total{{worker=\"{i}\",what=\"rx\"}} {}", c.rx.get());
+        let _ = writeln!(o, "xgw_worker_packets_total{{worker=\"{i}\",what=\"forwarded\"}} {}", c.forwarded.get());
+        let _ = writeln!(o, "xgw_worker_packets_total{{worker=\"{i}\",what=\"to_host\"}} {}", c.to_host.get());
+    }
+    // NAT: translated flows per outside address (each holds one outside port)
+    let mut per_addr: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let now = d.now();
+    fl.for_each(|_, f| {
+        if let Some(x) = xlate(f, &d.shared, now) {
+            *per_addr.entry(x.outside.0).or_default() += 1;
+        }
+    });
+    family(
+        &mut o,
+        "xgw_nat_ports_in_use",
+        "gauge",
+        "Outside ports (PPTP: Call IDs) held by translations, per outside address.",
+    );
+    for (a, n) in &per_addr {
+        let _ = writeln!(o, "xgw_nat_ports_in_use{{address=\"{a}\"}} {n}");
+    }
+    let p = &d.shared.pptp;
+    family(&mut o, "xgw_pptp_calls_in_progress", "gauge", "PPTP calls set up through the inspector.");
+    let _ = writeln!(o, "xgw_pptp_calls_in_progress {}", p.calls_in_progress());
+    family(&mut o, "xgw_pptp_events_total", "counter", "PPTP inspector counters.");
+    for (k, v) in [
+        ("calls_created", p.stats.calls_created.get()),
+        ("calls_torn_down", p.stats.calls_torn_down.get()),
+        ("call_creation_failure", p.stats.call_creation_failure.get()),
+        ("truncated_pns_message", p.stats.truncated_pns_message.get()),
+        ("truncated_pac_message", p.stats.truncated_pac_message.get()),
+        ("mismatched_pns_call_id", p.stats.mismatched_pns_call_id.get()),
+        ("mismatched_pac_call_id", p.stats.mismatched_pac_call_id.get()),
+        ("retransmitted_pac_message", p.stats.retransmitted_pac_message.get()),
+        ("out_of_order_segments", p.stats.out_of_order_segments.get()),
+    ] {
+        let _ = writeln!(o, "xgw_pptp_events_total{{event=\"{k}\"}} {v}");
+    }
+    let policy = d.shared.policy();
+    if let Some(acl) = policy.as_any().and_then(|a| a.downcast_ref::<xgw_rules::acl::Acl>()) {
+        family(&mut o, "xgw_rule_hits_total", "counter", "Flows each access rule decided.");
+        for (i, r) in acl.rules.iter().enumerate() {
+            let _ = writeln!(o, "xgw_rule_hits_total{{list=\"{}\",rule_id=\"{:08x}\"}} {}", r.list, r.id, acl.hits(i));
+        }
+        family(
+            &mut o,
+            "xgw_rule_implicit_denies_total",
+            "counter",
+            "Flows refused by the implicit deny of a bound list.",
+        );
+        let _ = writeln!(o, "xgw_rule_implicit_denies_total {}", acl.implicit_denies());
+    }
+    let xdp = (d.xdp_classes)();
+    if !xdp.is_empty() {
+        family(
+            &mut o,
+            "xgw_xdp_packets_total",
+            "counter",
+            "Packets the XDP program classified, per interface and class.",
+        );
+        for (dev, cls) in &xdp {
+            for (n, pk, _) in cls {
+                let _ = writeln!(o, "xgw_xdp_packets_total{{device=\"{dev}\",class=\"{n}\"}} {pk}");
+            }
+        }
+        family(&mut o, "xgw_xdp_bytes_total", "counter", "Bytes the XDP program classified, per interface and class.");
+        for (dev, cls) in &xdp {
+            for (n, _, b) in cls {
+                let _ = writeln!(o, "xgw_xdp_bytes_total{{device=\"{dev}\",class=\"{n}\"}} {b}");
+            }
+        }
+    }
+    o
+}
+
+/// Serves `GET /metrics` (Prometheus text format) on `addr` from a thread of its own.
+pub fn serve_metrics(addr: std::net::SocketAddr, d: Arc<Daemon>) -> std::io::Result<std::net::SocketAddr> {
+    let server = tiny_http::Server::http(addr).map_err(std::io::Error::other)?;
+    let bound = server.server_addr().to_ip().unwrap_or(addr);
+    std::thread::Builder::new().name("xgw-metrics".into()).spawn(move || {
+        for req in server.incoming_requests() {
+            let r = if req.method() == &tiny_http::Method::Get && req.url() == "/metrics" {
+                let body = render_metrics(&d);
+                let ct = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/plain; version=0.0.4"[..]);
+                let mut resp = tiny_http::Response::from_string(body);
+                if let Ok(h) = ct {
+                    resp = resp.with_header(h);
+                }
+                req.respond(resp)
+            } else {
+                req.respond(tiny_http::Response::from_string("only GET /metrics here\n").with_status_code(404))
+            };
+            if let Err(e) = r {
+                tracing::debug!("metrics client: {e}");
+            }
+        }
+    })?;
+    Ok(bound)
+}
+
 /// The uid of the process at the other end of a unix socket (SO_PEERCRED).
 #[expect(unsafe_code, reason = "getsockopt(SO_PEERCRED) has no safe wrapper in std or libc")]
 pub fn peer_uid(s: &UnixStream) -> Option<u32> {

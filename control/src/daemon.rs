@@ -59,6 +59,9 @@ pub struct RunArgs {
     /// The control socket xgwctl talks to.
     #[arg(long, value_name = "PATH", default_value = "/run/xgw/xgw.sock")]
     pub socket: PathBuf,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off unless given), e.g. 127.0.0.1:9477.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 struct Attached {
@@ -264,10 +267,19 @@ pub fn run(args: &RunArgs) -> Result<()> {
             }),
         })
     };
+    if let Some(addr) = args.metrics {
+        let bound =
+            crate::ctl::serve_metrics(addr, Arc::clone(&daemon)).with_context(|| format!("metrics endpoint {addr}"))?;
+        tracing::info!(address = %bound, "metrics at http://{bound}/metrics");
+    }
     crate::ctl::serve(&args.socket, daemon).with_context(|| format!("control socket {}", args.socket.display()))?;
     tracing::info!(workers = workers.len(), socket = %args.socket.display(), "forwarding");
     if let Some(f) = &args.ready_file {
         std::fs::write(f, format!("{}\n", std::process::id())).with_context(|| format!("writing {}", f.display()))?;
+    }
+    // systemd (Type=notify): ready once forwarding; a no-op outside systemd
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!("sd_notify READY: {e}");
     }
 
     let term = Arc::new(AtomicBool::new(false));
@@ -312,6 +324,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
     }
     tracing::info!("stopping");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         let ports = w.join().map_err(|_| anyhow!("a worker panicked"))?;

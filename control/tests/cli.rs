@@ -55,6 +55,7 @@ struct Fixture {
     _dir: tempfile::TempDir,
     socket: PathBuf,
     shared: Arc<Shared>,
+    daemon: Arc<Daemon>,
 }
 
 /// Loads RULES, runs the fixture frames through an engine and serves the control socket.
@@ -90,8 +91,9 @@ fn daemon() -> Fixture {
         xdp_classes: Box::new(Vec::new),
         workers: Vec::new(),
     };
-    serve(&socket, Arc::new(d)).expect("serve");
-    Fixture { _dir: dir, socket, shared }
+    let daemon = Arc::new(d);
+    serve(&socket, Arc::clone(&daemon)).expect("serve");
+    Fixture { _dir: dir, socket, shared, daemon }
 }
 
 fn ctl(socket: &Path, args: &[&str]) -> Output {
@@ -290,4 +292,38 @@ fn watch_streams_events_as_they_happen() {
     assert_eq!(t.len(), 4, "{t:?}");
     assert!(t.iter().all(|l| l.starts_with("[DESTROY] ")), "{t:?}");
     assert!(t.iter().any(|l| l.contains("tcp      6 ") && l.contains("sport=20000 dport=443")), "{t:?}");
+}
+
+#[test]
+fn metrics_endpoint_serves_prometheus_text() {
+    use std::io::{Read, Write};
+    let f = daemon();
+    let addr = xgw_control::ctl::serve_metrics("127.0.0.1:0".parse().expect("addr"), Arc::clone(&f.daemon))
+        .expect("metrics endpoint");
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("send");
+        let mut r = String::new();
+        s.read_to_string(&mut r).expect("read");
+        r
+    };
+    let r = get("/metrics");
+    assert!(r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"), "{r}");
+    let body = r.split("\r\n\r\n").nth(1).expect("body");
+    let has = |line: &str| assert!(body.lines().any(|l| l == line), "no {line:?} in\n{body}");
+    has("xgw_conntrack_entries 4");
+    has("# TYPE xgw_drops_total counter");
+    has("xgw_nat_ports_in_use{address=\"198.51.100.1\"} 4");
+    has("xgw_pptp_calls_in_progress 0");
+    has("xgw_worker_packets_total{worker=\"0\",what=\"rx\"} 7");
+    assert!(
+        body.lines().any(|l| l.starts_with("xgw_rule_hits_total{list=\"lan_out\",rule_id=") && l.ends_with("} 2")),
+        "{body}"
+    );
+    // every sample line is `name{labels} value` with a numeric value
+    for l in body.lines().filter(|l| !l.starts_with('#')) {
+        let v = l.rsplit(' ').next().expect("value");
+        assert!(v.parse::<f64>().is_ok(), "bad sample {l:?}");
+    }
+    assert!(get("/other").contains(" 404 "));
 }

@@ -112,7 +112,8 @@ fn forwards_ping_tcp_udp_generic_mode() {
 fn icmp_errors_from_beyond_and_from_the_gateway() {
     let mut lab = Lab::new();
     topology(&mut lab);
-    let gw = lab.start_xgwd("gw", RULES, &[]);
+    // (this test also runs xgwd with JSON logs and its metrics endpoint)
+    let gw = lab.start_xgwd("gw", RULES, &["--log-format", "json", "--metrics", "127.0.0.1:9477"]);
     warm(&lab, "c1", "203.0.113.20");
     // TTL 1: the gateway itself answers, from its inside address
     let o = lab.exec("c1", &["ping", "-c", "1", "-W", "1", "-t", "1", "203.0.113.20"]);
@@ -126,8 +127,15 @@ fn icmp_errors_from_beyond_and_from_the_gateway() {
     let o = lab.exec("c1", &["ping", "-c", "1", "-W", "1", "-M", "do", "-s", "1200", "203.0.113.20"]);
     let s = String::from_utf8_lossy(&o.stdout);
     assert!(s.contains("Frag needed") && s.contains("mtu = 1000"), "{s}");
+    // the metrics endpoint inside the gateway's namespace shows the XDP classes and the flows
+    let get = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())";
+    let m = lab.exec_ok("gw", &["python3", "-c", get, "http://127.0.0.1:9477/metrics"]);
+    assert!(m.lines().any(|l| l.starts_with("xgw_xdp_packets_total{device=\"xgw-in\",class=\"icmp\"} ")), "{m}");
+    assert!(m.lines().any(|l| l.starts_with("xgw_conntrack_entries ")), "{m}");
     let log = lab.stop(gw, "xgwd.log");
-    assert!(log.contains("XDP detached"), "{log}");
+    let lines: Vec<serde_json::Value> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    assert!(lines.iter().any(|v| v["fields"]["message"] == "XDP detached, stopped"), "{log}");
 }
 
 #[test]

@@ -7,8 +7,19 @@ use xgw_control::replay_cmd::{self, ReplayArgs};
 #[derive(Debug, Parser)]
 #[command(name = "xgwd", version, about = "xgw gateway daemon")]
 struct Cli {
+    /// Log line format on stderr (the level comes from XGW_LOG, e.g. `info`, `xgw=debug`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable (colours only on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -21,14 +32,20 @@ enum Cmd {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("XGW_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("XGW_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .init(),
+        LogFormat::Json => {
+            tracing_subscriber::fmt().json().with_env_filter(filter()).with_writer(std::io::stderr).init()
+        }
+    }
     let r = match cli.cmd {
         Cmd::Run(a) => daemon::run(&a),
         Cmd::Replay(a) => replay_cmd::run(&a),
