@@ -369,7 +369,16 @@ fn pump_events(d: &Daemon, hub: &EventHub) {
         }
         let mut n = 0;
         while let Some(ev) = flows.pop_event() {
-            if tracing::enabled!(tracing::Level::DEBUG) {
+            if d.shared.asa_log.load(std::sync::atomic::Ordering::Relaxed) {
+                let v = view(&ev.flow, &d.shared, ev.at);
+                let lines = match ev.kind {
+                    EventKind::New => crate::asa::built(&v, d.shared.config()),
+                    EventKind::Destroy => crate::asa::teardown(&v, d.shared.config()),
+                };
+                for l in lines {
+                    tracing::info!("{l}");
+                }
+            } else if tracing::enabled!(tracing::Level::DEBUG) {
                 let v = view(&ev.flow, &d.shared, ev.at);
                 let what = match ev.kind {
                     EventKind::New => "built",

@@ -172,7 +172,7 @@ fn os_random() -> u32 {
 }
 
 /// Runs the gateway until SIGTERM or SIGINT.
-pub fn run(args: &RunArgs) -> Result<()> {
+pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
     let compiled = match compile_file(&args.rules) {
         Ok(c) => c,
         Err(CheckError::Read(e)) => bail!("cannot read rules file: {e}"),
@@ -183,6 +183,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     }
     let cfg = compiled.engine.clone();
     let shared = Arc::new(Shared::new(cfg.clone()).map_err(anyhow::Error::msg)?);
+    shared.asa_log.store(asa_log, Ordering::Relaxed);
     shared.set_policy(Box::new(compiled.acl));
     shared.pptp.seed(os_random());
 

@@ -3,6 +3,7 @@
 //! too; this crate is the only place `anyhow` is used.
 #![deny(unsafe_code)]
 
+pub mod asa;
 pub mod ctl;
 pub mod daemon;
 pub mod neigh;

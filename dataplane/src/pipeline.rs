@@ -26,7 +26,7 @@ use arc_swap::ArcSwap;
 
 use crate::alg::pptp::{self, Pptp, SegmentVerdict};
 use crate::checksum;
-use crate::config::{EngineConfig, IfaceId, Role};
+use crate::config::{EngineConfig, IfaceConfig, IfaceId, Role};
 use crate::conntrack::index::Probe;
 use crate::conntrack::tcp::{self as tcpsm, TcpEvent, TcpState, Transition};
 use crate::conntrack::{status, Dir, Flow, FlowKey, FlowKind, FlowRef, FlowTable, InsertError, L4State, Rewrite};
@@ -124,6 +124,11 @@ pub trait Policy: Send + Sync + core::fmt::Debug {
         matches!(self.check(f), Decision::Permit { .. })
     }
 
+    /// The name of the access list rule `rule` belongs to (for log lines).
+    fn list_of(&self, _rule: u32) -> Option<String> {
+        None
+    }
+
     /// The policy as `Any`, so the control plane can show its rules (None: nothing to show).
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         None
@@ -133,6 +138,45 @@ pub trait Policy: Send + Sync + core::fmt::Debug {
 /// Permits everything (the policy when no access list is bound).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PermitAll;
+
+/// Logs an access-list deny: an ASA 106023 line or structured fields.
+fn log_deny(shared: &Shared, cfg: &EngineConfig, ingress: &IfaceConfig, egress: Option<IfaceId>, pkt: &Pkt, rule: u32) {
+    let (src, dst) = (std::net::Ipv4Addr::from(pkt.src), std::net::Ipv4Addr::from(pkt.dst));
+    if shared.asa_log.load(std::sync::atomic::Ordering::Relaxed) {
+        let egress_name = egress.and_then(|e| cfg.iface(e)).map_or("?", |i| i.name.as_str());
+        let list = shared.policy.load().list_of(rule).unwrap_or_else(|| "implicit".into());
+        tracing::warn!(
+            "%ASA-4-106023: Deny {} src {}:{src}/{} dst {egress_name}:{dst}/{} by access-group \"{list}\" [0x{rule:08x}, 0x0]",
+            proto_name(pkt.proto),
+            ingress.name,
+            pkt.sport,
+            pkt.dport,
+        );
+    } else {
+        tracing::info!(
+            rule,
+            proto = pkt.proto,
+            src = %src,
+            sport = pkt.sport,
+            dst = %dst,
+            dport = pkt.dport,
+            ingress = %ingress.name,
+            "denied by access-list"
+        );
+    }
+}
+
+/// The protocol's name as ASA logs print it.
+fn proto_name(p: u8) -> String {
+    match p {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        47 => "gre".into(),
+        50 => "esp".into(),
+        n => n.to_string(),
+    }
+}
 
 impl Policy for PermitAll {
     fn check(&self, _: &NewFlow) -> Decision {
@@ -157,6 +201,8 @@ pub struct Shared {
     /// Per inside host counts (only when a per-host or embryonic limit is set).
     pub hosts: Option<HostCounts>,
     policy: ArcSwap<Box<dyn Policy>>,
+    /// Log denies as ASA syslog lines (%ASA-4-106023) instead of structured fields.
+    pub asa_log: std::sync::atomic::AtomicBool,
 }
 
 /// Connections and half-open TCP connections per inside host.
@@ -256,6 +302,7 @@ impl Shared {
             },
             hosts: (config.limits.per_host.is_some() || config.limits.embryonic.is_some()).then(HostCounts::default),
             policy: ArcSwap::from_pointee(Box::new(PermitAll) as Box<dyn Policy>),
+            asa_log: std::sync::atomic::AtomicBool::new(false),
             outside,
             config,
         })
@@ -997,16 +1044,7 @@ impl Worker {
             Decision::Permit { rule } => rule,
             Decision::Deny { rule } => {
                 if self.take_log_token(now) {
-                    tracing::info!(
-                        rule,
-                        proto = pkt.proto,
-                        src = %std::net::Ipv4Addr::from(pkt.src),
-                        sport = pkt.sport,
-                        dst = %std::net::Ipv4Addr::from(pkt.dst),
-                        dport = pkt.dport,
-                        ingress = %ingress.name,
-                        "denied by access-list"
-                    );
+                    log_deny(shared, cfg, ingress, egress, pkt, rule);
                 }
                 return Verdict::Drop(DropReason::AclDenied);
             }

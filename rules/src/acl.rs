@@ -326,6 +326,10 @@ impl Policy for Acl {
         Some(self)
     }
 
+    fn list_of(&self, rule: u32) -> Option<String> {
+        self.rules.iter().find(|r| r.id == rule).map(|r| r.list.clone())
+    }
+
     fn would_permit(&self, f: &NewFlow) -> bool {
         let p = Probe { proto: f.proto, src: f.src, dst: f.dst, sport: f.sport, dport: f.dport, icmp: f.icmp };
         Acl::would_permit(self, f.ingress, f.egress, &p)

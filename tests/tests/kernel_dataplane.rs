@@ -165,7 +165,8 @@ fn rules_reload_through_the_daemon_swaps_or_refuses() {
     topology(&mut lab);
     let strict = format!("{RULES}access-list out permit icmp any any echo\naccess-list out deny tcp any any log\naccess-group out in interface lan\n");
     let sock = lab.dir.join("xgw.sock").to_string_lossy().to_string();
-    let gw = lab.start_xgwd("gw", &strict, &["--socket", &sock]);
+    // (this test also runs xgwd with ASA syslog lines)
+    let gw = lab.start_xgwd("gw", &strict, &["--socket", &sock, "--log-format", "asa"]);
     warm(&lab, "c1", "203.0.113.20");
     lab.spawn("srv", &["python3", "-c", TCP_SINK, "0.0.0.0", "5002"], "sink.log");
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -196,7 +197,13 @@ fn rules_reload_through_the_daemon_swaps_or_refuses() {
     let r = lab.exec_ok("c1", &["python3", "-c", TCP_SOURCE, "203.0.113.20", "5002", "100000"]);
     assert!(r.starts_with("OK 100000 198.51.100.1:"), "{r}");
     let log = lab.stop(gw, "xgwd.log");
-    assert!(log.contains("denied by access-list") && log.contains("access-list match"), "{log}");
+    assert!(log.contains("access-list match"), "{log}");
+    let has = |p: &str| assert!(log.lines().any(|l| l.starts_with(p)), "no line starting {p:?} in\n{log}");
+    has("%ASA-4-106023: Deny tcp src lan:10.10.0.5/");
+    assert!(log.contains(" dst wan:203.0.113.20/5002 by access-group \"out\" [0x"), "{log}");
+    has("%ASA-6-305011: Built dynamic TCP translation from lan:10.10.0.5/");
+    has("%ASA-6-302013: Built outbound TCP connection ");
+    assert!(log.contains(" for wan:203.0.113.20/5002 (203.0.113.20/5002) to lan:10.10.0.5/"), "{log}");
 }
 
 #[test]

@@ -20,6 +20,9 @@ enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+    /// Cisco ASA syslog lines for flows, translations and denies (302013/302014/302015/
+    /// 302016/305011/305012/106023), without timestamps: syslog adds its own.
+    Asa,
 }
 
 #[derive(Debug, Subcommand)]
@@ -42,12 +45,20 @@ fn main() -> std::process::ExitCode {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .init(),
+        LogFormat::Asa => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .without_time()
+            .with_level(false)
+            .with_target(false)
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .init(),
         LogFormat::Json => {
             tracing_subscriber::fmt().json().with_env_filter(filter()).with_writer(std::io::stderr).init()
         }
     }
     let r = match cli.cmd {
-        Cmd::Run(a) => daemon::run(&a),
+        Cmd::Run(a) => daemon::run(&a, cli.log_format == LogFormat::Asa),
         Cmd::Replay(a) => replay_cmd::run(&a),
     };
     match r {
