@@ -34,34 +34,118 @@ pub enum Mode {
     Skb,
 }
 
-/// Options of `xgwd run`.
+/// Options of `xgwd run`. Each may also come from the `--config` TOML file; a flag given on
+/// the command line wins over the file.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Daemon settings file (TOML; keys as these flags, with `_` for `-`; see
+    /// dist/xgwd.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The rules file.
     #[arg(long, value_name = "FILE")]
-    pub rules: PathBuf,
-    /// XDP attach mode.
-    #[arg(long, value_enum, default_value_t = Mode::Auto)]
-    pub xdp_mode: Mode,
-    /// UMEM frames per socket.
-    #[arg(long, default_value_t = 4096)]
-    pub frames: u32,
-    /// Ports on the outside address that belong to the host (PROTO:PORT, repeatable);
-    /// tcp:22 is always one.
+    pub rules: Option<PathBuf>,
+    /// XDP attach mode [default: auto].
+    #[arg(long, value_enum)]
+    pub xdp_mode: Option<Mode>,
+    /// UMEM frames per socket [default: 4096].
+    #[arg(long)]
+    pub frames: Option<u32>,
+    /// Ports on the outside address that belong to the host (PROTO:PORT, repeatable; added
+    /// to the file's); tcp:22 is always one.
     #[arg(long = "host-service", value_name = "PROTO:PORT")]
     pub host_services: Vec<String>,
-    /// Print counters every this many seconds (0: never).
-    #[arg(long, default_value_t = 0)]
-    pub stats_every: u64,
+    /// Print counters every this many seconds (0: never) [default: 0].
+    #[arg(long)]
+    pub stats_every: Option<u64>,
     /// Write a line to this file once the gateway forwards (for scripts and tests).
     #[arg(long, value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
-    /// The control socket xgwctl talks to.
-    #[arg(long, value_name = "PATH", default_value = "/run/xgw/xgw.sock")]
-    pub socket: PathBuf,
+    /// The control socket xgwctl talks to [default: /run/xgw/xgw.sock].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR/metrics (off unless given), e.g. 127.0.0.1:9477.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+}
+
+/// The daemon settings file: the same settings as the flags of `xgwd run`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsFile {
+    /// The rules file.
+    pub rules: Option<PathBuf>,
+    /// XDP attach mode: "auto", "native" or "skb".
+    pub xdp_mode: Option<String>,
+    /// UMEM frames per socket.
+    pub frames: Option<u32>,
+    /// Host services, e.g. ["tcp:22", "udp:161"].
+    #[serde(default)]
+    pub host_services: Vec<String>,
+    /// Counter log period in seconds.
+    pub stats_every: Option<u64>,
+    /// Control socket path.
+    pub socket: Option<PathBuf>,
+    /// Metrics address.
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+/// The settings xgwd runs with: flags over the file over the defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The rules file.
+    pub rules: PathBuf,
+    /// XDP attach mode.
+    pub xdp_mode: Mode,
+    /// UMEM frames per socket.
+    pub frames: u32,
+    /// Host services.
+    pub host_services: Vec<String>,
+    /// Counter log period in seconds (0: never).
+    pub stats_every: u64,
+    /// Readiness file.
+    pub ready_file: Option<PathBuf>,
+    /// Control socket path.
+    pub socket: PathBuf,
+    /// Metrics address.
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+impl Settings {
+    /// Merges the flags with the settings file (if any); a bad file is refused with its
+    /// position.
+    pub fn resolve(a: &RunArgs) -> Result<Settings> {
+        let file: SettingsFile = match &a.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", p.display()))?
+            }
+            None => SettingsFile::default(),
+        };
+        let xdp_mode = match (a.xdp_mode, file.xdp_mode.as_deref()) {
+            (Some(m), _) => m,
+            (None, Some(s)) => Mode::from_str(s, true).map_err(|_| {
+                anyhow!("xdp_mode = \"{s}\" in the settings file: expected \"auto\", \"native\" or \"skb\"")
+            })?,
+            (None, None) => Mode::Auto,
+        };
+        let mut host_services = file.host_services;
+        host_services.extend(a.host_services.iter().cloned());
+        Ok(Settings {
+            rules: a
+                .rules
+                .clone()
+                .or(file.rules)
+                .ok_or_else(|| anyhow!("no rules file: give --rules FILE, or rules = \"FILE\" in the --config file"))?,
+            xdp_mode,
+            frames: a.frames.or(file.frames).unwrap_or(4096),
+            host_services,
+            stats_every: a.stats_every.or(file.stats_every).unwrap_or(0),
+            ready_file: a.ready_file.clone(),
+            socket: a.socket.clone().or(file.socket).unwrap_or_else(|| PathBuf::from("/run/xgw/xgw.sock")),
+            metrics: a.metrics.or(file.metrics),
+        })
+    }
 }
 
 struct Attached {
@@ -123,7 +207,7 @@ fn parse_service(s: &str) -> Result<HostService> {
     Ok(HostService { proto, port: port.parse().with_context(|| format!("`{port}` is not a port"))? })
 }
 
-fn attach(cfg: &EngineConfig, args: &RunArgs, services: &[HostService]) -> Result<Vec<Attached>> {
+fn attach(cfg: &EngineConfig, args: &Settings, services: &[HostService]) -> Result<Vec<Attached>> {
     let obj = aya::include_bytes_aligned!(env!("XGW_XDP_OBJECT"));
     let xcfg = xdp_config(cfg);
     let mut out = Vec::new();
@@ -171,8 +255,56 @@ fn os_random() -> u32 {
     u32::from_ne_bytes(b) ^ std::process::id()
 }
 
+/// Capabilities xgwd needs: (bit, name). CAP_SYS_ADMIN and CAP_IPC_LOCK cover AF_XDP UMEM
+/// registration on kernels that still ask for them.
+const NEEDED_CAPS: [(u32, &str); 3] = [(12, "CAP_NET_ADMIN"), (13, "CAP_NET_RAW"), (39, "CAP_BPF")];
+
+/// The effective capability set of this process (from /proc/self/status).
+fn effective_caps() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = s.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// Checks what would otherwise fail half-way through start-up, and says what to do about
+/// it: missing privileges, missing interfaces (all of them at once), a kernel without
+/// AF_XDP sockets.
+fn preflight(cfg: &EngineConfig) -> Result<()> {
+    if let Some(caps) = effective_caps() {
+        let missing: Vec<&str> = NEEDED_CAPS.iter().filter(|(b, _)| caps & (1u64 << b) == 0).map(|(_, n)| *n).collect();
+        if !missing.is_empty() {
+            bail!(
+                "missing privilege: {} (run xgwd as root, or through dist/xgwd.service, which grants exactly these)",
+                missing.join(", ")
+            );
+        }
+    }
+    let absent: Vec<String> = cfg
+        .ifaces
+        .iter()
+        .filter(|i| !std::path::Path::new("/sys/class/net").join(&i.device).exists())
+        .map(|i| format!("`{}` (interface {})", i.device, i.name))
+        .collect();
+    if !absent.is_empty() {
+        bail!(
+            "no such network device: {} — the rules file names devices that do not exist here (see `ip link`)",
+            absent.join(", ")
+        );
+    }
+    if let Err(e) = socket2::Socket::new(socket2::Domain::from(libc::AF_XDP), socket2::Type::RAW, None) {
+        if e.raw_os_error() == Some(libc::EAFNOSUPPORT) {
+            bail!(
+                "this kernel has no AF_XDP sockets (CONFIG_XDP_SOCKETS); xgwd needs Linux 5.4 or later built with it"
+            );
+        }
+        bail!("cannot open an AF_XDP socket: {e}");
+    }
+    Ok(())
+}
+
 /// Runs the gateway until SIGTERM or SIGINT.
 pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
+    let args = &Settings::resolve(args)?;
     let compiled = match compile_file(&args.rules) {
         Ok(c) => c,
         Err(CheckError::Read(e)) => bail!("cannot read rules file: {e}"),
@@ -182,6 +314,7 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
         tracing::warn!("{}", w.render());
     }
     let cfg = compiled.engine.clone();
+    preflight(&cfg)?;
     let shared = Arc::new(Shared::new(cfg.clone()).map_err(anyhow::Error::msg)?);
     shared.asa_log.store(asa_log, Ordering::Relaxed);
     shared.set_policy(Box::new(compiled.acl));
@@ -349,4 +482,59 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
     attached.clear(); // dropping the programs detaches them
     tracing::info!("XDP detached, stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn with_file(text: &str, flags: &[&str]) -> Result<Settings> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("xgwd.toml");
+        std::fs::write(&p, text).expect("write");
+        let mut argv = vec!["t", "--config", p.to_str().expect("path")];
+        argv.extend_from_slice(flags);
+        Settings::resolve(&T::parse_from(argv).run)
+    }
+
+    #[test]
+    fn the_example_settings_file_loads() {
+        let s = with_file(include_str!("../../dist/xgwd.toml"), &[]).expect("dist/xgwd.toml");
+        assert_eq!(s.rules, PathBuf::from("/etc/xgw/gateway.rules"));
+        assert_eq!((s.xdp_mode, s.frames, s.stats_every), (Mode::Auto, 4096, 0));
+        assert_eq!(s.host_services, ["tcp:22"]);
+        assert_eq!(s.metrics, None);
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_host_services_add_up() {
+        let s = with_file(
+            "rules = \"/a.rules\"\nxdp_mode = \"skb\"\nframes = 1024\nhost_services = [\"udp:161\"]\nmetrics = \"127.0.0.1:9\"\n",
+            &["--rules", "/b.rules", "--frames", "2048", "--host-service", "tcp:2022"],
+        )
+        .expect("settings");
+        assert_eq!(s.rules, PathBuf::from("/b.rules"));
+        assert_eq!(s.frames, 2048);
+        assert_eq!(s.xdp_mode, Mode::Skb, "from the file");
+        assert_eq!(s.host_services, ["udp:161", "tcp:2022"]);
+        assert_eq!(s.metrics, Some("127.0.0.1:9".parse().expect("addr")));
+        assert_eq!(s.socket, PathBuf::from("/run/xgw/xgw.sock"), "the default");
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_their_position() {
+        let e = with_file("rules = \"/a\"\nframs = 10\n", &[]).expect_err("typo").to_string();
+        assert!(e.contains("line 2") && e.contains("frams"), "{e}");
+        let e = with_file("rules = \"/a\"\nxdp_mode = \"fast\"\n", &[]).expect_err("mode").to_string();
+        assert!(e.contains("expected \"auto\", \"native\" or \"skb\""), "{e}");
+        let e = with_file("frames = 10\n", &[]).expect_err("no rules").to_string();
+        assert!(e.contains("no rules file"), "{e}");
+    }
 }

@@ -327,3 +327,28 @@ fn metrics_endpoint_serves_prometheus_text() {
     }
     assert!(get("/other").contains(" 404 "));
 }
+
+#[test]
+fn stats_version_and_pptp() {
+    let f = daemon();
+    let s = stdout(&ctl(&f.socket, &["conntrack", "stats"]));
+    assert_eq!(s.trim(), "entries=4 limit=262144 inserted=4 insert_failed=0 expired=0 events_dropped=0");
+    let j = json_lines(&ctl(&f.socket, &["-o", "json", "conntrack", "stats"]));
+    assert_eq!(j[0]["entries"], 4);
+    let text = stdout(&ctl(&f.socket, &["stats"]));
+    assert!(text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["rx", "7"]), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("drop.acl_denied") && l.ends_with(" 1")), "{text}");
+    let j = json_lines(&ctl(&f.socket, &["-o", "json", "stats"]));
+    assert_eq!(j[0]["forwarded"], 6);
+    assert_eq!(j[0]["drops"]["acl_denied"], 1);
+    let v = stdout(&ctl(&f.socket, &["version"]));
+    assert_eq!(v.lines().count(), 2);
+    assert!(v.starts_with("xgwctl ") && v.contains("\nxgwd ") && v.contains("(protocol 1)"), "{v}");
+    // no PPTP in this fixture: the header, the counters, nothing else
+    let p = stdout(&ctl(&f.socket, &["pptp"]));
+    assert!(p.starts_with("INSIDE") && p.contains("counters: ") && p.contains("calls_in_progress=0"), "{p}");
+    assert_eq!(p.lines().count(), 2, "{p}");
+    let j = json_lines(&ctl(&f.socket, &["-o", "json", "pptp"]));
+    assert_eq!(j[0]["sessions"].as_array().map(Vec::len), Some(0));
+    assert_eq!(j[0]["counters"]["calls_created"], 0);
+}

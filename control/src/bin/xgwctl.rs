@@ -117,6 +117,8 @@ enum ConntrackCmd {
     List(FilterArgs),
     /// Count flows.
     Count(FilterArgs),
+    /// Connection table counters (conntrack -S): entries, limit, inserts, failures, expiries.
+    Stats,
     /// Print flow events as they happen (conntrack -E lines; NDJSON with -o json) until
     /// interrupted. Events the daemon could not queue are reported as a counted gap.
     Watch(FilterArgs),
@@ -309,6 +311,17 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                     std::process::exit(0);
                 }
             })?;
+        }
+        Cmd::Conntrack { cmd: ConntrackCmd::Stats } => {
+            let end = call(&cli.socket, "stats", Value::Null, |_| {})?;
+            let c = &end["conntrack"];
+            match out {
+                Format::Json => println!("{c}"),
+                _ => println!(
+                    "entries={} limit={} inserted={} insert_failed={} expired={} events_dropped={}",
+                    c["entries"], c["limit"], c["inserted"], c["insert_failed"], c["expired"], c["events_dropped"]
+                ),
+            }
         }
         Cmd::Conntrack { cmd: ConntrackCmd::Delete(f) } => {
             let end = call(&cli.socket, "conntrack.delete", filter(&f), |_| {})?;
