@@ -93,6 +93,15 @@ fn nat_small(c: &mut Criterion) {
     g.finish();
 }
 
+/// Copies frames `start`, `start + stride`, ... (wrapping) into the batch's buffers.
+fn load(bufs: &mut [(Vec<u8>, usize)], frames: &[Vec<u8>], start: usize, stride: usize) {
+    for (j, (buf, len)) in bufs.iter_mut().enumerate() {
+        let t = &frames[(start + j * stride) % frames.len()];
+        buf[..t.len()].copy_from_slice(t);
+        *len = t.len();
+    }
+}
+
 fn nat(c: &mut Criterion) {
     let (mut e, frames) = engine_with_flows(MILLION, 1 << 20);
     let mut g = c.benchmark_group("nat");
@@ -108,11 +117,7 @@ fn nat(c: &mut Criterion) {
             let mut total = std::time::Duration::ZERO;
             for _ in 0..iters {
                 start = (start + 64 * stride) % frames.len();
-                for (j, (buf, len)) in bufs.iter_mut().enumerate() {
-                    let t = &frames[(start + j * stride) % frames.len()];
-                    buf[..t.len()].copy_from_slice(t);
-                    *len = t.len();
-                }
+                load(&mut bufs, &frames, start, stride);
                 let t0 = std::time::Instant::now();
                 for (buf, len) in bufs.iter_mut() {
                     let mut f = Frame { buf: &mut buf[..], len: *len };
@@ -132,11 +137,7 @@ fn nat(c: &mut Criterion) {
             let mut total = std::time::Duration::ZERO;
             for _ in 0..iters {
                 start = (start + 64 * stride) % frames.len();
-                for (j, (buf, len)) in bufs.iter_mut().enumerate() {
-                    let t = &frames[(start + j * stride) % frames.len()];
-                    buf[..t.len()].copy_from_slice(t);
-                    *len = t.len();
-                }
+                load(&mut bufs, &frames, start, stride);
                 let mut batch: Vec<Frame<'_>> =
                     bufs.iter_mut().map(|(buf, len)| Frame { buf: &mut buf[..], len: *len }).collect();
                 let t0 = std::time::Instant::now();

@@ -131,20 +131,10 @@ mod tests {
     fn tcp() -> FlowView {
         FlowView {
             id: 42,
-            proto: "tcp".into(),
-            proto_num: 6,
-            timeout: 100,
             state: Some("TIME_WAIT".into()),
-            orig: ("10.0.0.5".into(), "198.51.100.20".into(), 51514, 443),
             reply: ("198.51.100.20".into(), "203.0.113.1".into(), 443, 1025),
-            gre_keys: None,
-            packets: (3, 2),
-            bytes: (180, 120),
-            assured: true,
-            unreplied: false,
-            kind: "snat".into(),
-            rule: 0,
             age: 65,
+            ..crate::ctl::sample_view()
         }
     }
 

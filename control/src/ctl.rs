@@ -71,18 +71,6 @@ pub struct FlowView {
     pub age: u64,
 }
 
-fn proto_name(p: u8) -> String {
-    match p {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        47 => "gre".into(),
-        50 => "esp".into(),
-        51 => "ah".into(),
-        n => n.to_string(),
-    }
-}
-
 fn ip(a: u32) -> String {
     Ipv4Addr::from(a).to_string()
 }
@@ -94,7 +82,7 @@ pub fn view(f: &Flow, sh: &Shared, now: Time) -> FlowView {
         (f.kind == FlowKind::Related && f.proto() == 47).then_some((f.rewrite[1].dport, k0.dport, k0.dport, k1.dport));
     FlowView {
         id: f.id,
-        proto: proto_name(f.proto()),
+        proto: xgw_dataplane::wire::proto::name(f.proto()),
         proto_num: f.proto(),
         timeout: f.remaining(now, &sh.config().timeouts).as_secs(),
         state: match f.l4 {
@@ -900,28 +888,34 @@ pub fn serve(path: &Path, d: Arc<Daemon>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// An established outbound TCP flow as listed (shared by the unit tests).
+#[cfg(test)]
+pub(crate) fn sample_view() -> FlowView {
+    FlowView {
+        id: 7,
+        proto: "tcp".into(),
+        proto_num: 6,
+        timeout: 431_999,
+        state: Some("ESTABLISHED".into()),
+        orig: ("10.0.0.5".into(), "198.51.100.20".into(), 51514, 443),
+        reply: ("198.51.100.20".into(), "203.0.113.1".into(), 443, 51514),
+        gre_keys: None,
+        packets: (3, 2),
+        bytes: (180, 120),
+        assured: true,
+        unreplied: false,
+        kind: "snat".into(),
+        rule: 0,
+        age: 5,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn v() -> FlowView {
-        FlowView {
-            id: 7,
-            proto: "tcp".into(),
-            proto_num: 6,
-            timeout: 431_999,
-            state: Some("ESTABLISHED".into()),
-            orig: ("10.0.0.5".into(), "198.51.100.20".into(), 51514, 443),
-            reply: ("198.51.100.20".into(), "203.0.113.1".into(), 443, 51514),
-            gre_keys: None,
-            packets: (3, 2),
-            bytes: (180, 120),
-            assured: true,
-            unreplied: false,
-            kind: "snat".into(),
-            rule: 0,
-            age: 5,
-        }
+        sample_view()
     }
 
     #[test]

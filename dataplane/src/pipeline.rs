@@ -147,7 +147,7 @@ fn log_deny(shared: &Shared, cfg: &EngineConfig, ingress: &IfaceConfig, egress: 
         let list = shared.policy.load().list_of(rule).unwrap_or_else(|| "implicit".into());
         tracing::warn!(
             "%ASA-4-106023: Deny {} src {}:{src}/{} dst {egress_name}:{dst}/{} by access-group \"{list}\" [0x{rule:08x}, 0x0]",
-            proto_name(pkt.proto),
+            proto::name(pkt.proto),
             ingress.name,
             pkt.sport,
             pkt.dport,
@@ -163,18 +163,6 @@ fn log_deny(shared: &Shared, cfg: &EngineConfig, ingress: &IfaceConfig, egress: 
             ingress = %ingress.name,
             "denied by access-list"
         );
-    }
-}
-
-/// The protocol's name as ASA logs print it.
-fn proto_name(p: u8) -> String {
-    match p {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        47 => "gre".into(),
-        50 => "esp".into(),
-        n => n.to_string(),
     }
 }
 

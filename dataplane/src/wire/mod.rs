@@ -49,6 +49,19 @@ pub(crate) fn put32(b: &mut [u8], off: usize, v: u32) {
 
 /// IP protocol numbers the engine knows by name.
 pub mod proto {
+    /// The protocol's lower-case name as conntrack and ASA logs print it, or its number.
+    pub fn name(p: u8) -> String {
+        match p {
+            ICMP => "icmp".into(),
+            TCP => "tcp".into(),
+            UDP => "udp".into(),
+            GRE => "gre".into(),
+            ESP => "esp".into(),
+            AH => "ah".into(),
+            n => n.to_string(),
+        }
+    }
+
     /// ICMP.
     pub const ICMP: u8 = 1;
     /// TCP.
