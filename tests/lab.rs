@@ -84,6 +84,7 @@ fn main() -> std::process::ExitCode {
     }
     show("xgwctl pptp", lab.xgwctl(&["pptp"]));
     show("xgwctl conntrack list", lab.xgwctl(&["conntrack", "list"]));
+    show("xgwctl xlate", lab.xgwctl(&["xlate"]));
     let sources = lab.outside_sources();
     println!("\nsource addresses seen on the outside link: {sources:?}");
     println!("\ntearing the lab down");
