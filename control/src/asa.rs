@@ -8,24 +8,16 @@ use std::net::Ipv4Addr;
 
 use xgw_dataplane::EngineConfig;
 
-use crate::ctl::FlowView;
+use crate::ctl::{hms, FlowView};
 
 /// The name of the interface whose subnet holds `addr`; the outside interface otherwise.
 pub fn iface_of(cfg: &EngineConfig, addr: &str) -> String {
     let Ok(a) = addr.parse::<Ipv4Addr>() else { return "?".into() };
-    let a = u32::from(a);
     cfg.ifaces
         .iter()
-        .find(|i| {
-            let m = xgw_dataplane::config::prefix_mask(i.prefix_len);
-            a & m == u32::from(i.addr) & m
-        })
+        .find(|i| i.contains(u32::from(a)))
         .or_else(|| cfg.outside().map(|(_, i)| i))
         .map_or_else(|| "?".into(), |i| i.name.clone())
-}
-
-fn hms(secs: u64) -> String {
-    format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 /// An address and port.

@@ -246,7 +246,8 @@ pub fn xlate(f: &Flow, sh: &Shared, now: Time) -> Option<XlateView> {
     })
 }
 
-fn hms(secs: u64) -> String {
+/// Seconds as ASA prints durations: h:mm:ss.
+pub(crate) fn hms(secs: u64) -> String {
     format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
@@ -271,14 +272,6 @@ pub fn xlate_line(x: &XlateView) -> String {
         hms(x.idle),
         hms(x.timeout)
     )
-}
-
-/// The inside host a flow belongs to (the one counted against per-host limits).
-pub fn inside_host(v: &FlowView) -> &str {
-    match v.kind.as_str() {
-        "dnat" | "hairpin" => &v.reply.0,
-        _ => &v.orig.0,
-    }
 }
 
 /// Fans the engine's flow events out to `conntrack watch` connections. Each watcher has a
@@ -691,13 +684,13 @@ fn handle(d: &Daemon, hub: &EventHub, req: &Request, uid: Option<u32>, w: &mut i
             else {
                 return end(w, false, json!({"error": "host needs an IPv4 address"}));
             };
-            let a = addr.to_string();
+            let a = u32::from(addr);
             let (mut flows, mut embryonic, mut xlates, mut err) = (0u64, 0u64, 0u64, None);
             d.shared.flows.for_each(|_, f| {
-                let v = view(f, &d.shared, now);
-                if err.is_some() || inside_host(&v) != a {
+                if err.is_some() || f.inside_host() != a {
                     return;
                 }
+                let v = view(f, &d.shared, now);
                 flows += 1;
                 if matches!(v.state.as_deref(), Some("SYN_SENT" | "SYN_RECV")) {
                     embryonic += 1;

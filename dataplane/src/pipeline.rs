@@ -264,14 +264,6 @@ pub fn flow_as_new(f: &Flow) -> NewFlow {
     }
 }
 
-/// The inside host a flow is counted against.
-fn host_of(f: &Flow) -> u32 {
-    match f.kind {
-        FlowKind::Dnat => f.rewrite[0].dst,
-        _ => f.keys[0].src,
-    }
-}
-
 impl Shared {
     /// Builds the shared state; refuses an inconsistent configuration.
     pub fn new(config: EngineConfig) -> Result<Shared, String> {
@@ -379,7 +371,7 @@ impl Shared {
     /// off it (a PPTP session's calls) goes too.
     pub fn flow_gone(&self, f: &Flow, now: Time) {
         if let (true, Some(hosts)) = (f.status & status::HOST_COUNTED != 0, &self.hosts) {
-            hosts.remove(host_of(f), f.status & status::EMBRYONIC != 0);
+            hosts.remove(f.inside_host(), f.status & status::EMBRYONIC != 0);
         }
         if f.status & status::ALG_PPTP != 0 {
             self.pptp.control_gone(f.id, &self.flows, now);
@@ -819,7 +811,7 @@ impl Worker {
                         {
                             f.status &= !status::EMBRYONIC;
                             if let Some(hosts) = &sh.hosts {
-                                hosts.leave_embryonic(host_of(f));
+                                hosts.leave_embryonic(f.inside_host());
                             }
                         }
                         if next == TcpState::Established && f.seen_reply() {
@@ -1103,7 +1095,6 @@ impl Worker {
                         );
                         f.rule = rule;
                         f.status |= alg;
-                        f.status |= alg;
                         f
                     },
                     now,
@@ -1144,7 +1135,6 @@ impl Worker {
                             now,
                         );
                         f.rule = rule;
-                        f.status |= alg;
                         f.status |= alg;
                         f
                     },
@@ -1193,7 +1183,6 @@ impl Worker {
                             now,
                         );
                         f.rule = rule;
-                        f.status |= alg;
                         f.status |= alg;
                         f
                     },
@@ -1249,7 +1238,6 @@ impl Worker {
                             now,
                         );
                         f.rule = rule;
-                        f.status |= alg;
                         f.status |= alg;
                         f
                     },

@@ -196,6 +196,15 @@ impl Flow {
         self.status & status::SEEN_REPLY != 0
     }
 
+    /// The inside host the flow is counted against (per-host limits, `xgwctl host`): the
+    /// forward's server for a connection coming in through a forward, the source otherwise.
+    pub fn inside_host(&self) -> u32 {
+        match self.kind {
+            FlowKind::Dnat => self.rewrite[0].dst,
+            _ => self.keys[0].src,
+        }
+    }
+
     /// True when assured.
     pub fn assured(&self) -> bool {
         self.status & status::ASSURED != 0
