@@ -76,7 +76,10 @@ impl Lab {
     }
 
     /// A veth pair between two namespaces, addresses (CIDR, or "" for none) set, both up,
-    /// transmit checksum offload off (AF_XDP copy mode sees frames as they are).
+    /// transmit checksum offload off (AF_XDP copy mode sees frames as they are), GRO on (a
+    /// veth accepts frames an XDP program redirects to its peer only with NAPI, which GRO
+    /// or an XDP program of its own turns on — the fast path redirects to the gateway's
+    /// veths).
     pub fn link(&self, a: &str, a_dev: &str, a_addr: &str, b: &str, b_dev: &str, b_addr: &str) {
         let (na, nb) = (self.ns(a), self.ns(b));
         sh(&["ip", "link", "add", a_dev, "netns", &na, "type", "veth", "peer", "name", b_dev, "netns", &nb]);
@@ -85,7 +88,8 @@ impl Lab {
                 sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
             }
             sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
-            let _ = Command::new("ip").args(["netns", "exec", ns, "ethtool", "-K", dev, "tx", "off"]).output();
+            let _ =
+                Command::new("ip").args(["netns", "exec", ns, "ethtool", "-K", dev, "tx", "off", "gro", "on"]).output();
         }
     }
 

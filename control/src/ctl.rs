@@ -63,6 +63,8 @@ pub struct FlowView {
     pub assured: bool,
     /// No reply seen yet?
     pub unreplied: bool,
+    /// Handed to the XDP fast path?
+    pub offloaded: bool,
     /// `snat`, `dnat`, `hairpin`, `routed`, `related`.
     pub kind: String,
     /// Rule that admitted it.
@@ -96,6 +98,7 @@ pub fn view(f: &Flow, sh: &Shared, now: Time) -> FlowView {
         bytes: (f.bytes[0], f.bytes[1]),
         assured: f.assured(),
         unreplied: !f.seen_reply(),
+        offloaded: f.status & xgw_dataplane::conntrack::status::OFFLOAD != 0,
         kind: format!("{:?}", f.kind).to_lowercase(),
         rule: f.rule,
         age: now.since(f.created).as_secs(),
@@ -128,6 +131,9 @@ pub fn conntrack_line(v: &FlowView) -> String {
     s.push_str(&format!(" packets={} bytes={} ", v.packets.1, v.bytes.1));
     if v.assured {
         s.push_str("[ASSURED] ");
+    }
+    if v.offloaded {
+        s.push_str("[OFFLOAD] ");
     }
     if v.kind == "related" {
         s.push_str("helper=pptp ");
@@ -395,6 +401,10 @@ pub struct Daemon {
     pub reload: Box<dyn Fn(bool) -> Result<Value, String> + Send + Sync>,
     /// XDP per-class counters of every interface.
     pub xdp_classes: Box<dyn Fn() -> Vec<XdpClasses> + Send + Sync>,
+    /// XDP steering counters of every interface (kernel, xsk, dropped, fast).
+    pub xdp_steering: Box<dyn Fn() -> Vec<XdpClasses> + Send + Sync>,
+    /// The XDP fast path, when on.
+    pub offload: Option<Arc<crate::offload::XdpOffload>>,
     /// Every worker's counters (frames per class as the XDP program marked them).
     pub workers: Vec<Arc<xgw_dataplane::xsk::WorkerStats>>,
 }
@@ -408,6 +418,20 @@ impl core::fmt::Debug for Daemon {
 impl Daemon {
     fn now(&self) -> Time {
         Time(u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+/// The fast path's state and counters (null when it is off).
+fn offload_json(d: &Daemon) -> Value {
+    let t = &d.shared.flows.offload.stats;
+    match &d.offload {
+        None => Value::Null,
+        Some(o) => json!({
+            "flows": o.len(), "requested": t.requested.get(), "queue_full": t.queue_full.get(),
+            "installed": o.stats.installed.get(), "withdrawn": t.withdrawn.get(), "removed": o.stats.removed.get(),
+            "map_full": o.stats.map_full.get(), "no_neighbour": o.stats.no_neighbour.get(),
+            "mac_changed": o.stats.mac_changed.get(), "orphans": o.stats.orphans.get(),
+        }),
     }
 }
 
@@ -497,6 +521,20 @@ pub fn render_metrics(d: &Daemon) -> String {
         );
         let _ = writeln!(o, "xgw_rule_implicit_denies_total {}", acl.implicit_denies());
     }
+    if let Some(off) = &d.offload {
+        family(&mut o, "xgw_offload_flows", "gauge", "Flows the XDP fast path carries now.");
+        let _ = writeln!(o, "xgw_offload_flows {}", off.len());
+        family(&mut o, "xgw_offload_events_total", "counter", "Fast path installs, removals and refusals.");
+        for (n, v) in [
+            ("installed", off.stats.installed.get()),
+            ("removed", off.stats.removed.get()),
+            ("map_full", off.stats.map_full.get()),
+            ("no_neighbour", off.stats.no_neighbour.get()),
+            ("mac_changed", off.stats.mac_changed.get()),
+        ] {
+            let _ = writeln!(o, "xgw_offload_events_total{{event=\"{n}\"}} {v}");
+        }
+    }
     let xdp = (d.xdp_classes)();
     if !xdp.is_empty() {
         family(
@@ -508,6 +546,17 @@ pub fn render_metrics(d: &Daemon) -> String {
         for (dev, cls) in &xdp {
             for (n, pk, _) in cls {
                 let _ = writeln!(o, "xgw_xdp_packets_total{{device=\"{dev}\",class=\"{n}\"}} {pk}");
+            }
+        }
+        family(
+            &mut o,
+            "xgw_xdp_steered_packets_total",
+            "counter",
+            "Where the XDP program sent packets, per interface: kernel, xsk (the engine), dropped, fast (translated in XDP).",
+        );
+        for (dev, st) in (d.xdp_steering)() {
+            for (n, pk, _) in st {
+                let _ = writeln!(o, "xgw_xdp_steered_packets_total{{device=\"{dev}\",to=\"{n}\"}} {pk}");
             }
         }
         family(&mut o, "xgw_xdp_bytes_total", "counter", "Bytes the XDP program classified, per interface and class.");
@@ -821,6 +870,10 @@ fn handle(d: &Daemon, hub: &EventHub, req: &Request, uid: Option<u32>, w: &mut i
                         "inserted": t.inserted.get(), "insert_failed": t.insert_failed_full.get() + t.insert_failed_key.get(),
                         "expired": t.expired.get(), "events_dropped": t.events_dropped.get()},
                     "xdp": xdp, "workers": d.counters.len(),
+                    "xdp_steering": (d.xdp_steering)().into_iter().map(|(dev, st)| json!({"device": dev,
+                        "steering": st.into_iter().map(|(n, p, _)| (n.to_string(), json!(p)))
+                            .collect::<serde_json::Map<String, Value>>()})).collect::<Vec<_>>(),
+                    "offload": offload_json(d),
                     "worker_classes": xgw_ebpf_common::class::NAMES.iter().enumerate()
                         .map(|(i, n)| (n.to_string(), json!(d.workers.iter().map(|w| w.classes[i].get()).sum::<u64>())))
                         .filter(|(_, v)| v.as_u64() != Some(0))
@@ -897,6 +950,7 @@ pub(crate) fn sample_view() -> FlowView {
         bytes: (180, 120),
         assured: true,
         unreplied: false,
+        offloaded: false,
         kind: "snat".into(),
         rule: 0,
         age: 5,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use aya::maps::{Array, HashMap as BpfHashMap, PerCpuArray, XskMap};
+use aya::maps::{Array, DevMap, HashMap as BpfHashMap, PerCpuArray, XskMap};
 use aya::programs::{Xdp, XdpMode};
 use aya::Ebpf;
 use clap::{Args, ValueEnum};
@@ -21,6 +21,7 @@ use xgw_dataplane::{Engine, EngineConfig, IfaceId, Role, Shared, Time};
 use xgw_ebpf_common::{class, steer, Counter, HostService, XdpConfig, MAX_INSIDE_ADDRS};
 
 use crate::neigh::KernelNeighbours;
+use crate::offload::XdpOffload;
 use crate::rules_cmd::{compile_file, CheckError};
 
 /// How to attach XDP.
@@ -67,6 +68,24 @@ pub struct RunArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (off unless given), e.g. 127.0.0.1:9477.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// The XDP fast path: established flows translated inside XDP (off: every packet goes
+    /// through the engine, for debugging and comparison) [default: on].
+    #[arg(long, value_enum)]
+    pub offload: Option<Switch>,
+    /// Offloaded flow directions each interface's XDP map holds [default: 65536]; when full,
+    /// further flows stay in userspace.
+    #[arg(long, value_name = "N")]
+    pub offload_entries: Option<u32>,
+}
+
+/// On or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
 }
 
 /// The daemon settings file: the same settings as the flags of `xgwd run`.
@@ -88,6 +107,10 @@ pub struct SettingsFile {
     pub socket: Option<PathBuf>,
     /// Metrics address.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The XDP fast path: "on" or "off".
+    pub offload: Option<Switch>,
+    /// Entries of each interface's offload map.
+    pub offload_entries: Option<u32>,
 }
 
 /// The settings xgwd runs with: flags over the file over the defaults.
@@ -109,6 +132,10 @@ pub struct Settings {
     pub socket: PathBuf,
     /// Metrics address.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Offload established flows to XDP.
+    pub offload: bool,
+    /// Entries of each interface's offload map.
+    pub offload_entries: u32,
 }
 
 impl Settings {
@@ -144,6 +171,8 @@ impl Settings {
             ready_file: a.ready_file.clone(),
             socket: a.socket.clone().or(file.socket).unwrap_or_else(|| PathBuf::from("/run/xgw/xgw.sock")),
             metrics: a.metrics.or(file.metrics),
+            offload: a.offload.or(file.offload).unwrap_or(Switch::On) == Switch::On,
+            offload_entries: a.offload_entries.or(file.offload_entries).unwrap_or(65536).max(16),
         })
     }
 }
@@ -171,6 +200,12 @@ fn sum_counters(arr: &ClassMap, names: &[&'static str]) -> Vec<(&'static str, u6
         .collect()
 }
 
+fn ifindex(device: &str) -> Result<u32> {
+    let p = format!("/sys/class/net/{device}/ifindex");
+    let s = std::fs::read_to_string(&p).with_context(|| format!("interface `{device}` not found ({p})"))?;
+    s.trim().parse().with_context(|| format!("{p}: not a number"))
+}
+
 fn rx_queues(device: &str) -> Result<u32> {
     let dir = format!("/sys/class/net/{device}/queues");
     let n = std::fs::read_dir(&dir)
@@ -181,7 +216,8 @@ fn rx_queues(device: &str) -> Result<u32> {
     Ok(u32::try_from(n.max(1)).unwrap_or(1))
 }
 
-fn xdp_config(cfg: &EngineConfig) -> XdpConfig {
+/// The classifier's configuration for an engine configuration.
+pub fn xdp_config(cfg: &EngineConfig) -> XdpConfig {
     let mut x = XdpConfig::default();
     if let Some((_, o)) = cfg.outside() {
         x.outside_addr = u32::from(o.addr);
@@ -212,7 +248,16 @@ fn attach(cfg: &EngineConfig, args: &Settings, services: &[HostService]) -> Resu
     let xcfg = xdp_config(cfg);
     let mut out = Vec::new();
     for ifc in &cfg.ifaces {
-        let mut bpf = Ebpf::load(obj).context("loading the XDP program (needs root: CAP_BPF, CAP_NET_ADMIN)")?;
+        let mut bpf = aya::EbpfLoader::new()
+            .map_max_entries("FLOWS", args.offload_entries)
+            .load(obj)
+            .context("loading the XDP program (needs root: CAP_BPF, CAP_NET_ADMIN)")?;
+        // the fast path's egress interfaces, by the engine's interface number
+        let mut tx = DevMap::try_from(bpf.map_mut("TX").ok_or_else(|| anyhow!("no TX map"))?)?;
+        for (i, out) in cfg.ifaces.iter().enumerate() {
+            tx.set(i as u32, ifindex(&out.device)?, None, 0)
+                .with_context(|| format!("devmap entry for `{}`", out.device))?;
+        }
         Array::<_, XdpConfig>::try_from(bpf.map_mut("CONFIG").ok_or_else(|| anyhow!("no CONFIG map"))?)?
             .set(0, xcfg, 0)?;
         let mut hs: BpfHashMap<_, HostService, u8> =
@@ -325,6 +370,7 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
         services.push(parse_service(s)?);
     }
     let mut attached = attach(&cfg, args, &services)?;
+    let mut offload_thread = None;
     let mut class_maps: Vec<(String, ClassMap, ClassMap)> = Vec::new();
     for a in &mut attached {
         let c = a.bpf.take_map("CLASS_STATS").ok_or_else(|| anyhow!("no CLASS_STATS map"))?;
@@ -338,7 +384,28 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
     let max_q = queues.iter().copied().max().unwrap_or(1);
     let stop = Arc::new(AtomicBool::new(false));
     let base = Instant::now();
+    let mono_base = crate::offload::monotonic_ns();
     let neigh = KernelNeighbours::new(&cfg);
+    let offload = if args.offload {
+        let mut maps = Vec::new();
+        for a in &mut attached {
+            let m = a.bpf.take_map("FLOWS").ok_or_else(|| anyhow!("no FLOWS map"))?;
+            maps.push(BpfHashMap::try_from(m)?);
+        }
+        let o = Arc::new(XdpOffload::new(maps, neigh.clone(), mono_base));
+        shared.flows.offload.connect(o.clone());
+        let (o2, sh, st) = (Arc::clone(&o), Arc::clone(&shared), Arc::clone(&stop));
+        offload_thread = Some(
+            std::thread::Builder::new()
+                .name("xgw-offload".into())
+                .spawn(move || o2.run(sh, st, Duration::from_secs(1)))?,
+        );
+        tracing::info!(entries = args.offload_entries, "XDP fast path on");
+        Some(o)
+    } else {
+        tracing::info!("XDP fast path off: every packet goes through the engine");
+        None
+    };
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut workers = Vec::new();
     let mut port_stats = Vec::new();
@@ -395,6 +462,14 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
                 }
                 Err(CheckError::Read(e)) => Err(format!("refused: {e}")),
             }),
+            offload: offload.clone(),
+            xdp_steering: {
+                let maps = Arc::clone(&class_maps);
+                Box::new(move || {
+                    let m = maps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    m.iter().map(|(d, _, s)| (d.clone(), sum_counters(s, &steer::NAMES))).collect()
+                })
+            },
             xdp_classes: Box::new(move || {
                 let m = maps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 m.iter().map(|(d, c, _)| (d.clone(), sum_counters(c, &class::NAMES))).collect()
@@ -460,6 +535,9 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
     tracing::info!("stopping");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     stop.store(true, Ordering::Relaxed);
+    if let Some(t) = offload_thread {
+        let _ = t.join();
+    }
     for w in workers {
         let ports = w.join().map_err(|_| anyhow!("a worker panicked"))?;
         for p in &ports {
@@ -473,7 +551,7 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
     }
     for (dev, c, s) in class_maps.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
         let classes = sum_counters(c, &class::NAMES);
-        let steering = sum_counters(s, &["kernel", "xsk", "dropped"][..steer::COUNT as usize]);
+        let steering = sum_counters(s, &steer::NAMES);
         let line: Vec<String> = classes.iter().filter(|c| c.1 > 0).map(|(n, p, _)| format!("{n}={p}")).collect();
         let st: Vec<String> = steering.iter().map(|(n, p, _)| format!("{n}={p}")).collect();
         tracing::info!(device = %dev, classes = %line.join(" "), steering = %st.join(" "), "XDP counters");

@@ -7,5 +7,6 @@ pub mod asa;
 pub mod ctl;
 pub mod daemon;
 pub mod neigh;
+pub mod offload;
 pub mod replay_cmd;
 pub mod rules_cmd;

@@ -89,6 +89,8 @@ fn daemon() -> Fixture {
         base,
         reload: Box::new(|_| Err("not in this test".into())),
         xdp_classes: Box::new(Vec::new),
+        xdp_steering: Box::new(Vec::new),
+        offload: None,
         workers: Vec::new(),
     };
     let daemon = Arc::new(d);

@@ -75,6 +75,11 @@ impl Delta {
 
     /// Adds a 16-bit word change.
     pub fn word(self, old: u16, new: u16) -> Delta {
+        if old == new {
+            // an unchanged word adds nothing (not `~m + m` = the other zero): a rewrite that
+            // changes nothing leaves the checksum's bits alone
+            return self;
+        }
         Delta(u32::from(fold(self.0 + u32::from(!old) + u32::from(new))))
     }
 
@@ -92,6 +97,11 @@ impl Delta {
     /// The folded 16-bit difference (what a BPF map stores).
     pub fn raw(self) -> u16 {
         fold(self.0)
+    }
+
+    /// A difference stored as [`Delta::raw`].
+    pub fn from_raw(d: u16) -> Delta {
+        Delta(u32::from(d))
     }
 }
 

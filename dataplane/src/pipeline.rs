@@ -29,7 +29,9 @@ use crate::checksum;
 use crate::config::{EngineConfig, IfaceConfig, IfaceId, Role};
 use crate::conntrack::index::Probe;
 use crate::conntrack::tcp::{self as tcpsm, TcpEvent, TcpState, Transition};
-use crate::conntrack::{status, Dir, Flow, FlowKey, FlowKind, FlowRef, FlowTable, InsertError, L4State, Rewrite};
+use crate::conntrack::{
+    status, CsumDelta, Dir, Flow, FlowKey, FlowKind, FlowRef, FlowTable, InsertError, L4State, Rewrite,
+};
 use crate::counters::{Counters, DropReason};
 use crate::frag::{FragEntry, FragKey, FragTable};
 use crate::nat::{Forwards, PortCandidates};
@@ -788,7 +790,7 @@ impl Worker {
             sh.flows.with_flow(r, key, |_, _| ())?;
             return Some(self.time_exceeded(sh, frame, pkt, meta, now));
         }
-        let outcome = sh.flows.with_flow(r, key, |f, dir| {
+        let outcome = sh.flows.with_flow_offload(r, key, |f, dir| {
             if f.rewrite[dir.opposite().index()].egress != meta.iface {
                 // a flow's packets arrive where its other direction leaves: anything else
                 // is spoofed
@@ -802,7 +804,8 @@ impl Worker {
                     Transition::To(next) => {
                         if next == TcpState::SynSent && matches!(state, TcpState::TimeWait | TcpState::Close) {
                             // the port pair is reused: a new connection on the old mapping
-                            f.status &= status::ALG_PPTP | status::HOST_COUNTED | status::EMBRYONIC;
+                            // (OFFLOAD stays until the fast path has given the flow back)
+                            f.status &= status::ALG_PPTP | status::HOST_COUNTED | status::EMBRYONIC | status::OFFLOAD;
                             f.created = now;
                         }
                         f.l4 = L4State::Tcp(next);
@@ -830,13 +833,13 @@ impl Worker {
             f.bytes[d] += pkt.ip_len as u64;
             f.last_seen = now;
             let alg = (f.status & status::ALG_PPTP != 0).then_some((f.id, dir == Dir::Orig));
-            Ok((f.rewrite[d], alg))
+            Ok((f.rewrite[d], f.csum[d], alg))
         })?;
         self.counters.flow_hits.inc();
         Some(match outcome {
-            Ok((rw, None)) => self.forward(sh, frame, pkt, &rw, now),
-            Ok((rw, Some((flow_id, from_pns)))) => match self.inspect_pptp(sh, frame, pkt, flow_id, from_pns) {
-                Ok(()) => self.forward(sh, frame, pkt, &rw, now),
+            Ok((rw, csum, None)) => self.forward(sh, frame, pkt, &rw, csum, now),
+            Ok((rw, csum, Some((flow_id, from_pns)))) => match self.inspect_pptp(sh, frame, pkt, flow_id, from_pns) {
+                Ok(()) => self.forward(sh, frame, pkt, &rw, csum, now),
                 Err(v) => v,
             },
             Err(reason) => Verdict::Drop(reason),
@@ -915,10 +918,17 @@ impl Worker {
     }
 
     /// Applies a rewrite, decrements the TTL, remembers a first fragment, and forwards.
-    fn forward(&mut self, sh: &Shared, frame: &mut Frame<'_>, pkt: &Pkt, rw: &Rewrite, now: Time) -> Verdict {
+    fn forward(
+        &mut self,
+        sh: &Shared,
+        frame: &mut Frame<'_>,
+        pkt: &Pkt,
+        rw: &Rewrite,
+        csum: CsumDelta,
+        now: Time,
+    ) -> Verdict {
         let ip = &mut frame.buf[pkt.l3..pkt.l3 + pkt.ip_len];
-        apply_rewrite(ip, pkt.hl, pkt.l4, rw);
-        ipv4::Packet::new_unchecked(&mut *ip).decrement_ttl();
+        apply_rewrite(ip, pkt.hl, pkt.l4, rw, csum);
         if pkt.first_frag {
             let k = FragKey { src: pkt.src, dst: pkt.dst, ident: pkt.ident, proto: pkt.proto };
             let e = FragEntry {
@@ -1495,66 +1505,21 @@ fn mirror(k: &FlowKey) -> FlowKey {
     }
 }
 
-/// Writes a direction's rewrite into an IP packet (header length `hl`), adjusting every
-/// checksum incrementally. L4 first: its checksum covers the addresses being changed.
-fn apply_rewrite(ip: &mut [u8], hl: usize, l4: L4, rw: &Rewrite) {
-    let (old_src, old_dst) = (be32(ip, 12), be32(ip, 16));
-    let later_frag = be16(ip, 6) & 0x1fff != 0;
-    if !later_frag {
-        let seg = &mut ip[hl..];
-        match l4 {
-            L4::Tcp => {
-                let mut t = tcp::Packet::new_unchecked(seg);
-                if t.src_port() != rw.sport {
-                    t.set_src_port_fixup(rw.sport);
-                }
-                if t.dst_port() != rw.dport {
-                    t.set_dst_port_fixup(rw.dport);
-                }
-                if old_src != rw.src {
-                    t.fixup_addr(old_src, rw.src);
-                }
-                if old_dst != rw.dst {
-                    t.fixup_addr(old_dst, rw.dst);
-                }
-            }
-            L4::Udp => {
-                let mut u = udp_view(seg);
-                if u.src_port() != rw.sport {
-                    u.set_src_port_fixup(rw.sport);
-                }
-                if u.dst_port() != rw.dport {
-                    u.set_dst_port_fixup(rw.dport);
-                }
-                if old_src != rw.src {
-                    u.fixup_addr(old_src, rw.src);
-                }
-                if old_dst != rw.dst {
-                    u.fixup_addr(old_dst, rw.dst);
-                }
-            }
-            L4::IcmpQuery => {
-                let mut i = icmp::Packet::new_unchecked(seg);
-                if i.ident() != rw.sport {
-                    i.set_ident_fixup(rw.sport);
-                }
-            }
-            L4::GrePptp => {
-                let mut g = gre::Packet::new_unchecked(seg);
-                if g.call_id() != rw.dport {
-                    g.set_call_id(rw.dport);
-                }
-            }
-            L4::Esp | L4::IcmpError | L4::IcmpOther | L4::Other => {}
-        }
+/// Forwards an IP packet (header length `hl`) that arrived with a direction's key: writes
+/// the direction's rewrite, decrements the TTL and adjusts every checksum by the direction's
+/// precomputed differences — one addition per checksum, exactly what the XDP fast path does
+/// to the same packet from the same data.
+fn apply_rewrite(ip: &mut [u8], hl: usize, l4: L4, rw: &Rewrite, d: CsumDelta) {
+    let l4d = checksum::Delta::from_raw(d.l4);
+    let seg = &mut ip[hl..];
+    match l4 {
+        L4::Tcp => tcp::Packet::new_unchecked(seg).rewrite_ports(rw.sport, rw.dport, l4d),
+        L4::Udp => udp_view(seg).rewrite_ports(rw.sport, rw.dport, l4d),
+        L4::IcmpQuery => icmp::Packet::new_unchecked(seg).rewrite_ident(rw.sport, l4d),
+        L4::GrePptp => gre::Packet::new_unchecked(seg).set_call_id(rw.dport),
+        L4::Esp | L4::IcmpError | L4::IcmpOther | L4::Other => {}
     }
-    let mut p = ipv4::Packet::new_unchecked(ip);
-    if old_src != rw.src {
-        p.set_src_addr_fixup(rw.src);
-    }
-    if old_dst != rw.dst {
-        p.set_dst_addr_fixup(rw.dst);
-    }
+    ipv4::Packet::new_unchecked(ip).rewrite_forward(rw.src, rw.dst, checksum::Delta::from_raw(d.ip));
 }
 
 fn udp_view(seg: &mut [u8]) -> udp::Packet<&mut [u8]> {

@@ -94,6 +94,7 @@ fn forwards_everything(mode: &str) {
     // the classifier counted what went through
     let line = log.lines().find(|l| l.contains("XDP counters") && l.contains("device=xgw-in")).expect("counters");
     assert!(line.contains("tcp=") && line.contains("udp=") && line.contains("icmp="), "{line}");
+    eprintln!("{line}");
     let out = lab.exec_ok("gw", &["ip", "-d", "link", "show", "xgw-in"]);
     assert!(!out.contains("prog/xdp"), "XDP left attached: {out}");
 }

@@ -31,6 +31,8 @@ fn main() {
         base: Instant::now(),
         reload: Box::new(|_| Err("not here".into())),
         xdp_classes: Box::new(Vec::new),
+        xdp_steering: Box::new(Vec::new),
+        offload: None,
         workers: Vec::new(),
     };
     serve(&socket, Arc::new(d)).expect("serve");

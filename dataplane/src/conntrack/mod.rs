@@ -12,6 +12,7 @@
 //! created, so the same description can be applied by the engine or by the XDP fast path.
 
 pub mod index;
+pub mod offload;
 pub mod tcp;
 
 use core::hash::{Hash, Hasher};
@@ -25,6 +26,7 @@ use crate::config::{IfaceId, Timeouts};
 use crate::counters::SharedCounter;
 use crate::time::Time;
 use index::{FlowIndex, IndexError, Probe};
+use offload::Offload;
 use tcp::TcpState;
 
 /// What a packet looks like to the table: addresses, protocol and two 16-bit
@@ -99,6 +101,37 @@ impl Rewrite {
     }
 }
 
+/// The checksum differences a direction's rewrite makes, precomputed from the key its
+/// packets arrive with (the old values) and its [`Rewrite`] (the new ones): RFC 1624
+/// `Σ(~old + new)` over the changed 16-bit words, folded. A packet of the direction gets
+/// its checksums adjusted by one addition each, in the engine and in the XDP fast path
+/// alike, so both produce the same bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct CsumDelta {
+    /// IPv4 header: addresses, and the TTL decrement of forwarding.
+    pub ip: u16,
+    /// L4 checksum: TCP/UDP pseudo-header addresses and ports; ICMP query identifier.
+    pub l4: u16,
+}
+
+impl CsumDelta {
+    /// The differences for packets arriving with `key` and leaving with `rw`.
+    pub fn between(key: &FlowKey, rw: &Rewrite) -> CsumDelta {
+        use crate::checksum::Delta;
+        let addrs = Delta::NONE.addr(key.src, rw.src).addr(key.dst, rw.dst);
+        // TTL is the high byte of the word it shares with the protocol: minus 0x0100
+        let ip = addrs.word(0x0100, 0);
+        let l4 = match key.proto {
+            crate::wire::proto::TCP | crate::wire::proto::UDP => {
+                addrs.word(key.sport, rw.sport).word(key.dport, rw.dport)
+            }
+            crate::wire::proto::ICMP => Delta::NONE.word(key.sport, rw.sport),
+            _ => Delta::NONE,
+        };
+        CsumDelta { ip: ip.raw(), l4: l4.raw() }
+    }
+}
+
 /// Per-protocol state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum L4State {
@@ -139,6 +172,8 @@ pub mod status {
     pub const HOST_COUNTED: u8 = 8;
     /// A half-open TCP connection counted against its host's embryonic limit.
     pub const EMBRYONIC: u8 = 16;
+    /// Handed to the fast path (requested or installed): its packets may bypass the engine.
+    pub const OFFLOAD: u8 = 32;
 }
 
 /// One tracked flow.
@@ -150,6 +185,10 @@ pub struct Flow {
     pub keys: [FlowKey; 2],
     /// What each direction's packets leave with.
     pub rewrite: [Rewrite; 2],
+    /// Each direction's checksum differences (derived from `keys` and `rewrite` whenever
+    /// the table stores them).
+    #[serde(skip)]
+    pub csum: [CsumDelta; 2],
     /// Per-protocol state.
     pub l4: L4State,
     /// [`status`] bits.
@@ -175,6 +214,7 @@ impl Flow {
             id: 0,
             keys,
             rewrite,
+            csum: [CsumDelta::between(&keys[0], &rewrite[0]), CsumDelta::between(&keys[1], &rewrite[1])],
             l4,
             status: 0,
             kind,
@@ -332,6 +372,8 @@ pub struct FlowTable {
     next_id: AtomicU64,
     cursor: AtomicUsize,
     events: Option<ArrayQueue<FlowEvent>>,
+    /// Offloading to the fast path (off until one is connected).
+    pub offload: Offload,
     /// Counters.
     pub stats: TableStats,
 }
@@ -374,6 +416,7 @@ impl FlowTable {
             next_id: AtomicU64::new(1),
             cursor: AtomicUsize::new(0),
             events: (event_ring > 0).then(|| ArrayQueue::new(event_ring)),
+            offload: Offload::new(4096),
             stats: TableStats::default(),
         }
     }
@@ -443,6 +486,23 @@ impl FlowTable {
         Some(f(&mut s.flow, r.dir()))
     }
 
+    /// Runs `f` on the flow `r` names like [`FlowTable::with_flow`], then hands the flow to
+    /// the fast path or takes it back as its state now requires (the engine's packet path).
+    #[inline]
+    pub fn with_flow_offload<R>(&self, r: FlowRef, key: &FlowKey, f: impl FnOnce(&mut Flow, Dir) -> R) -> Option<R> {
+        let mut s = self.lock(r.slot());
+        if !s.live || s.flow.keys[r.dir().index()] != *key {
+            return None;
+        }
+        let out = f(&mut s.flow, r.dir());
+        if s.flow.status & status::OFFLOAD == 0 {
+            self.offload.consider(r.slot(), &mut s.flow);
+        } else if !offload::eligible(&s.flow) {
+            self.offload.withdraw(&mut s.flow);
+        }
+        Some(out)
+    }
+
     /// Runs `f` on the live flow in `slot` (control plane; no key check).
     pub fn with_slot<R>(&self, slot: u32, f: impl FnOnce(&mut Flow) -> R) -> Option<R> {
         let mut s = self.lock(slot);
@@ -500,6 +560,7 @@ impl FlowTable {
         };
         let mut flow = build(reply);
         flow.keys = [orig, reply];
+        flow.csum = [CsumDelta::between(&orig, &flow.rewrite[0]), CsumDelta::between(&reply, &flow.rewrite[1])];
         {
             let mut s = self.lock(slot);
             s.gen = s.gen.wrapping_add(1);
@@ -559,7 +620,9 @@ impl FlowTable {
         let moved = {
             let mut s = self.lock(r.slot());
             if s.live && s.flow.keys[r.dir().index()] == *old {
-                s.flow.keys[r.dir().index()] = new;
+                let d = r.dir().index();
+                s.flow.keys[d] = new;
+                s.flow.csum[d] = CsumDelta::between(&new, &s.flow.rewrite[d]);
                 true
             } else {
                 false
@@ -580,6 +643,7 @@ impl FlowTable {
             if !s.live || !pred(&s.flow) {
                 return None;
             }
+            self.offload.withdraw(&mut s.flow);
             s.live = false;
             s.flow
         };
@@ -607,6 +671,11 @@ impl FlowTable {
             let expired = {
                 let mut s = self.lock(slot);
                 if s.live && s.flow.expired(now, t) {
+                    // the fast path may have carried packets since the last refresh
+                    self.offload.refresh(&mut s.flow);
+                }
+                if s.live && s.flow.expired(now, t) {
+                    self.offload.withdraw(&mut s.flow);
                     s.live = false;
                     Some(s.flow)
                 } else {

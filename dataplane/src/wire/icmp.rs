@@ -106,6 +106,12 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    /// Sets the identifier and adjusts the checksum by `delta`, the rewrite's difference.
+    pub fn rewrite_ident(&mut self, id: u16, delta: checksum::Delta) {
+        put16(self.buf.as_mut(), field::IDENT, id);
+        self.set_checksum(delta.apply(self.checksum()));
+    }
+
     /// Sets the identifier, adjusting the checksum.
     pub fn set_ident_fixup(&mut self, id: u16) {
         let old = self.ident();

@@ -152,6 +152,19 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.set_checksum(checksum::adjust32(self.checksum(), old, addr));
     }
 
+    /// Forwards the packet with new addresses: sets them, decrements the TTL and adjusts
+    /// the header checksum by `delta`, the difference of both (see
+    /// `conntrack::CsumDelta`).
+    #[inline]
+    pub fn rewrite_forward(&mut self, src: u32, dst: u32, delta: checksum::Delta) {
+        let b = self.buf.as_mut();
+        put32(b, field::SRC, src);
+        put32(b, field::DST, dst);
+        b[field::TTL] = b[field::TTL].wrapping_sub(1);
+        let c = delta.apply(be16(b, field::CHECKSUM));
+        put16(b, field::CHECKSUM, c);
+    }
+
     /// Sets the destination address, adjusting the header checksum.
     pub fn set_dst_addr_fixup(&mut self, addr: u32) {
         let old = self.dst_addr();

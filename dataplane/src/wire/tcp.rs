@@ -119,6 +119,15 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.set_checksum(checksum::adjust16(self.checksum(), old, port));
     }
 
+    /// Sets both ports and adjusts the checksum by `delta`, which must be the difference of
+    /// the whole rewrite (ports and pseudo-header addresses).
+    #[inline]
+    pub fn rewrite_ports(&mut self, sport: u16, dport: u16, delta: checksum::Delta) {
+        put16(self.buf.as_mut(), field::SRC_PORT, sport);
+        put16(self.buf.as_mut(), field::DST_PORT, dport);
+        self.set_checksum(delta.apply(self.checksum()));
+    }
+
     /// Adjusts the checksum for a pseudo-header address change.
     pub fn fixup_addr(&mut self, old: u32, new: u32) {
         self.set_checksum(checksum::adjust32(self.checksum(), old, new));

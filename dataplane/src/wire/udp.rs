@@ -99,6 +99,15 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.adjust(|c| checksum::adjust16(c, old, port));
     }
 
+    /// Sets both ports and adjusts a present checksum by `delta`, the difference of the
+    /// whole rewrite (ports and pseudo-header addresses).
+    #[inline]
+    pub fn rewrite_ports(&mut self, sport: u16, dport: u16, delta: checksum::Delta) {
+        put16(self.buf.as_mut(), field::SRC_PORT, sport);
+        put16(self.buf.as_mut(), field::DST_PORT, dport);
+        self.adjust(|c| delta.apply(c));
+    }
+
     /// Adjusts a present checksum for a pseudo-header address change.
     pub fn fixup_addr(&mut self, old: u32, new: u32) {
         self.adjust(|c| checksum::adjust32(c, old, new));

@@ -73,8 +73,12 @@ pub mod steer {
     pub const XSK: u32 = 1;
     /// Dropped (malformed).
     pub const DROPPED: u32 = 2;
+    /// Translated and redirected by the fast path itself (an offloaded flow).
+    pub const FAST: u32 = 3;
     /// Number of steering outcomes.
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 4;
+    /// Names, indexed by outcome.
+    pub const NAMES: [&str; COUNT as usize] = ["kernel", "xsk", "dropped", "fast"];
 }
 
 /// Maximum number of inside-interface addresses the classifier knows.
@@ -122,8 +126,76 @@ pub struct HostService {
     pub port: u32,
 }
 
+/// Largest number of interfaces the fast path can transmit on (entries of the `TX` devmap,
+/// indexed by the engine's interface number).
+pub const MAX_IFACES: u32 = 16;
+
+/// Key of the `FLOWS` hash map: what a packet of an offloaded flow direction carries on
+/// arrival, exactly the engine's flow key (host-order addresses and ports). TCP/UDP: the
+/// ports; PPTP GRE: `sport` 1 and the Call ID (GRE key) in `dport`. Each interface's program
+/// instance has its own map, holding the directions that arrive on that interface, so a
+/// packet on the wrong interface never matches.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FastKey {
+    /// Source address.
+    pub src: u32,
+    /// Destination address.
+    pub dst: u32,
+    /// Source port (1 for PPTP GRE).
+    pub sport: u16,
+    /// Destination port, or the GRE key's Call ID.
+    pub dport: u16,
+    /// IP protocol (6, 17 or 47).
+    pub proto: u32,
+}
+
+/// Value of the `FLOWS` map: one flow direction's rewrite as data, precomputed by the
+/// engine, and the counters the fast path keeps for it.
+///
+/// Applying it: Ethernet addresses := `smac`/`dmac`; IPv4 source/destination := `src`/`dst`,
+/// TTL - 1, header checksum adjusted by `ip_delta`; TCP/UDP ports := `sport`/`dport` (GRE:
+/// Call ID := `dport`), TCP/UDP checksum adjusted by `l4_delta` (a UDP checksum of 0 stays 0,
+/// a result of 0 is sent as 0xffff); then redirect to `TX[egress]`. Deltas are RFC 1624
+/// one's-complement differences `Σ(~old + new)` over the changed 16-bit words, folded;
+/// adjusting is `c' = ~fold(~c + delta)`, exactly what the engine does for the same packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FastFlow {
+    /// New source address.
+    pub src: u32,
+    /// New destination address.
+    pub dst: u32,
+    /// New source port.
+    pub sport: u16,
+    /// New destination port / Call ID.
+    pub dport: u16,
+    /// IPv4 header checksum difference (addresses and the TTL decrement).
+    pub ip_delta: u16,
+    /// TCP/UDP checksum difference (pseudo-header addresses and ports).
+    pub l4_delta: u16,
+    /// Egress interface: index into `TX`.
+    pub egress: u32,
+    /// Source MAC on the egress interface.
+    pub smac: [u8; 6],
+    /// Next hop's MAC.
+    pub dmac: [u8; 6],
+    /// Packets translated by the fast path (it adds; userspace reads).
+    pub packets: u64,
+    /// Bytes (IP total length) translated by the fast path.
+    pub bytes: u64,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet; 0 = none yet.
+    pub last_seen: u64,
+}
+
 #[cfg(feature = "user")]
 mod pod {
+    // SAFETY: `FastKey` is `repr(C)`: 4 + 4 + 2 + 2 + 4 bytes, every field an integer and no
+    // padding, so every bit pattern is valid.
+    unsafe impl aya::Pod for super::FastKey {}
+    // SAFETY: `FastFlow` is `repr(C)`: 4+4+2+2+2+2+4 = 20 bytes of integers, two 6-byte arrays
+    // (to offset 32, 8-aligned), then three `u64`: 56 bytes, no padding, all integers.
+    unsafe impl aya::Pod for super::FastFlow {}
     // SAFETY: `XdpConfig` is `repr(C)`, `Copy`, made of integers and an integer array with
     // no padding (4 + 4 + 32 + 2 + 2 + 4 bytes), so every bit pattern is a valid value.
     unsafe impl aya::Pod for super::XdpConfig {}

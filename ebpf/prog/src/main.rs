@@ -1,6 +1,12 @@
 //! xgw's XDP program: classify every frame, count it per class, and steer it.
 //!
-//! Transit IPv4 goes to the AF_XDP socket of the receive queue (with its class in 4 bytes of
+//! A transit packet of a flow the engine has offloaded (map `FLOWS`, filled by userspace with
+//! the flow direction's precomputed rewrite) is translated here and redirected to its egress
+//! interface (devmap `TX`) — the fast path; it applies data, it decides nothing. Anything the
+//! map does not cover (SYN/FIN/RST, fragments, IP options, VLAN tags, TTL ≤ 1, a bad header
+//! checksum, unknown flows) goes on as below, to the engine.
+//!
+//! Other transit IPv4 goes to the AF_XDP socket of the receive queue (with its class in 4 bytes of
 //! XDP metadata); the gateway's own traffic — non-IP (ARP, IPv6), broadcast and multicast,
 //! anything to an inside-interface address, and on the outside address TCP/UDP to the host's
 //! own port range or its services and ICMP echo requests — goes to the kernel untouched.
@@ -8,15 +14,22 @@
 //! shallow: the engine in userspace validates everything again.
 #![no_std]
 #![no_main]
+// the bpfel target has no `AtomicU64::fetch_add`; the intrinsic lowers to BPF's atomic add
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
+
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::generated::bpf_xdp_adjust_meta,
+    helpers::generated::{bpf_ktime_get_ns, bpf_xdp_adjust_meta},
     macros::{map, xdp},
-    maps::{Array, HashMap, PerCpuArray, XskMap},
+    maps::{Array, DevMap, HashMap, PerCpuArray, XskMap},
     programs::XdpContext,
 };
-use xgw_ebpf_common::{class, steer, Counter, HostService, XdpConfig, MAX_INSIDE_ADDRS};
+use xgw_ebpf_common::{
+    class, steer, Counter, FastFlow, FastKey, HostService, XdpConfig, MAX_IFACES, MAX_INSIDE_ADDRS,
+};
 
 #[map]
 static CONFIG: Array<XdpConfig> = Array::with_max_entries(1, 0);
@@ -32,6 +45,14 @@ static CLASS_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(class::
 
 #[map]
 static STEER_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(steer::COUNT, 0);
+
+/// Offloaded flow directions arriving on this interface (size set by userspace at load).
+#[map]
+static FLOWS: HashMap<FastKey, FastFlow> = HashMap::with_max_entries(65536, 0);
+
+/// Egress interfaces by the engine's interface number.
+#[map]
+static TX: DevMap = DevMap::with_max_entries(MAX_IFACES, 0);
 
 enum Steer {
     Kernel,
@@ -89,11 +110,185 @@ fn count(map: &PerCpuArray<Counter>, index: u32, len: u64) {
     }
 }
 
+/// Writes `v` at `off` if the frame is that long (the only place packet memory is written).
+#[inline(always)]
+fn write<const N: usize>(ctx: &XdpContext, off: usize, v: [u8; N]) -> Option<()> {
+    let p = ctx.data() + off;
+    if p + N > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: [p, p + N) lies inside the frame, checked just above; XDP frames are writable
+    // and `[u8; N]` has alignment 1.
+    unsafe { core::ptr::write_unaligned(p as *mut [u8; N], v) };
+    Some(())
+}
+
+#[inline(always)]
+fn fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
+/// RFC 1624 eqn. 3 with a precomputed difference — the engine's `Delta::apply`.
+#[inline(always)]
+fn adjust(csum: u16, delta: u16) -> u16 {
+    !fold(u32::from(!csum) + u32::from(delta))
+}
+
+#[inline(always)]
+fn be16(b0: u8, b1: u8) -> u16 {
+    u16::from_be_bytes([b0, b1])
+}
+
+const ETH: usize = 14;
+const L4: usize = ETH + 20;
+
+/// The fast path: translates and redirects a packet of an offloaded flow direction, or
+/// returns `None` (nothing written) for the engine to handle it.
+#[inline(always)]
+fn fast(ctx: &XdpContext) -> Option<u32> {
+    let eth: [u8; 14] = read(ctx, 0)?;
+    if eth[12] != 0x08 || eth[13] != 0x00 {
+        return None; // VLAN-tagged (or not IPv4): the engine's
+    }
+    let ip: [u8; 20] = read(ctx, ETH)?;
+    // IPv4 without options, not a fragment, TTL left to decrement
+    if ip[0] != 0x45 || (ip[6] & 0x3f) != 0 || ip[7] != 0 || ip[8] <= 1 {
+        return None;
+    }
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i < 20 {
+        sum += u32::from(be16(ip[i], ip[i + 1]));
+        i += 2;
+    }
+    if fold(sum) != 0xffff {
+        return None; // the engine drops and counts it
+    }
+    let total = usize::from(be16(ip[2], ip[3]));
+    if total < 20 || ETH + total > ctx.data_end() - ctx.data() {
+        return None;
+    }
+    let l4_len = total - 20;
+    let proto = ip[9];
+    let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    let key = match proto {
+        6 => {
+            let t: [u8; 14] = read(ctx, L4)?;
+            let doff = usize::from(t[12] >> 4) * 4;
+            // SYN, FIN, RST: the engine's state machine sees them
+            if t[13] & 0x07 != 0 || doff < 20 || doff > l4_len {
+                return None;
+            }
+            FastKey { src, dst, sport: be16(t[0], t[1]), dport: be16(t[2], t[3]), proto: 6 }
+        }
+        17 => {
+            let u: [u8; 8] = read(ctx, L4)?;
+            let ulen = usize::from(be16(u[4], u[5]));
+            if ulen < 8 || ulen > l4_len {
+                return None;
+            }
+            FastKey { src, dst, sport: be16(u[0], u[1]), dport: be16(u[2], u[3]), proto: 17 }
+        }
+        47 => {
+            let g: [u8; 8] = read(ctx, L4)?;
+            // enhanced GRE exactly as the engine accepts it: version 1, K set, no C, R, s,
+            // Recur, protocol PPP, the optional fields inside the packet
+            if g[0] & 0xcf != 0 || g[0] & 0x20 == 0 || g[1] & 0x07 != 1 || g[2] != 0x88 || g[3] != 0x0b {
+                return None;
+            }
+            let hl = 8 + if g[0] & 0x10 != 0 { 4 } else { 0 } + if g[1] & 0x80 != 0 { 4 } else { 0 };
+            if hl > l4_len {
+                return None;
+            }
+            FastKey { src, dst, sport: 1, dport: be16(g[6], g[7]), proto: 47 }
+        }
+        _ => return None,
+    };
+    let f = FLOWS.get_ptr_mut(key)?;
+    // SAFETY: the pointer comes from a successful lookup in FLOWS; the value stays valid for
+    // this program run (RCU). Fields userspace writes are only read here; the counters are
+    // only changed with atomic adds and plain stores of the time.
+    let fl: FastFlow = unsafe { core::ptr::read(f) };
+    // an egress the devmap lacks would drop the packet after it was rewritten: check first
+    TX.get_ifindex(fl.egress)?;
+
+    let mut mac = [0u8; 12];
+    let mut j = 0;
+    while j < 6 {
+        mac[j] = fl.dmac[j];
+        mac[6 + j] = fl.smac[j];
+        j += 1;
+    }
+    write(ctx, 0, mac)?;
+    match proto {
+        6 => {
+            let c: [u8; 2] = read(ctx, L4 + 16)?;
+            let n = adjust(be16(c[0], c[1]), fl.l4_delta);
+            let p = fl.sport.to_be_bytes();
+            let q = fl.dport.to_be_bytes();
+            write(ctx, L4, [p[0], p[1], q[0], q[1]])?;
+            write(ctx, L4 + 16, n.to_be_bytes())?;
+        }
+        17 => {
+            let c: [u8; 2] = read(ctx, L4 + 6)?;
+            let p = fl.sport.to_be_bytes();
+            let q = fl.dport.to_be_bytes();
+            write(ctx, L4, [p[0], p[1], q[0], q[1]])?;
+            let old = be16(c[0], c[1]);
+            if old != 0 {
+                // 0 means "no checksum"; a computed 0 is sent as all ones (RFC 768)
+                let n = adjust(old, fl.l4_delta);
+                write(ctx, L4 + 6, (if n == 0 { 0xffff } else { n }).to_be_bytes())?;
+            }
+        }
+        _ => write(ctx, L4 + 6, fl.dport.to_be_bytes())?,
+    }
+    let csum = adjust(be16(ip[10], ip[11]), fl.ip_delta);
+    let c = csum.to_be_bytes();
+    let s = fl.src.to_be_bytes();
+    let d = fl.dst.to_be_bytes();
+    write(ctx, ETH + 8, [ip[8] - 1, ip[9], c[0], c[1], s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3]])?;
+
+    // SAFETY: `f` points at the live map value (see above); `packets` and `bytes` are
+    // 8-byte aligned (offsets 32 and 40 of a `repr(C)` value) as atomics need, and are only
+    // ever changed atomically here; userspace only reads them.
+    unsafe {
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(core::ptr::addr_of_mut!((*f).packets), 1);
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(core::ptr::addr_of_mut!((*f).bytes), total as u64);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*f).last_seen), bpf_ktime_get_ns());
+    }
+    Some(TX.redirect(fl.egress, 0).unwrap_or(xdp_action::XDP_DROP))
+}
+
+#[inline(always)]
+fn fast_class(cls: u32) -> bool {
+    matches!(
+        cls,
+        class::TCP
+            | class::UDP
+            | class::GRE_PPTP
+            | class::IKE
+            | class::NATT_IKE
+            | class::NATT_ESP
+            | class::NATT_KEEPALIVE
+            | class::L2TP
+    )
+}
+
 #[xdp]
 pub fn xgw_xdp(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     let (cls, steer) = classify(&ctx).unwrap_or((class::MALFORMED, Steer::Drop));
     count(&CLASS_STATS, cls, len);
+    if matches!(steer, Steer::Xsk) && fast_class(cls) {
+        if let Some(action) = fast(&ctx) {
+            count(&STEER_STATS, steer::FAST, len);
+            return action;
+        }
+    }
     match steer {
         Steer::Kernel => {
             count(&STEER_STATS, steer::KERNEL, len);

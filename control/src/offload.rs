@@ -1,0 +1,282 @@
+//! The XDP fast path's userspace half: turns flows the engine offers
+//! (`conntrack::offload`) into entries of each interface's `FLOWS` map, folds the counters
+//! the XDP program keeps there back into the flows, and removes entries when the engine takes
+//! a flow back.
+//!
+//! An entry is the flow direction's precomputed rewrite (addresses, ports or Call ID, checksum
+//! differences, egress interface, the next hop's MAC): data, no policy. Entries live in the
+//! map of the interface the direction arrives on, so a packet on another interface never
+//! matches. Installation and withdrawal both run with the flow's slot locked, so they are
+//! ordered: an entry is never installed for a flow that is gone, and the engine never
+//! forgets a flow before its entries are deleted. A full map means "not offloaded"
+//! (counted), never "dropped".
+//!
+//! Lock order: flow slot → `installed` shard → one interface's map mutex. The maps' mutexes
+//! are held for one syscall; the packet path never takes them (the engine calls
+//! `withdraw` only when a flow closes or goes).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use dashmap::DashMap;
+use xgw_dataplane::conntrack::offload::FastPath;
+use xgw_dataplane::conntrack::{status, Flow};
+use xgw_dataplane::counters::SharedCounter;
+use xgw_dataplane::xsk::Neighbours;
+use xgw_dataplane::{IfaceId, Shared, Time};
+use xgw_ebpf_common::{FastFlow, FastKey};
+
+/// One interface's `FLOWS` map.
+pub type FlowMap = BpfHashMap<MapData, FastKey, FastFlow>;
+
+/// The fast path's description of one flow direction: the key its packets arrive with and
+/// what they leave with. `smac`/`dmac` are the egress interface's and the next hop's MACs.
+pub fn entry(flow: &Flow, dir: usize, smac: [u8; 6], dmac: [u8; 6]) -> (FastKey, FastFlow) {
+    let k = flow.keys[dir];
+    let rw = flow.rewrite[dir];
+    let d = flow.csum[dir];
+    (
+        FastKey { src: k.src, dst: k.dst, sport: k.sport, dport: k.dport, proto: u32::from(k.proto) },
+        FastFlow {
+            src: rw.src,
+            dst: rw.dst,
+            sport: rw.sport,
+            dport: rw.dport,
+            ip_delta: d.ip,
+            l4_delta: d.l4,
+            egress: u32::from(rw.egress.0),
+            smac,
+            dmac,
+            ..FastFlow::default()
+        },
+    )
+}
+
+/// The interface a flow direction's packets arrive on: where the other direction leaves.
+pub fn ingress_of(flow: &Flow, dir: usize) -> IfaceId {
+    flow.rewrite[1 - dir].egress
+}
+
+/// Offload counters (`xgwctl stats`, metrics).
+#[derive(Debug, Default)]
+pub struct OffloadStats {
+    /// Flows whose both directions were installed.
+    pub installed: SharedCounter,
+    /// Flows refused because an interface's map was full.
+    pub map_full: SharedCounter,
+    /// Requests put off because a next hop was not resolved yet (asked again later).
+    pub no_neighbour: SharedCounter,
+    /// Flows whose entries were removed.
+    pub removed: SharedCounter,
+    /// Flows taken back because their next hop's MAC changed (offered again afterwards).
+    pub mac_changed: SharedCounter,
+    /// Entries found without a live flow (never expected) and removed.
+    pub orphans: SharedCounter,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Direction {
+    iface: usize,
+    key: FastKey,
+    /// Counts already folded into the flow.
+    packets: u64,
+    bytes: u64,
+    seen: u64,
+    macs: ([u8; 6], [u8; 6]),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Installed {
+    slot: u32,
+    dirs: [Direction; 2],
+}
+
+/// The fast path of xgwd: every interface's `FLOWS` map.
+pub struct XdpOffload {
+    maps: Vec<Mutex<FlowMap>>,
+    installed: DashMap<u64, Installed>,
+    neigh: Arc<dyn Neighbours>,
+    /// CLOCK_MONOTONIC (what `bpf_ktime_get_ns` reads) at engine time zero.
+    mono_base: u64,
+    /// Counters.
+    pub stats: OffloadStats,
+}
+
+impl core::fmt::Debug for XdpOffload {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("XdpOffload").field("interfaces", &self.maps.len()).field("flows", &self.len()).finish()
+    }
+}
+
+/// Nanoseconds of CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns` and of `Instant`.
+pub fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0)
+}
+
+impl XdpOffload {
+    /// The fast path over `maps` (indexed by the engine's interface number); `mono_base` is
+    /// CLOCK_MONOTONIC at engine time zero.
+    pub fn new(maps: Vec<FlowMap>, neigh: Arc<dyn Neighbours>, mono_base: u64) -> XdpOffload {
+        XdpOffload {
+            maps: maps.into_iter().map(Mutex::new).collect(),
+            installed: DashMap::new(),
+            neigh,
+            mono_base,
+            stats: OffloadStats::default(),
+        }
+    }
+
+    /// Flows installed now.
+    pub fn len(&self) -> usize {
+        self.installed.len()
+    }
+
+    /// True when no flow is installed.
+    pub fn is_empty(&self) -> bool {
+        self.installed.is_empty()
+    }
+
+    /// True when the flow with this id is installed.
+    pub fn contains(&self, id: u64) -> bool {
+        self.installed.contains_key(&id)
+    }
+
+    fn map(&self, iface: usize) -> Option<std::sync::MutexGuard<'_, FlowMap>> {
+        self.maps.get(iface).map(|m| m.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn delete(&self, d: &Direction) {
+        if let Some(mut m) = self.map(d.iface) {
+            let _ = m.remove(&d.key);
+        }
+    }
+
+    /// Installs the flow in `slot` if it is still flow `id` and still offered. Runs with the
+    /// slot locked (through the table), like `withdraw`.
+    pub fn install(&self, shared: &Shared, slot: u32, id: u64) {
+        shared.flows.with_slot(slot, |f| {
+            if f.id != id || f.status & status::OFFLOAD == 0 || self.installed.contains_key(&id) {
+                return;
+            }
+            let mut dirs = [None, None];
+            for (d, out) in dirs.iter_mut().enumerate() {
+                let rw = f.rewrite[d];
+                let Some(macs) = self.neigh.macs(rw.egress, rw.dst) else {
+                    // being resolved: the flow is offered again by a later packet
+                    f.status &= !status::OFFLOAD;
+                    self.stats.no_neighbour.inc();
+                    return;
+                };
+                let (key, _) = entry(f, d, macs.0, macs.1);
+                let iface = usize::from(ingress_of(f, d).0);
+                *out = Some(Direction { iface, key, packets: 0, bytes: 0, seen: 0, macs });
+            }
+            let [Some(a), Some(b)] = dirs else { return };
+            let mut done: Vec<Direction> = Vec::with_capacity(2);
+            for (d, dir) in [a, b].into_iter().enumerate() {
+                let (key, value) = entry(f, d, dir.macs.0, dir.macs.1);
+                let ok = self.map(dir.iface).is_some_and(|mut m| m.insert(key, value, 0).is_ok());
+                if !ok {
+                    for x in &done {
+                        self.delete(x);
+                    }
+                    // stays marked: not offered again (a full map stays full for a while)
+                    self.stats.map_full.inc();
+                    return;
+                }
+                done.push(dir);
+            }
+            self.installed.insert(id, Installed { slot, dirs: [a, b] });
+            self.stats.installed.inc();
+        });
+    }
+
+    /// Reads what the fast path counted for one direction; folds the news into `flow`.
+    fn fold(&self, flow: &mut Flow, d: usize, dir: &mut Direction) {
+        let Some(v) = self.map(dir.iface).and_then(|m| m.get(&dir.key, 0).ok()) else { return };
+        flow.packets[d] += v.packets.saturating_sub(dir.packets);
+        flow.bytes[d] += v.bytes.saturating_sub(dir.bytes);
+        if v.last_seen > dir.seen {
+            let t = Time(v.last_seen.saturating_sub(self.mono_base));
+            if t > flow.last_seen {
+                flow.last_seen = t;
+            }
+            if d == 1 {
+                flow.status |= status::SEEN_REPLY;
+            }
+        }
+        (dir.packets, dir.bytes, dir.seen) = (v.packets, v.bytes, v.last_seen);
+    }
+
+    /// Folds every installed flow's counters into the table and takes back flows whose
+    /// next hop's MAC changed (control thread, every second or so). Slots are locked one at
+    /// a time.
+    pub fn sync(&self, shared: &Shared) {
+        let flows: Vec<(u64, u32)> = self.installed.iter().map(|e| (*e.key(), e.value().slot)).collect();
+        for (id, slot) in flows {
+            let live = shared.flows.with_slot(slot, |f| {
+                if f.id != id {
+                    return false;
+                }
+                shared.flows.offload.refresh(f);
+                let moved = self.installed.get(&id).is_some_and(|i| {
+                    (0..2).any(|d| self.neigh.macs(f.rewrite[d].egress, f.rewrite[d].dst) != Some(i.dirs[d].macs))
+                });
+                if moved {
+                    shared.flows.offload.withdraw(f);
+                    self.stats.mac_changed.inc();
+                }
+                true
+            });
+            if live != Some(true) {
+                if let Some((_, i)) = self.installed.remove(&id) {
+                    i.dirs.iter().for_each(|d| self.delete(d));
+                    self.stats.orphans.inc();
+                }
+            }
+        }
+    }
+
+    /// Runs the offload thread until `stop`: installs offered flows as they come, syncs
+    /// counters every `sync_every`.
+    pub fn run(self: Arc<Self>, shared: Arc<Shared>, stop: Arc<AtomicBool>, sync_every: Duration) {
+        let mut last_sync = std::time::Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let mut n = 0;
+            while let Some(r) = shared.flows.offload.pop() {
+                self.install(&shared, r.slot, r.id);
+                n += 1;
+            }
+            if last_sync.elapsed() >= sync_every {
+                self.sync(&shared);
+                last_sync = std::time::Instant::now();
+            }
+            if n == 0 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+}
+
+impl FastPath for XdpOffload {
+    fn refresh(&self, flow: &mut Flow) {
+        if let Some(mut i) = self.installed.get_mut(&flow.id) {
+            for d in 0..2 {
+                self.fold(flow, d, &mut i.dirs[d]);
+            }
+        }
+    }
+
+    fn withdraw(&self, flow: &mut Flow) {
+        if let Some((_, mut i)) = self.installed.remove(&flow.id) {
+            for d in 0..2 {
+                self.fold(flow, d, &mut i.dirs[d]);
+                self.delete(&i.dirs[d]);
+            }
+            self.stats.removed.inc();
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The XDP fast path against the engine, byte for byte: flows are set up in an engine, their
+//! directions installed in the XDP program's map exactly as xgwd installs them
+//! (`offload::entry`), and random packets of those flows are run through both the engine and
+//! the program (BPF_PROG_TEST_RUN). The program must redirect each one with the very bytes
+//! the engine produced (plus the next hop's MACs), count them, and leave alone every packet
+//! the engine must see (SYN/FIN/RST, TTL 1, fragments, bad header checksums, unknown flows).
+//! Needs root (loading BPF programs).
+
+use std::sync::Arc;
+
+use aya::maps::{Array, DevMap, HashMap as BpfHashMap};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use etherparse::PacketBuilder;
+use xgw_control::offload::entry;
+use xgw_dataplane::conntrack::{Flow, FlowKey, FlowKind, L4State, Rewrite};
+use xgw_dataplane::{Engine, EngineConfig, Frame, IfaceId, RxMeta, Shared, Time, Verdict};
+use xgw_ebpf_common::{FastFlow, FastKey, XdpConfig};
+
+const INSIDE: IfaceId = IfaceId(0);
+const OUTSIDE: IfaceId = IfaceId(1);
+const P: [u8; 4] = [203, 0, 113, 1];
+const S: [u8; 4] = [198, 51, 100, 20];
+const C: [u8; 4] = [10, 0, 0, 5];
+const SMAC: [u8; 6] = [2, 0, 0, 0, 1, 1];
+const DMAC: [u8; 6] = [2, 0, 0, 0, 2, 2];
+const XDP_PASS: u32 = 2;
+const XDP_REDIRECT: u32 = 4;
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn run_engine(e: &mut Engine, frame: &[u8], iface: IfaceId) -> (Verdict, Vec<u8>) {
+    let mut buf = frame.to_vec();
+    buf.resize(2048, 0);
+    let mut f = Frame { buf: &mut buf[..], len: frame.len() };
+    let v = e.process(&mut f, RxMeta { iface }, Time::from_secs(1));
+    let n = f.len;
+    (v, buf[..n].to_vec())
+}
+
+fn eth() -> etherparse::Ethernet2Header {
+    etherparse::Ethernet2Header {
+        source: [2, 0, 0, 0, 9, 9],
+        destination: [2, 0, 0, 0, 8, 8],
+        ether_type: etherparse::EtherType::IPV4,
+    }
+}
+
+/// A TCP frame with random flags from those that leave an established state alone.
+fn tcp_frame(r: &mut Rng, src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16, ttl: u8, flags: u8) -> Vec<u8> {
+    let mut t = etherparse::TcpHeader::new(sp, dp, r.next() as u32, 65535);
+    // a bare SYN (2) opens; SYN with 16 is the SYN-ACK; everything else carries an ACK
+    t.ack = flags & 2 == 0 || flags & 16 != 0;
+    t.acknowledgment_number = r.next() as u32;
+    t.psh = flags & 8 != 0;
+    t.urg = flags & 32 != 0;
+    t.syn = flags & 2 != 0;
+    t.fin = flags & 1 != 0;
+    t.rst = flags & 4 != 0;
+    let payload: Vec<u8> = (0..r.below(200)).map(|_| r.next() as u8).collect();
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(eth().source, eth().destination)
+        .ipv4(src, dst, ttl)
+        .tcp_header(t)
+        .write(&mut v, &payload)
+        .expect("build");
+    v
+}
+
+fn udp_frame(r: &mut Rng, src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16, ttl: u8, no_checksum: bool) -> Vec<u8> {
+    let payload: Vec<u8> = (0..r.below(300)).map(|_| r.next() as u8).collect();
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(eth().source, eth().destination)
+        .ipv4(src, dst, ttl)
+        .udp(sp, dp)
+        .write(&mut v, &payload)
+        .expect("build");
+    if no_checksum {
+        v[14 + 20 + 6] = 0;
+        v[14 + 20 + 7] = 0;
+    }
+    v
+}
+
+/// Enhanced GRE (PPTP) with a random choice of sequence and acknowledgement numbers.
+fn gre_frame(r: &mut Rng, src: [u8; 4], dst: [u8; 4], call_id: u16, ttl: u8) -> Vec<u8> {
+    let payload: Vec<u8> = (0..r.below(100) + 1).map(|_| r.next() as u8).collect();
+    let (seq, ack) = (r.below(2) == 1, r.below(2) == 1);
+    let mut g = vec![0x20 | if seq { 0x10 } else { 0 }, 0x01 | if ack { 0x80 } else { 0 }, 0x88, 0x0b];
+    g.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    g.extend_from_slice(&call_id.to_be_bytes());
+    if seq {
+        g.extend_from_slice(&(r.next() as u32).to_be_bytes());
+    }
+    if ack {
+        g.extend_from_slice(&(r.next() as u32).to_be_bytes());
+    }
+    g.extend_from_slice(&payload);
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(eth().source, eth().destination)
+        .ipv4(src, dst, ttl)
+        .write(&mut v, etherparse::IpNumber(47), &g)
+        .expect("build");
+    v
+}
+
+fn u(a: [u8; 4]) -> u32 {
+    u32::from_be_bytes(a)
+}
+
+/// An engine with an assured TCP flow, an assured UDP flow and a PPTP call's GRE flow (the
+/// client's Call ID 0x0100 translated to 0x8a01 on the outside, the server's 0x4000).
+/// Returns (engine, tcp outside port, udp outside port).
+fn engine_with_flows() -> (Engine, u16, u16) {
+    let mut e = Engine::new(Arc::new(Shared::new(EngineConfig::example()).expect("config")));
+    let mut r = Rng(7);
+    let (v, syn) = run_engine(&mut e, &tcp_frame(&mut r, C, S, 5555, 443, 64, 2), INSIDE);
+    assert_eq!(v, Verdict::Forward(OUTSIDE));
+    let tport = u16::from_be_bytes([syn[34], syn[35]]);
+    let (v, _) = run_engine(&mut e, &tcp_frame(&mut r, S, P, 443, tport, 64, 18), OUTSIDE);
+    assert_eq!(v, Verdict::Forward(INSIDE));
+    let (v, _) = run_engine(&mut e, &tcp_frame(&mut r, C, S, 5555, 443, 64, 0), INSIDE);
+    assert_eq!(v, Verdict::Forward(OUTSIDE));
+
+    let (v, q) = run_engine(&mut e, &udp_frame(&mut r, C, S, 5000, 4500, 64, false), INSIDE);
+    assert_eq!(v, Verdict::Forward(OUTSIDE));
+    let uport = u16::from_be_bytes([q[34], q[35]]);
+    run_engine(&mut e, &udp_frame(&mut r, S, P, 4500, uport, 64, false), OUTSIDE);
+    run_engine(&mut e, &udp_frame(&mut r, C, S, 5000, 4500, 64, false), INSIDE);
+
+    // the GRE flow as the PPTP inspector creates it for a call
+    let orig = FlowKey { src: u(C), dst: u(S), sport: 1, dport: 0x4000, proto: 47 };
+    let reply = FlowKey { src: u(S), dst: u(P), sport: 1, dport: 0x8a01, proto: 47 };
+    e.shared()
+        .flows
+        .insert(
+            orig,
+            [reply],
+            |_| {
+                let mut f = Flow::new(
+                    [orig, reply],
+                    [
+                        Rewrite { src: u(P), dst: u(S), sport: 1, dport: 0x4000, egress: OUTSIDE },
+                        Rewrite { src: u(S), dst: u(C), sport: 1, dport: 0x0100, egress: INSIDE },
+                    ],
+                    L4State::Other,
+                    FlowKind::Related,
+                    Time::ZERO,
+                );
+                f.status |= xgw_dataplane::conntrack::status::SEEN_REPLY;
+                f
+            },
+            Time::ZERO,
+        )
+        .expect("gre flow");
+    (e, tport, uport)
+}
+
+struct Prog {
+    bpf: aya::Ebpf,
+}
+
+impl Prog {
+    fn load(cfg: &EngineConfig) -> Prog {
+        let mut bpf = aya::Ebpf::load(aya::include_bytes_aligned!(env!("XGW_XDP_OBJECT"))).expect("load object");
+        Array::<_, XdpConfig>::try_from(bpf.map_mut("CONFIG").expect("CONFIG"))
+            .expect("array")
+            .set(0, xgw_control::daemon::xdp_config(cfg), 0)
+            .expect("config");
+        let mut tx = DevMap::try_from(bpf.map_mut("TX").expect("TX")).expect("devmap");
+        for i in 0..2 {
+            tx.set(i, 1, None, 0).expect("devmap entry (lo)");
+        }
+        let prog: &mut Xdp = bpf.program_mut("xgw_xdp").expect("program").try_into().expect("xdp");
+        prog.load().expect("the verifier accepts the program");
+        Prog { bpf }
+    }
+
+    fn install(&mut self, flow: &Flow) {
+        let mut m: BpfHashMap<_, FastKey, FastFlow> =
+            BpfHashMap::try_from(self.bpf.map_mut("FLOWS").expect("FLOWS")).expect("hash");
+        for d in 0..2 {
+            let (k, v) = entry(flow, d, SMAC, DMAC);
+            m.insert(k, v, 0).expect("insert");
+        }
+    }
+
+    fn counts(&self, flow: &Flow, d: usize) -> (u64, u64) {
+        let m: BpfHashMap<_, FastKey, FastFlow> =
+            BpfHashMap::try_from(self.bpf.map("FLOWS").expect("FLOWS")).expect("hash");
+        let v = m.get(&entry(flow, d, SMAC, DMAC).0, 0).expect("entry");
+        (v.packets, v.bytes)
+    }
+
+    fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let prog: &Xdp = self.bpf.program("xgw_xdp").expect("program").try_into().expect("xdp");
+        let mut out = vec![0u8; frame.len() + 256];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.data_out = Some(&mut out);
+        let res = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
+        out.truncate(res.data_size_out as usize);
+        (res.return_value, out)
+    }
+}
+
+fn flows_of(e: &Engine) -> Vec<Flow> {
+    let mut v = Vec::new();
+    e.shared().flows.for_each(|_, f| v.push(*f));
+    v
+}
+
+#[test]
+fn xdp_rewrites_exactly_like_the_engine() {
+    assert!(is_root(), "loading BPF programs needs root (run through tools/test)");
+    let (mut e, tport, uport) = engine_with_flows();
+    let mut prog = Prog::load(e.shared().config());
+    let flows = flows_of(&e);
+    assert_eq!(flows.len(), 3);
+    for f in &flows {
+        prog.install(f);
+    }
+    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut sent = std::collections::HashMap::<(u64, usize), (u64, u64)>::new();
+    for i in 0..600 {
+        let ttl = 2 + r.below(254) as u8;
+        let flags = [0u8, 8, 32, 40][r.below(4) as usize];
+        let no_sum = r.below(4) == 0;
+        let (frame, iface) = match i % 6 {
+            0 => (tcp_frame(&mut r, C, S, 5555, 443, ttl, flags), INSIDE),
+            1 => (tcp_frame(&mut r, S, P, 443, tport, ttl, flags), OUTSIDE),
+            2 => (udp_frame(&mut r, C, S, 5000, 4500, ttl, no_sum), INSIDE),
+            3 => (udp_frame(&mut r, S, P, 4500, uport, ttl, no_sum), OUTSIDE),
+            4 => (gre_frame(&mut r, C, S, 0x4000, ttl), INSIDE),
+            _ => (gre_frame(&mut r, S, P, 0x8a01, ttl), OUTSIDE),
+        };
+        let (v, want) = run_engine(&mut e, &frame, iface);
+        assert!(matches!(v, Verdict::Forward(_)), "engine: {v:?} for packet {i}");
+        let (action, got) = prog.run(&frame);
+        assert_eq!(action, XDP_REDIRECT, "packet {i} was not taken by the fast path");
+        assert_eq!(&got[0..6], &DMAC, "packet {i}: next hop MAC");
+        assert_eq!(&got[6..12], &SMAC, "packet {i}: egress MAC");
+        assert_eq!(&got[12..], &want[12..], "packet {i} ({:?}): XDP and engine bytes differ", i % 6);
+        let f = flows.iter().find(|f| f.proto() == frame[23]).expect("flow");
+        let d = usize::from(iface == OUTSIDE);
+        let ip_len = u64::from(u16::from_be_bytes([frame[16], frame[17]]));
+        let c = sent.entry((f.id, d)).or_default();
+        c.0 += 1;
+        c.1 += ip_len;
+    }
+    for f in &flows {
+        for d in 0..2 {
+            assert_eq!(prog.counts(f, d), sent[&(f.id, d)], "flow {} direction {d}: counters", f.id);
+        }
+    }
+}
+
+#[test]
+fn xdp_leaves_what_the_engine_must_see() {
+    assert!(is_root(), "loading BPF programs needs root (run through tools/test)");
+    let (e, tport, _) = engine_with_flows();
+    let mut prog = Prog::load(e.shared().config());
+    for f in &flows_of(&e) {
+        prog.install(f);
+    }
+    let mut r = Rng(3);
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("SYN", tcp_frame(&mut r, C, S, 5555, 443, 64, 2)),
+        ("FIN", tcp_frame(&mut r, C, S, 5555, 443, 64, 1)),
+        ("RST", tcp_frame(&mut r, S, P, 443, tport, 64, 4)),
+        ("TTL 1", tcp_frame(&mut r, C, S, 5555, 443, 1, 0)),
+        ("unknown flow", tcp_frame(&mut r, C, S, 5556, 443, 64, 0)),
+        ("unknown call", gre_frame(&mut r, S, P, 0x8a02, 64)),
+    ];
+    let mut bad = tcp_frame(&mut r, C, S, 5555, 443, 64, 0);
+    bad[24] ^= 0x55;
+    cases.push(("bad header checksum", bad));
+    let mut frag = udp_frame(&mut r, C, S, 5000, 4500, 64, false);
+    frag[20] |= 0x20; // more fragments
+    let h = etherparse::Ipv4HeaderSlice::from_slice(&frag[14..34]).expect("ip").to_header();
+    frag[24..26].copy_from_slice(&h.calc_header_checksum().to_be_bytes());
+    cases.push(("first fragment", frag));
+    let mut gre_c = gre_frame(&mut r, C, S, 0x4000, 64);
+    gre_c[34] |= 0x80; // checksum present: not PPTP's enhanced GRE
+    cases.push(("GRE with C bit", gre_c));
+    for (name, frame) in cases {
+        let (action, got) = prog.run(&frame);
+        assert_eq!(action, XDP_PASS, "{name}: the fast path must leave it (no AF_XDP socket here: pass)");
+        // handed on with its class in 4 bytes of metadata in front, the frame itself untouched
+        assert_eq!(got.len(), frame.len() + 4, "{name}");
+        assert_eq!(&got[4..], &frame[..], "{name}: left untouched");
+    }
+    // none of them was counted
+    for f in &flows_of(&e) {
+        for d in 0..2 {
+            assert_eq!(prog.counts(f, d), (0, 0), "flow {}", f.id);
+        }
+    }
+}
