@@ -290,6 +290,80 @@ for s in socks:
 print(got, ",".join(sorted(seen)))
 "#;
 
+/// A scripted PPTP peer for timing and counting tests: `pac ADDR` serves one control
+/// connection on ADDR:1723, `pns SERVER` opens one call to it (Call ID 0x0100; the PAC's is
+/// 0x4000). After the call is up the PNS sends 300 GRE packets, the PAC 400, both within 1.5 s;
+/// then 2 s of silence (the counters can be read); then the PAC sends a Call-Disconnect-Notify
+/// and keeps sending GRE for 2 s. Each prints one JSON line: what it sent, received, and when
+/// (the PNS the arrival time of every GRE packet; the PAC when it sent the CDN).
+pub const PPTP_PEER: &str = r#"
+import json, socket, struct, sys, threading, time
+MAGIC = 0x1A2B3C4D
+def ctrl(t, body):
+    return struct.pack("!HHIHH", 12 + len(body), 1, MAGIC, t, 0) + body
+def recv_msg(c):
+    h = b""
+    while len(h) < 12:
+        d = c.recv(12 - len(h))
+        if not d: raise SystemExit("control connection closed")
+        h += d
+    n, _, _, t, _ = struct.unpack("!HHIHH", h)
+    b = b""
+    while len(b) < n - 12:
+        b += c.recv(n - 12 - len(b))
+    return t, b
+def gre(call, seq, payload=b"\x00" * 40):
+    return struct.pack("!BBHHHI", 0x30, 0x01, 0x880B, len(payload), call, seq) + payload
+def sender(peer, call, count, secs):
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
+    for i in range(count):
+        s.sendto(gre(call, i), (peer, 0)); time.sleep(secs / count)
+role, addr = sys.argv[1], sys.argv[2]
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47); raw.settimeout(0.2)
+got = []
+def receive(mine, until):
+    while time.time() < until:
+        try:
+            d, a = raw.recvfrom(4096)
+        except socket.timeout:
+            continue
+        g = d[(d[0] & 15) * 4:]
+        if len(g) >= 8 and struct.unpack("!H", g[6:8])[0] == mine:
+            got.append(time.time())
+if role == "pac":
+    l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind((addr, 1723)); l.listen(1); c, peer = l.accept()
+    t, b = recv_msg(c); assert t == 1, t
+    c.sendall(ctrl(2, struct.pack("!HBBIIHH64s64s", 0x0100, 1, 0, 1, 1, 1, 1, b"pac", b"xgw-test")))
+    t, b = recv_msg(c); assert t == 7, t
+    pns_call = struct.unpack("!H", b[0:2])[0]
+    c.sendall(ctrl(8, struct.pack("!HHBBHIHHI", 0x4000, pns_call, 1, 0, 0, 64000, 64, 0, 0)))
+    t0 = time.time()
+    rx = threading.Thread(target=receive, args=(0x4000, t0 + 7.5)); rx.start()
+    sender(peer[0], pns_call, 400, 1.5)
+    time.sleep(max(0, t0 + 3.5 - time.time()))
+    cdn_at = time.time()
+    c.sendall(ctrl(13, struct.pack("!HBBHH128s", 0x4000, 1, 0, 0, 0, b"")))
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47); after = 0
+    while time.time() < cdn_at + 2:
+        s.sendto(gre(pns_call, 1000 + after), (peer[0], 0)); after += 1; time.sleep(0.005)
+    rx.join()
+    print(json.dumps({"sent": 400, "cdn_at": cdn_at, "sent_after_cdn": after, "received": len(got)}), flush=True)
+else:
+    c = socket.create_connection((addr, 1723))
+    c.sendall(ctrl(1, struct.pack("!HHIIHH64s64s", 0x0100, 0, 1, 1, 1, 1, b"pns", b"xgw-test")))
+    t, b = recv_msg(c); assert t == 2, t
+    c.sendall(ctrl(7, struct.pack("!HHIIIIHHHH64s64s", 0x0100, 1, 300, 100000000, 3, 3, 64, 0, 0, 0, b"", b"")))
+    t, b = recv_msg(c); assert t == 8, t
+    pac_call = struct.unpack("!H", b[0:2])[0]
+    t0 = time.time()
+    print(json.dumps({"up": t0}), flush=True)
+    rx = threading.Thread(target=receive, args=(0x0100, t0 + 6.5)); rx.start()
+    sender(addr, pac_call, 300, 1.5)
+    rx.join()
+    print(json.dumps({"sent": 300, "received_at": got}), flush=True)
+"#;
+
 /// N PPTP clients (pptp-linux) behind the gateway, one PPTP server (pptpd) outside, the
 /// PPP stand-in (`xgw-ppp`) on both ends, a capture of the outside link.
 ///
@@ -330,6 +404,11 @@ pub mod pptp {
     impl PptpLab {
         /// Builds the topology and starts xgwd (with `rules`), pptpd and a capture.
         pub fn start(clients: usize, rules: &str) -> PptpLab {
+            PptpLab::start_with(clients, rules, &[])
+        }
+
+        /// [`PptpLab::start`] with extra arguments for `xgwd run`.
+        pub fn start_with(clients: usize, rules: &str, xgwd_args: &[&str]) -> PptpLab {
             let mut lab = Lab::new();
             for i in 1..=clients {
                 lab.add_ns(&client(i));
@@ -353,7 +432,9 @@ pub mod pptp {
             let pcap = lab.dir.join("outside.pcap").to_string_lossy().to_string();
             let tcpdump = lab.spawn("srv", &["tcpdump", "-i", "eth0", "-U", "-w", &pcap, "ip"], "tcpdump.log");
             let sock = lab.dir.join("xgw.sock").to_string_lossy().to_string();
-            let xgwd = lab.start_xgwd("gw", rules, &["--socket", &sock]);
+            let mut args = vec!["--socket", sock.as_str()];
+            args.extend_from_slice(xgwd_args);
+            let xgwd = lab.start_xgwd("gw", rules, &args);
             let server_logs = lab.dir.join("server");
             std::fs::create_dir_all(&server_logs).expect("server log dir");
             let conf = lab.dir.join("pptpd.conf");

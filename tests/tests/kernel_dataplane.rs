@@ -48,10 +48,10 @@ fn warm(lab: &Lab, from: &str, to: &str) {
     panic!("{from} cannot reach {to}:\n{}", lab.log("xgwd.log"));
 }
 
-fn forwards_everything(mode: &str) {
+fn forwards_everything(mode: &str, offload: &str) {
     let mut lab = Lab::new();
     topology(&mut lab);
-    let gw = lab.start_xgwd("gw", RULES, &["--xdp-mode", mode]);
+    let gw = lab.start_xgwd("gw", RULES, &["--xdp-mode", mode, "--offload", offload]);
     warm(&lab, "c1", "203.0.113.20");
     warm(&lab, "c2", "203.0.113.20");
 
@@ -94,19 +94,34 @@ fn forwards_everything(mode: &str) {
     // the classifier counted what went through
     let line = log.lines().find(|l| l.contains("XDP counters") && l.contains("device=xgw-in")).expect("counters");
     assert!(line.contains("tcp=") && line.contains("udp=") && line.contains("icmp="), "{line}");
-    eprintln!("{line}");
+    // with the fast path, the bulk of the TCP transfer never reached userspace
+    let fast: u64 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("fast="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no fast= in {line}"));
+    if offload == "on" {
+        assert!(fast > 1000, "{line}");
+    } else {
+        assert_eq!(fast, 0, "{line}");
+    }
     let out = lab.exec_ok("gw", &["ip", "-d", "link", "show", "xgw-in"]);
     assert!(!out.contains("prog/xdp"), "XDP left attached: {out}");
 }
 
 #[test]
 fn forwards_ping_tcp_udp_native_mode() {
-    forwards_everything("native");
+    forwards_everything("native", "on");
 }
 
 #[test]
 fn forwards_ping_tcp_udp_generic_mode() {
-    forwards_everything("skb");
+    forwards_everything("skb", "on");
+}
+
+#[test]
+fn forwards_ping_tcp_udp_without_offload() {
+    forwards_everything("native", "off");
 }
 
 #[test]
@@ -231,4 +246,100 @@ fn a_crash_leaves_no_program_behind_and_workers_see_the_classes() {
     warm(&lab, "c1", "203.0.113.20");
     let log = lab.stop(gw, "xgwd.log");
     assert!(log.contains("XDP detached"), "{log}");
+}
+
+/// Runs xgwctl against `sock`; the JSON lines it prints.
+fn xgwctl_json(sock: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let o = std::process::Command::new(xgw_tests::bin("xgwctl"))
+        .args(["--socket", sock, "-o", "json"])
+        .args(args)
+        .output()
+        .expect("xgwctl");
+    assert!(o.status.success(), "xgwctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// Packets the XDP program of `device` translated itself.
+fn fast_packets(sock: &str, device: &str) -> u64 {
+    let stats = &xgwctl_json(sock, &["stats"])[0];
+    stats["xdp_steering"]
+        .as_array()
+        .expect("steering")
+        .iter()
+        .find(|d| d["device"] == device)
+        .map_or(0, |d| d["steering"]["fast"].as_u64().unwrap_or(0))
+}
+
+fn last_json(log: &str, key: &str) -> Option<serde_json::Value> {
+    log.lines().rev().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find(|v| v.get(key).is_some())
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64()
+}
+
+/// One PPTP call through the gateway with scripted peers: GRE counters of the call's flow
+/// equal what the peers sent, and after the server's Call-Disconnect-Notify the call's GRE
+/// stops reaching the client within 1 s — with the fast path carrying the call or not.
+fn pptp_call_counts_and_teardown(offload: &str) {
+    let mut lab = Lab::new();
+    topology(&mut lab);
+    let sock = lab.dir.join("xgw.sock").to_string_lossy().to_string();
+    let gw = lab.start_xgwd("gw", RULES, &["--socket", &sock, "--offload", offload]);
+    warm(&lab, "c1", "203.0.113.20");
+    lab.spawn("srv", &["python3", "-c", xgw_tests::PPTP_PEER, "pac", "203.0.113.20"], "pac.log");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    lab.spawn("c1", &["python3", "-c", xgw_tests::PPTP_PEER, "pns", "203.0.113.20"], "pns.log");
+    let t0 = std::time::Instant::now();
+    let up = loop {
+        if let Some(v) = last_json(&lab.log("pns.log"), "up") {
+            break v["up"].as_f64().expect("time");
+        }
+        assert!(t0.elapsed().as_secs() < 15, "call not up:\n{}\n{}", lab.log("pns.log"), lab.log("pac.log"));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // the silence between the bursts and the CDN (1.5 s to 3.5 s after the call came up):
+    // the counters are folded back at least once a second
+    std::thread::sleep(std::time::Duration::from_secs_f64((up + 2.8 - unix_now()).max(0.0)));
+    let gre = xgwctl_json(&sock, &["conntrack", "list", "-p", "gre"]);
+    assert_eq!(gre.len(), 1, "{gre:?}");
+    assert_eq!(gre[0]["packets"], serde_json::json!([300, 400]), "GRE counters: {}", gre[0]);
+    let on = offload == "on";
+    assert_eq!(gre[0]["offloaded"], on, "{}", gre[0]);
+    let fast = fast_packets(&sock, "xgw-in") + fast_packets(&sock, "xgw-out");
+    if on {
+        assert!(fast > 500, "the fast path carried the call's GRE: {fast}");
+    } else {
+        assert_eq!(fast, 0);
+    }
+    let t0 = std::time::Instant::now();
+    let (pns, pac) = loop {
+        if let (Some(a), Some(b)) = (last_json(&lab.log("pns.log"), "sent"), last_json(&lab.log("pac.log"), "sent")) {
+            break (a, b);
+        }
+        assert!(t0.elapsed().as_secs() < 20, "peers did not finish:\n{}\n{}", lab.log("pns.log"), lab.log("pac.log"));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(pac["received"], 300, "everything the client sent reached the server: {pac}");
+    let cdn = pac["cdn_at"].as_f64().expect("cdn time");
+    let times: Vec<f64> = pns["received_at"].as_array().expect("times").iter().filter_map(|t| t.as_f64()).collect();
+    assert_eq!(times.iter().filter(|&&t| t < cdn).count(), 400, "before the CDN the client got every packet");
+    assert!(pac["sent_after_cdn"].as_u64().unwrap_or(0) > 100, "the server kept sending: {pac}");
+    let last = times.iter().copied().fold(0.0, f64::max);
+    assert!(last <= cdn + 1.0, "GRE still reached the client {:.3} s after the CDN", last - cdn);
+    let log = lab.stop(gw, "xgwd.log");
+    assert!(log.contains("XDP detached"), "{log}");
+}
+
+#[test]
+fn pptp_call_counts_and_teardown_offloaded() {
+    pptp_call_counts_and_teardown("on");
+}
+
+#[test]
+fn pptp_call_counts_and_teardown_without_offload() {
+    pptp_call_counts_and_teardown("off");
 }

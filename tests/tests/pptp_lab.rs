@@ -21,8 +21,8 @@ fn diag(l: &PptpLab) -> String {
     s
 }
 
-fn all_clients_share_one_address(n: usize) {
-    let mut l = PptpLab::start(n, LAB_RULES);
+fn all_clients_share_one_address(n: usize, offload: &str) {
+    let mut l = PptpLab::start_with(n, LAB_RULES, &["--offload", offload]);
     l.start_clients(CALL_ID, 40);
     let all: Vec<usize> = (1..=n).collect();
     assert!(l.wait_replies(&all, 5, Duration::from_secs(40)), "not every tunnel came up:\n{}", diag(&l));
@@ -70,6 +70,9 @@ fn all_clients_share_one_address(n: usize) {
     let o = l.xgwctl(&["conntrack", "list", "-p", "gre"]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert_eq!(text.lines().filter(|x| x.contains("helper=pptp")).count(), n, "{text}");
+    // every call's GRE is carried by the XDP fast path, or by none
+    let offloaded = text.lines().filter(|x| x.contains("helper=pptp") && x.contains("[OFFLOAD]")).count();
+    assert_eq!(offloaded, if offload == "on" { n } else { 0 }, "{text}");
     assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("{n} flow entries have been shown.")));
 
     // the outside link never saw an inside address
@@ -80,17 +83,22 @@ fn all_clients_share_one_address(n: usize) {
 
 #[test]
 fn one_client() {
-    all_clients_share_one_address(1);
+    all_clients_share_one_address(1, "on");
 }
 
 #[test]
 fn three_clients_same_call_id() {
-    all_clients_share_one_address(3);
+    all_clients_share_one_address(3, "on");
+}
+
+#[test]
+fn three_clients_same_call_id_without_offload() {
+    all_clients_share_one_address(3, "off");
 }
 
 #[test]
 fn ten_clients_same_call_id() {
-    all_clients_share_one_address(10);
+    all_clients_share_one_address(10, "on");
 }
 
 #[test]
