@@ -243,8 +243,13 @@ fn parse_service(s: &str) -> Result<HostService> {
     Ok(HostService { proto, port: port.parse().with_context(|| format!("`{port}` is not a port"))? })
 }
 
+/// xgw's XDP object (ebpf/prog, built by build.rs): `xgw_xdp` and the benchmark's helpers.
+pub fn xdp_object() -> &'static [u8] {
+    aya::include_bytes_aligned!(env!("XGW_XDP_OBJECT"))
+}
+
 fn attach(cfg: &EngineConfig, args: &Settings, services: &[HostService]) -> Result<Vec<Attached>> {
-    let obj = aya::include_bytes_aligned!(env!("XGW_XDP_OBJECT"));
+    let obj = xdp_object();
     let xcfg = xdp_config(cfg);
     let mut out = Vec::new();
     for ifc in &cfg.ifaces {

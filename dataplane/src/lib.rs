@@ -19,6 +19,7 @@ pub mod config;
 pub mod conntrack;
 pub mod counters;
 pub mod frag;
+pub mod mem;
 pub mod nat;
 pub mod pipeline;
 pub mod replay;

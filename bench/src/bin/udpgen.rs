@@ -3,6 +3,8 @@
 //! - `udpgen flows DST PORT N SECONDS`: N sockets (N flows), round robin.
 //! - `udpgen new DST FIRST_PORT COUNT`: one socket, COUNT datagrams to COUNT distinct
 //!   destination ports (COUNT new flows), then prints how long it took.
+//! - `udpgen gre DST CALL_ID SECONDS`: 64-byte frames of PPTP enhanced GRE (key = CALL_ID,
+//!   sequence numbers, 14-byte payloads) through a raw socket — the data of one PPTP call.
 //!
 //! Prints `sent=<n> seconds=<s>`.
 
@@ -54,8 +56,29 @@ fn main() {
             }
             println!("sent={sent} seconds={:.3}", t0.elapsed().as_secs_f64());
         }
+        "gre" => {
+            let secs: u64 = a.get(4).and_then(|s| s.parse().ok()).expect("SECONDS");
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, Some(socket2::Protocol::from(47)))
+                .expect("raw GRE socket (needs CAP_NET_RAW)");
+            s.connect(&SocketAddr::from((dst, 0)).into()).expect("connect");
+            let mut pkt = [0u8; 12 + 14];
+            pkt[..4].copy_from_slice(&[0x30, 0x01, 0x88, 0x0b]);
+            pkt[4..6].copy_from_slice(&14u16.to_be_bytes());
+            pkt[6..8].copy_from_slice(&port.to_be_bytes());
+            let t0 = Instant::now();
+            let mut sent = 0u64;
+            while t0.elapsed() < Duration::from_secs(secs) {
+                for _ in 0..64 {
+                    pkt[8..12].copy_from_slice(&(sent as u32).to_be_bytes());
+                    if s.send(&pkt).is_ok() {
+                        sent += 1;
+                    }
+                }
+            }
+            println!("sent={sent} seconds={:.3}", t0.elapsed().as_secs_f64());
+        }
         _ => {
-            eprintln!("usage: udpgen flows DST PORT N SECONDS | udpgen new DST FIRST_PORT COUNT");
+            eprintln!("usage: udpgen flows DST PORT N SECONDS | udpgen new DST FIRST_PORT COUNT | udpgen gre DST CALL_ID SECONDS");
             std::process::exit(2);
         }
     }

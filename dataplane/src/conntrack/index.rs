@@ -108,7 +108,7 @@ impl FlowIndex {
     /// An index for `keys` keys; `seed` randomises placement (keys come from the network).
     pub fn new(keys: usize, seed: u64) -> FlowIndex {
         let n = ((keys as u64 * 10).div_ceil(WAYS as u64 * 6)).max(2);
-        let buckets = (0..n).map(|_| Bucket::default()).collect::<Vec<_>>().into_boxed_slice();
+        let buckets = crate::mem::table(usize::try_from(n).unwrap_or(usize::MAX), |_| Bucket::default());
         FlowIndex {
             buckets,
             n,

@@ -401,15 +401,14 @@ impl FlowTable {
     /// A table for `capacity` flows with an event ring of `event_ring` entries (0 = none).
     pub fn new(capacity: usize, event_ring: usize) -> FlowTable {
         let capacity = capacity.clamp(1, MAX_FLOWS);
-        let slots: Vec<Mutex<Slot>> =
-            (0..capacity).map(|_| Mutex::new(Slot { live: false, gen: 0, flow: blank_flow() })).collect();
+        let slots = crate::mem::table(capacity, |_| Mutex::new(Slot { live: false, gen: 0, flow: blank_flow() }));
         let free = ArrayQueue::new(capacity);
         for i in 0..capacity {
             // capacity equals the queue's size, so this never fails
             let _ = free.push(i as u32);
         }
         FlowTable {
-            slots: slots.into_boxed_slice(),
+            slots,
             index: FlowIndex::new(capacity * 2, random_seed()),
             free,
             live: AtomicUsize::new(0),

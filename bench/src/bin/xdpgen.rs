@@ -1,0 +1,100 @@
+//! xdpgen: line-rate-ish traffic for bench/nat-compare from XDP itself, so that the gateway —
+//! not the generator — is what runs out of CPU.
+//!
+//! - `xdpgen gen DEV udp|gre SRC_MAC DST_MAC SRC DST PORT_OR_CALL_ID FLOWS SECONDS`: 64-byte
+//!   frames (UDP to PORT with source ports 1024.. over FLOWS flows, or PPTP GRE with key
+//!   CALL_ID) sent out of DEV by xgw's `xgw_gen` program through BPF_PROG_TEST_RUN in
+//!   live-frames mode, for SECONDS. Prints `sent=<n> seconds=<s>`.
+//! - `xdpgen sink DEV FILE`: attaches `xgw_sink` to DEV (it counts and drops the benchmark's
+//!   UDP and GRE) and writes the count to FILE every 100 ms until killed.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use aya::maps::{Array, DevMap, PerCpuArray};
+use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
+use etherparse::PacketBuilder;
+
+fn mac(s: &str) -> [u8; 6] {
+    let mut m = [0u8; 6];
+    for (b, p) in m.iter_mut().zip(s.split(':')) {
+        *b = u8::from_str_radix(p, 16).expect("MAC like 02:00:00:00:00:01");
+    }
+    m
+}
+
+fn ifindex(dev: &str) -> u32 {
+    std::fs::read_to_string(format!("/sys/class/net/{dev}/ifindex"))
+        .expect("device")
+        .trim()
+        .parse()
+        .expect("ifindex")
+}
+
+fn total(m: &PerCpuArray<&aya::maps::MapData, u64>, i: u32) -> u64 {
+    m.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0)
+}
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let arg = |i: usize| a.get(i).map(String::as_str).unwrap_or_else(|| panic!("argument {i} missing; see the source"));
+    let mut bpf = aya::Ebpf::load(xgw_control::daemon::xdp_object()).expect("load xgw's XDP object");
+    match arg(1) {
+        "gen" => {
+            let dev = arg(2);
+            let (src, dst): (Ipv4Addr, Ipv4Addr) = (arg(6).parse().expect("SRC"), arg(7).parse().expect("DST"));
+            let port: u16 = arg(8).parse().expect("PORT");
+            let flows: u32 = arg(9).parse().expect("FLOWS");
+            let secs: u64 = arg(10).parse().expect("SECONDS");
+            let b = PacketBuilder::ethernet2(mac(arg(4)), mac(arg(5))).ipv4(src.octets(), dst.octets(), 64);
+            let mut frame = Vec::new();
+            match arg(3) {
+                "udp" => b.udp(1024, port).write(&mut frame, &[0u8; 18]).expect("frame"),
+                _ => {
+                    let mut g = vec![0x30, 0x01, 0x88, 0x0b, 0, 14];
+                    g.extend_from_slice(&port.to_be_bytes());
+                    g.extend_from_slice(&[0u8; 4 + 14]);
+                    b.write(&mut frame, etherparse::IpNumber(47), &g).expect("frame")
+                }
+            }
+            Array::<_, u32>::try_from(bpf.map_mut("GEN").expect("GEN"))
+                .expect("array")
+                .set(0, if arg(3) == "udp" { flows } else { 0 }, 0)
+                .expect("set");
+            let mut head = [0u8; 48];
+            head.copy_from_slice(&frame[..48]);
+            Array::<_, [u8; 48]>::try_from(bpf.map_mut("GEN_FRAME").expect("GEN_FRAME"))
+                .expect("array")
+                .set(0, head, 0)
+                .expect("set");
+            DevMap::try_from(bpf.map_mut("TX").expect("TX")).expect("devmap").set(0, ifindex(dev), None, 0).expect("tx");
+            let prog: &mut Xdp = bpf.program_mut("xgw_gen").expect("xgw_gen").try_into().expect("xdp");
+            prog.load().expect("verifier");
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(secs) {
+                let mut o = TestRunOptions::new();
+                o.data_in = Some(&frame);
+                o.repeat = 1 << 14;
+                o.attrs = TestRunAttrs::new().xdp_live_frames(64);
+                prog.test_run(o).expect("BPF_PROG_TEST_RUN (live frames)");
+            }
+            let sent = total(&PerCpuArray::try_from(bpf.map("GEN_COUNT").expect("count")).expect("percpu"), 0);
+            println!("sent={sent} seconds={:.3}", t0.elapsed().as_secs_f64());
+        }
+        "sink" => {
+            let (dev, file) = (arg(2), arg(3));
+            let prog: &mut Xdp = bpf.program_mut("xgw_sink").expect("xgw_sink").try_into().expect("xdp");
+            prog.load().expect("verifier");
+            prog.attach(dev, XdpMode::Driver).expect("attach the sink");
+            let counts = PerCpuArray::try_from(bpf.map("GEN_COUNT").expect("count")).expect("percpu");
+            loop {
+                let _ = std::fs::write(file, format!("{}\n", total(&counts, 1)));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        _ => {
+            eprintln!("usage: xdpgen gen DEV udp|gre SRC_MAC DST_MAC SRC DST PORT FLOWS SECONDS | xdpgen sink DEV FILE");
+            std::process::exit(2);
+        }
+    }
+}
