@@ -315,3 +315,105 @@ fn xdp_leaves_what_the_engine_must_see() {
         }
     }
 }
+
+/// Next hops whose MACs a test can change.
+struct TestNeighbours(std::sync::Mutex<[u8; 6]>);
+
+impl xgw_dataplane::xsk::Neighbours for TestNeighbours {
+    fn macs(&self, _: IfaceId, _: u32) -> Option<([u8; 6], [u8; 6])> {
+        Some((SMAC, *self.0.lock().expect("lock")))
+    }
+}
+
+/// xgwd's userspace half against real maps: installing offered flows into the map of the
+/// interface each direction arrives on, folding the program's counters and last-seen time
+/// back, taking a flow back when its next hop's MAC changes, refusing (and counting) when a
+/// map is full while the installed flows stay.
+#[test]
+fn offload_installs_folds_back_and_refuses_when_full() {
+    use xgw_control::offload::XdpOffload;
+    use xgw_dataplane::conntrack::status;
+    assert!(is_root(), "creating BPF maps needs root (run through tools/test)");
+    // one program instance per interface, as xgwd loads them; each map holds one direction of
+    // a flow, and 2 entries each: two flows
+    let mut objs: Vec<aya::Ebpf> = (0..2)
+        .map(|_| {
+            aya::EbpfLoader::new()
+                .map_max_entries("FLOWS", 2)
+                .load(xgw_control::daemon::xdp_object())
+                .expect("load object")
+        })
+        .collect();
+    // the offloader owns the maps; the test keeps second handles on them (the XDP program's view)
+    let mut maps = Vec::new();
+    let mut views: Vec<BpfHashMap<aya::maps::MapData, FastKey, FastFlow>> = Vec::new();
+    for o in &mut objs {
+        let m = o.take_map("FLOWS").expect("FLOWS");
+        let aya::maps::Map::HashMap(data) = &m else { panic!("FLOWS is a hash map") };
+        use std::os::fd::AsFd;
+        let fd = data.fd().as_fd().try_clone_to_owned().expect("dup");
+        views.push(
+            BpfHashMap::try_from(aya::maps::Map::HashMap(aya::maps::MapData::from_fd(fd).expect("map"))).expect("hash"),
+        );
+        maps.push(BpfHashMap::try_from(m).expect("hash"));
+    }
+    let neigh = Arc::new(TestNeighbours(std::sync::Mutex::new(DMAC)));
+    let mono_base = xgw_control::offload::monotonic_ns();
+    let off = Arc::new(XdpOffload::new(maps, neigh.clone(), mono_base));
+    let (e, _, _) = engine_with_flows();
+    let sh = e.shared();
+    sh.flows.offload.connect(off.clone());
+    let flows = flows_of(&e);
+    let slot_of = |f: &Flow| sh.flows.lookup(&f.keys[0]).expect("live").slot();
+    // offer every flow as the engine would (status bit, then the request)
+    for f in &flows {
+        sh.flows.with_slot(slot_of(f), |x| x.status |= status::OFFLOAD);
+        off.install(sh, slot_of(f), f.id);
+    }
+    assert_eq!(off.len(), 2, "two flows fit (2 entries per interface map), the third is refused");
+    assert_eq!(off.stats.map_full.get(), 1);
+    let refused = flows.iter().find(|f| !off.contains(f.id)).expect("one refused");
+    assert!(views.iter().all(|v| v.get(&entry(refused, 0, SMAC, DMAC).0, 0).is_err()), "nothing half-installed");
+    // each installed direction sits in the map of the interface it arrives on, and only there
+    let f = *flows.iter().find(|f| off.contains(f.id)).expect("installed");
+    for d in 0..2 {
+        let iface = usize::from(xgw_control::offload::ingress_of(&f, d).0);
+        let (k, v) = entry(&f, d, SMAC, DMAC);
+        assert_eq!(views[iface].get(&k, 0).expect("entry"), v);
+        assert!(views[1 - iface].get(&k, 0).is_err());
+    }
+    // the program counted 1000 packets on the reply direction 5 s after engine time zero
+    let d = 1;
+    let iface = usize::from(xgw_control::offload::ingress_of(&f, d).0);
+    let (k, mut v) = entry(&f, d, SMAC, DMAC);
+    v.packets = 1000;
+    v.bytes = 64_000;
+    v.last_seen = mono_base + 5_000_000_000;
+    views[iface].insert(k, v, 0).expect("write counters");
+    let before = sh.flows.with_slot(slot_of(&f), |x| *x).expect("live");
+    off.sync(sh);
+    let after = sh.flows.with_slot(slot_of(&f), |x| *x).expect("live");
+    assert_eq!(after.packets[1], before.packets[1] + 1000);
+    assert_eq!(after.bytes[1], before.bytes[1] + 64_000);
+    assert_eq!(after.last_seen, Time::from_secs(5));
+    off.sync(sh);
+    assert_eq!(sh.flows.with_slot(slot_of(&f), |x| x.packets[1]), Some(after.packets[1]), "folded once");
+    // the next hop moved: both installed flows (one next hop here) are taken back, entries
+    // gone, and may be offered again
+    let g = *flows.iter().find(|x| off.contains(x.id) && x.id != f.id).expect("the other installed flow");
+    *neigh.0.lock().expect("lock") = [2, 0, 0, 0, 3, 3];
+    off.sync(sh);
+    assert!(!off.contains(f.id) && !off.contains(g.id));
+    assert_eq!(off.stats.mac_changed.get(), 2);
+    assert!(views[iface].get(&k, 0).is_err(), "entry removed");
+    assert_eq!(sh.flows.with_slot(slot_of(&f), |x| x.status & status::OFFLOAD), Some(0));
+    // offered again, installed with the new MAC; deleting it removes its entries first
+    sh.flows.with_slot(slot_of(&g), |x| x.status |= status::OFFLOAD);
+    off.install(sh, slot_of(&g), g.id);
+    let (gk, gv) = entry(&g, 0, SMAC, [2, 0, 0, 0, 3, 3]);
+    let gi = usize::from(xgw_control::offload::ingress_of(&g, 0).0);
+    assert_eq!(views[gi].get(&gk, 0).expect("reinstalled"), gv);
+    assert_eq!(sh.delete_flows(Time::from_secs(6), |x| x.id == g.id), 1);
+    assert!(views[gi].get(&gk, 0).is_err(), "deleted flow's entry removed");
+    assert_eq!(off.stats.removed.get(), 3);
+}

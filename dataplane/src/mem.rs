@@ -42,4 +42,25 @@ mod tests {
         assert!(t.iter().enumerate().all(|(i, v)| *v == i as u32));
         assert_eq!(super::table(0, |_| 0u8).len(), 0);
     }
+
+    #[test]
+    fn big_tables_get_huge_pages_where_the_kernel_gives_them() {
+        let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+        if !(thp.contains("[madvise]") || thp.contains("[always]")) {
+            return; // this kernel gives no transparent huge pages: nothing to check
+        }
+        let huge = || {
+            std::fs::read_to_string("/proc/self/smaps_rollup")
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("AnonHugePages:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let before = huge();
+        let t = super::table(16 << 20, |i| i as u32); // 64 MiB
+        let after = huge();
+        assert!(t[12345] == 12345);
+        assert!(after >= before + 32 * 1024, "huge pages: {before} kB before, {after} kB after");
+    }
 }

@@ -24,11 +24,7 @@ fn mac(s: &str) -> [u8; 6] {
 }
 
 fn ifindex(dev: &str) -> u32 {
-    std::fs::read_to_string(format!("/sys/class/net/{dev}/ifindex"))
-        .expect("device")
-        .trim()
-        .parse()
-        .expect("ifindex")
+    std::fs::read_to_string(format!("/sys/class/net/{dev}/ifindex")).expect("device").trim().parse().expect("ifindex")
 }
 
 fn total(m: &PerCpuArray<&aya::maps::MapData, u64>, i: u32) -> u64 {
@@ -67,7 +63,10 @@ fn main() {
                 .expect("array")
                 .set(0, head, 0)
                 .expect("set");
-            DevMap::try_from(bpf.map_mut("TX").expect("TX")).expect("devmap").set(0, ifindex(dev), None, 0).expect("tx");
+            DevMap::try_from(bpf.map_mut("TX").expect("TX"))
+                .expect("devmap")
+                .set(0, ifindex(dev), None, 0)
+                .expect("tx");
             let prog: &mut Xdp = bpf.program_mut("xgw_gen").expect("xgw_gen").try_into().expect("xdp");
             prog.load().expect("verifier");
             let t0 = Instant::now();
@@ -93,7 +92,9 @@ fn main() {
             }
         }
         _ => {
-            eprintln!("usage: xdpgen gen DEV udp|gre SRC_MAC DST_MAC SRC DST PORT FLOWS SECONDS | xdpgen sink DEV FILE");
+            eprintln!(
+                "usage: xdpgen gen DEV udp|gre SRC_MAC DST_MAC SRC DST PORT FLOWS SECONDS | xdpgen sink DEV FILE"
+            );
             std::process::exit(2);
         }
     }
