@@ -435,6 +435,14 @@ fn offload_json(d: &Daemon) -> Value {
     }
 }
 
+/// One sample per event name of a counter family labelled `event`.
+fn events(o: &mut String, metric: &str, rows: &[(&str, u64)]) {
+    use std::fmt::Write as _;
+    for (k, v) in rows {
+        let _ = writeln!(o, "{metric}{{event=\"{k}\"}} {v}");
+    }
+}
+
 /// The Prometheus text exposition of the daemon's counters: connection table, drops by
 /// reason, NAT port use per outside address, the PPTP inspector, per-rule hits, XDP classes,
 /// per-worker packets. Counters only grow; rates are Prometheus' job. Port use is counted by
@@ -494,19 +502,21 @@ pub fn render_metrics(d: &Daemon) -> String {
     family(&mut o, "xgw_pptp_calls_in_progress", "gauge", "PPTP calls set up through the inspector.");
     let _ = writeln!(o, "xgw_pptp_calls_in_progress {}", p.calls_in_progress());
     family(&mut o, "xgw_pptp_events_total", "counter", "PPTP inspector counters.");
-    for (k, v) in [
-        ("calls_created", p.stats.calls_created.get()),
-        ("calls_torn_down", p.stats.calls_torn_down.get()),
-        ("call_creation_failure", p.stats.call_creation_failure.get()),
-        ("truncated_pns_message", p.stats.truncated_pns_message.get()),
-        ("truncated_pac_message", p.stats.truncated_pac_message.get()),
-        ("mismatched_pns_call_id", p.stats.mismatched_pns_call_id.get()),
-        ("mismatched_pac_call_id", p.stats.mismatched_pac_call_id.get()),
-        ("retransmitted_pac_message", p.stats.retransmitted_pac_message.get()),
-        ("out_of_order_segments", p.stats.out_of_order_segments.get()),
-    ] {
-        let _ = writeln!(o, "xgw_pptp_events_total{{event=\"{k}\"}} {v}");
-    }
+    events(
+        &mut o,
+        "xgw_pptp_events_total",
+        &[
+            ("calls_created", p.stats.calls_created.get()),
+            ("calls_torn_down", p.stats.calls_torn_down.get()),
+            ("call_creation_failure", p.stats.call_creation_failure.get()),
+            ("truncated_pns_message", p.stats.truncated_pns_message.get()),
+            ("truncated_pac_message", p.stats.truncated_pac_message.get()),
+            ("mismatched_pns_call_id", p.stats.mismatched_pns_call_id.get()),
+            ("mismatched_pac_call_id", p.stats.mismatched_pac_call_id.get()),
+            ("retransmitted_pac_message", p.stats.retransmitted_pac_message.get()),
+            ("out_of_order_segments", p.stats.out_of_order_segments.get()),
+        ],
+    );
     let policy = d.shared.policy();
     if let Some(acl) = policy.as_any().and_then(|a| a.downcast_ref::<xgw_rules::acl::Acl>()) {
         family(&mut o, "xgw_rule_hits_total", "counter", "Flows each access rule decided.");
@@ -525,15 +535,17 @@ pub fn render_metrics(d: &Daemon) -> String {
         family(&mut o, "xgw_offload_flows", "gauge", "Flows the XDP fast path carries now.");
         let _ = writeln!(o, "xgw_offload_flows {}", off.len());
         family(&mut o, "xgw_offload_events_total", "counter", "Fast path installs, removals and refusals.");
-        for (n, v) in [
-            ("installed", off.stats.installed.get()),
-            ("removed", off.stats.removed.get()),
-            ("map_full", off.stats.map_full.get()),
-            ("no_neighbour", off.stats.no_neighbour.get()),
-            ("mac_changed", off.stats.mac_changed.get()),
-        ] {
-            let _ = writeln!(o, "xgw_offload_events_total{{event=\"{n}\"}} {v}");
-        }
+        events(
+            &mut o,
+            "xgw_offload_events_total",
+            &[
+                ("installed", off.stats.installed.get()),
+                ("removed", off.stats.removed.get()),
+                ("map_full", off.stats.map_full.get()),
+                ("no_neighbour", off.stats.no_neighbour.get()),
+                ("mac_changed", off.stats.mac_changed.get()),
+            ],
+        );
     }
     let xdp = (d.xdp_classes)();
     if !xdp.is_empty() {

@@ -148,6 +148,9 @@ fn icmp_errors_from_beyond_and_from_the_gateway() {
     let m = lab.exec_ok("gw", &["python3", "-c", get, "http://127.0.0.1:9477/metrics"]);
     assert!(m.lines().any(|l| l.starts_with("xgw_xdp_packets_total{device=\"xgw-in\",class=\"icmp\"} ")), "{m}");
     assert!(m.lines().any(|l| l.starts_with("xgw_conntrack_entries ")), "{m}");
+    assert!(m.lines().any(|l| l.starts_with("xgw_offload_flows ")), "{m}");
+    assert!(m.lines().any(|l| l.starts_with("xgw_offload_events_total{event=\"installed\"} ")), "{m}");
+    assert!(m.lines().any(|l| l.starts_with("xgw_xdp_steered_packets_total{device=\"xgw-in\",to=\"fast\"} ")), "{m}");
     let log = lab.stop(gw, "xgwd.log");
     let lines: Vec<serde_json::Value> =
         log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
