@@ -293,7 +293,7 @@ print(got, ",".join(sorted(seen)))
 /// A scripted PPTP peer for timing and counting tests: `pac ADDR` serves one control
 /// connection on ADDR:1723, `pns SERVER` opens one call to it (Call ID 0x0100; the PAC's is
 /// 0x4000). After the call is up the PNS sends 300 GRE packets, the PAC 400, both within 1.5 s;
-/// then 2 s of silence (the counters can be read); then the PAC sends a Call-Disconnect-Notify
+/// then silence until 4.5 s (the counters can be read); then the PAC sends a Call-Disconnect-Notify
 /// and keeps sending GRE for 2 s. Each prints one JSON line: what it sent, received, and when
 /// (the PNS the arrival time of every GRE packet; the PAC when it sent the CDN).
 pub const PPTP_PEER: &str = r#"
@@ -339,9 +339,9 @@ if role == "pac":
     pns_call = struct.unpack("!H", b[0:2])[0]
     c.sendall(ctrl(8, struct.pack("!HHBBHIHHI", 0x4000, pns_call, 1, 0, 0, 64000, 64, 0, 0)))
     t0 = time.time()
-    rx = threading.Thread(target=receive, args=(0x4000, t0 + 7.5)); rx.start()
+    rx = threading.Thread(target=receive, args=(0x4000, t0 + 8.5)); rx.start()
     sender(peer[0], pns_call, 400, 1.5)
-    time.sleep(max(0, t0 + 3.5 - time.time()))
+    time.sleep(max(0, t0 + 4.5 - time.time()))
     cdn_at = time.time()
     c.sendall(ctrl(13, struct.pack("!HBBHH128s", 0x4000, 1, 0, 0, 0, b"")))
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47); after = 0
@@ -358,7 +358,7 @@ else:
     pac_call = struct.unpack("!H", b[0:2])[0]
     t0 = time.time()
     print(json.dumps({"up": t0}), flush=True)
-    rx = threading.Thread(target=receive, args=(0x0100, t0 + 6.5)); rx.start()
+    rx = threading.Thread(target=receive, args=(0x0100, t0 + 7.5)); rx.start()
     sender(addr, pac_call, 300, 1.5)
     rx.join()
     print(json.dumps({"sent": 300, "received_at": got}), flush=True)

@@ -304,11 +304,17 @@ fn pptp_call_counts_and_teardown(offload: &str) {
         assert!(t0.elapsed().as_secs() < 15, "call not up:\n{}\n{}", lab.log("pns.log"), lab.log("pac.log"));
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
-    // the silence between the bursts and the CDN (1.5 s to 3.5 s after the call came up):
-    // the counters are folded back at least once a second
-    std::thread::sleep(std::time::Duration::from_secs_f64((up + 2.8 - unix_now()).max(0.0)));
-    let gre = xgwctl_json(&sock, &["conntrack", "list", "-p", "gre"]);
-    assert_eq!(gre.len(), 1, "{gre:?}");
+    // the silence between the bursts and the CDN (1.5 s to 4.5 s after the call came up): the
+    // counters are folded back at least once a second, so they must reach what the peers
+    // sent well before the CDN
+    let gre = loop {
+        let gre = xgwctl_json(&sock, &["conntrack", "list", "-p", "gre"]);
+        assert_eq!(gre.len(), 1, "{gre:?}");
+        if gre[0]["packets"] == serde_json::json!([300, 400]) || unix_now() > up + 4.2 {
+            break gre;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     assert_eq!(gre[0]["packets"], serde_json::json!([300, 400]), "GRE counters: {}", gre[0]);
     let on = offload == "on";
     assert_eq!(gre[0]["offloaded"], on, "{}", gre[0]);
