@@ -340,6 +340,7 @@ fn stats_version_and_pptp() {
     let text = stdout(&ctl(&f.socket, &["stats"]));
     assert!(text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["rx", "7"]), "{text}");
     assert!(text.lines().any(|l| l.starts_with("drop.acl_denied") && l.ends_with(" 1")), "{text}");
+    assert!(text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["offload", "off"]), "{text}");
     let j = json_lines(&ctl(&f.socket, &["-o", "json", "stats"]));
     assert_eq!(j[0]["forwarded"], 6);
     assert_eq!(j[0]["drops"]["acl_denied"], 1);

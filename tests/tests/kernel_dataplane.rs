@@ -324,6 +324,16 @@ fn pptp_call_counts_and_teardown(offload: &str) {
     } else {
         assert_eq!(fast, 0);
     }
+    // the text form says the same
+    let o = std::process::Command::new(xgw_tests::bin("xgwctl"))
+        .args(["--socket", &sock, "stats"])
+        .output()
+        .expect("xgwctl");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.lines().any(|l| l.starts_with("xdp.xgw-in.to.fast")), "{text}");
+    let installed = text.lines().find(|l| l.starts_with("offload.installed")).map(|l| l.split_whitespace().nth(1));
+    assert_eq!(installed, if on { Some(Some("1")) } else { None }, "{text}");
+    assert_eq!(text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["offload", "off"]), !on, "{text}");
     let t0 = std::time::Instant::now();
     let (pns, pac) = loop {
         if let (Some(a), Some(b)) = (last_json(&lab.log("pns.log"), "sent"), last_json(&lab.log("pac.log"), "sent")) {

@@ -549,6 +549,21 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                             }
                         }
                     }
+                    for x in end["xdp_steering"].as_array().cloned().unwrap_or_default() {
+                        if let Some(st) = x["steering"].as_object() {
+                            for (k, v) in st {
+                                println!("xdp.{}.to.{k:<13} {v}", x["device"].as_str().unwrap_or("?"));
+                            }
+                        }
+                    }
+                    match end["offload"].as_object() {
+                        Some(o) => {
+                            for (k, v) in o {
+                                println!("offload.{k:<14} {v}");
+                            }
+                        }
+                        None => println!("offload          off"),
+                    }
                 }
             }
         }
