@@ -426,12 +426,15 @@ fn offload_json(d: &Daemon) -> Value {
     let t = &d.shared.flows.offload.stats;
     match &d.offload {
         None => Value::Null,
-        Some(o) => json!({
-            "flows": o.len(), "requested": t.requested.get(), "queue_full": t.queue_full.get(),
-            "installed": o.stats.installed.get(), "withdrawn": t.withdrawn.get(), "removed": o.stats.removed.get(),
-            "map_full": o.stats.map_full.get(), "no_neighbour": o.stats.no_neighbour.get(),
-            "mac_changed": o.stats.mac_changed.get(), "orphans": o.stats.orphans.get(),
-        }),
+        Some(o) => {
+            let mut m = serde_json::Map::new();
+            m.insert("flows".into(), json!(o.len()));
+            m.insert("requested".into(), json!(t.requested.get()));
+            m.insert("queue_full".into(), json!(t.queue_full.get()));
+            m.insert("withdrawn".into(), json!(t.withdrawn.get()));
+            m.extend(o.counters().into_iter().map(|(k, v)| (k.to_string(), json!(v))));
+            Value::Object(m)
+        }
     }
 }
 
@@ -535,17 +538,7 @@ pub fn render_metrics(d: &Daemon) -> String {
         family(&mut o, "xgw_offload_flows", "gauge", "Flows the XDP fast path carries now.");
         let _ = writeln!(o, "xgw_offload_flows {}", off.len());
         family(&mut o, "xgw_offload_events_total", "counter", "Fast path installs, removals and refusals.");
-        events(
-            &mut o,
-            "xgw_offload_events_total",
-            &[
-                ("installed", off.stats.installed.get()),
-                ("removed", off.stats.removed.get()),
-                ("map_full", off.stats.map_full.get()),
-                ("no_neighbour", off.stats.no_neighbour.get()),
-                ("mac_changed", off.stats.mac_changed.get()),
-            ],
-        );
+        events(&mut o, "xgw_offload_events_total", &off.counters());
     }
     let xdp = (d.xdp_classes)();
     if !xdp.is_empty() {

@@ -139,6 +139,19 @@ impl XdpOffload {
         self.installed.is_empty()
     }
 
+    /// Its counters by name (listings and metrics).
+    pub fn counters(&self) -> [(&'static str, u64); 6] {
+        let s = &self.stats;
+        [
+            ("installed", s.installed.get()),
+            ("removed", s.removed.get()),
+            ("map_full", s.map_full.get()),
+            ("no_neighbour", s.no_neighbour.get()),
+            ("mac_changed", s.mac_changed.get()),
+            ("orphans", s.orphans.get()),
+        ]
+    }
+
     /// True when the flow with this id is installed.
     pub fn contains(&self, id: u64) -> bool {
         self.installed.contains_key(&id)
