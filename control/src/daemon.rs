@@ -612,6 +612,20 @@ mod tests {
     }
 
     #[test]
+    fn the_fast_path_switch_comes_from_the_file_or_the_flag() {
+        let s = with_file("rules = \"/a\"\n", &[]).expect("defaults");
+        assert!(s.offload, "on unless switched off");
+        assert_eq!(s.offload_entries, 65536);
+        let s = with_file("rules = \"/a\"\noffload = \"off\"\noffload_entries = 1000\n", &[]).expect("file");
+        assert!(!s.offload);
+        assert_eq!(s.offload_entries, 1000);
+        let s = with_file("rules = \"/a\"\noffload = \"off\"\n", &["--offload", "on"]).expect("flag");
+        assert!(s.offload, "the flag wins");
+        let e = with_file("rules = \"/a\"\noffload = \"maybe\"\n", &[]).expect_err("bad value").to_string();
+        assert!(e.contains("offload") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
     fn bad_settings_are_refused_with_their_position() {
         let e = with_file("rules = \"/a\"\nframs = 10\n", &[]).expect_err("typo").to_string();
         assert!(e.contains("line 2") && e.contains("frams"), "{e}");
