@@ -2,7 +2,7 @@
 //!
 //! The engine stays the only decision maker. When a packet leaves a flow in a state the fast
 //! path can carry on its own ([`eligible`]), the engine marks the flow
-//! [`status::OFFLOAD`](super::status::OFFLOAD) and queues a request; the control plane turns
+//! [`status::OFFLOAD`] and queues a request; the control plane turns
 //! the flow's keys, [`Rewrite`](super::Rewrite)s and [`CsumDelta`](super::CsumDelta)s into
 //! the fast path's entries. Whenever an offloaded flow stops being live (expiry, teardown,
 //! deletion) or leaves the state it was offloaded in, the table calls
