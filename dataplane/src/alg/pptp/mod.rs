@@ -419,15 +419,8 @@ impl Pptp {
         if let Some(i) = sess.calls.iter().position(|c| c.gre.as_ref() == Some(gre_key)) {
             let c = sess.calls.remove(i);
             tracing::info!(flow = sid, pns_id = c.pns_id, xlat_id = c.xlat_id, pac_id = ?c.pac_id, "PPTP call ended: GRE idle");
-            release(
-                &c,
-                sess.translate,
-                sess.pool_key(),
-                sess.inside_host(),
-                st_parts(&mut st.pools, &mut st.per_host, &mut st.total_calls, &mut st.gre_index),
-                &self.cfg,
-                now,
-            );
+            let parts = st_parts(&mut st.pools, &mut st.per_host, &mut st.total_calls, &mut st.gre_index);
+            release(&c, sess, parts, &self.cfg, now);
             self.stats.calls_torn_down.inc();
         }
     }
@@ -452,15 +445,8 @@ impl Pptp {
                 if let Some(k) = c.gre {
                     flows.remove_key(&k, now);
                 }
-                release(
-                    c,
-                    sess.translate,
-                    sess.pool_key(),
-                    sess.inside_host(),
-                    st_parts(&mut st.pools, &mut st.per_host, &mut st.total_calls, &mut st.gre_index),
-                    &self.cfg,
-                    now,
-                );
+                let parts = st_parts(&mut st.pools, &mut st.per_host, &mut st.total_calls, &mut st.gre_index);
+                release(c, &sess, parts, &self.cfg, now);
                 self.stats.calls_torn_down.inc();
                 tracing::info!(flow = id, pns_id = c.pns_id, xlat_id = c.xlat_id, pac_id = ?c.pac_id, "PPTP call ended: control connection closed");
             }
@@ -512,16 +498,18 @@ fn st_parts<'a>(
     Parts { pools, per_host, total_calls, gre_index }
 }
 
-fn release(c: &Call, translate: bool, pool_key: (u32, u32), host: u32, p: Parts<'_>, cfg: &PptpConfig, now: Time) {
-    if translate {
-        if let Some(pool) = p.pools.get_mut(&pool_key) {
+/// Gives back what call `c` of `sess` held: its translated ID (to quarantine), its GRE key,
+/// its place in the per-host and total counts.
+fn release(c: &Call, sess: &Session, p: Parts<'_>, cfg: &PptpConfig, now: Time) {
+    if sess.translate {
+        if let Some(pool) = p.pools.get_mut(&sess.pool_key()) {
             pool.release(c.xlat_id, now.plus(cfg.id_quarantine));
         }
     }
     if let Some(k) = c.gre {
         p.gre_index.remove(&k);
     }
-    if let Some(n) = p.per_host.get_mut(&host) {
+    if let Some(n) = p.per_host.get_mut(&sess.inside_host()) {
         *n = n.saturating_sub(1);
     }
     *p.total_calls = p.total_calls.saturating_sub(1);
@@ -577,7 +565,6 @@ fn apply(
     closed.sort_unstable();
     closed.dedup_by_key(|(i, _)| *i);
     let host = sess.inside_host();
-    let pool_key = sess.pool_key();
     for (i, end) in closed.into_iter().rev() {
         if i >= sess.calls.len() {
             continue;
@@ -593,7 +580,7 @@ fn apply(
         if let Some(k) = c.gre {
             flows.remove_key(&k, now);
         }
-        release(&c, sess.translate, pool_key, host, st_parts(pools, per_host, total_calls, gre_index), cfg, now);
+        release(&c, sess, st_parts(pools, per_host, total_calls, gre_index), cfg, now);
         stats.calls_torn_down.inc();
         tracing::info!(flow = sess.flow_id, pns_id = c.pns_id, xlat_id = c.xlat_id, pac_id = ?c.pac_id, "PPTP call ended");
     }
