@@ -3,7 +3,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
-use xgw_rules::acl::Probe;
+use xgw_dataplane::pipeline::NewFlow;
+use xgw_dataplane::IfaceId;
 
 fn policy(body: &str) -> xgw_rules::Compiled {
     let text = format!(
@@ -33,12 +34,30 @@ fn bench(c: &mut Criterion) {
         (
             "match_10k",
             hosts,
-            Probe { proto: 6, src: 0x0a01_0203, dst: 0xc633_6414, sport: 40000, dport: 443, icmp: None },
+            NewFlow {
+                ingress: IfaceId(0),
+                egress: None,
+                proto: 6,
+                src: 0x0a01_0203,
+                dst: 0xc633_6414,
+                sport: 40000,
+                dport: 443,
+                icmp: None,
+            },
         ),
         (
             "match_10k_any_dst",
             ports,
-            Probe { proto: 17, src: 0x0a01_0203, dst: 0xc633_6414, sport: 40000, dport: 61000, icmp: None },
+            NewFlow {
+                ingress: IfaceId(0),
+                egress: None,
+                proto: 17,
+                src: 0x0a01_0203,
+                dst: 0xc633_6414,
+                sport: 40000,
+                dport: 61000,
+                icmp: None,
+            },
         ),
     ] {
         let c = policy(&body);

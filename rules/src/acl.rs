@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use xgw_dataplane::pipeline::{Decision, NewFlow, Policy};
-use xgw_dataplane::IfaceId;
 
 /// One expanded piece of a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,26 +34,9 @@ pub struct Atom {
     pub icmp: Option<(u8, Option<u8>)>,
 }
 
-/// What is matched: a flow's first packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Probe {
-    /// Protocol.
-    pub proto: u8,
-    /// Source address.
-    pub src: u32,
-    /// Destination address.
-    pub dst: u32,
-    /// Source port.
-    pub sport: u16,
-    /// Destination port.
-    pub dport: u16,
-    /// ICMP type and code.
-    pub icmp: Option<(u8, u8)>,
-}
-
 impl Atom {
-    /// True when the probe lies in every range of the atom.
-    pub fn matches(&self, p: &Probe) -> bool {
+    /// True when the flow's first packet lies in every range of the atom.
+    pub fn matches(&self, p: &NewFlow) -> bool {
         let within = |v: u32, (lo, hi): (u32, u32)| lo <= v && v <= hi;
         let within16 = |v: u16, (lo, hi): (u16, u16)| lo <= v && v <= hi;
         self.proto.is_none_or(|x| x == p.proto)
@@ -69,7 +51,7 @@ impl Atom {
             }
     }
 
-    /// True when every probe this atom matches, `other` matches too.
+    /// True when every packet this atom matches, `other` matches too.
     pub fn covered_by(&self, other: &Atom) -> bool {
         let inside = |(a, b): (u32, u32), (c, d): (u32, u32)| c <= a && b <= d;
         let inside16 = |(a, b): (u16, u16), (c, d): (u16, u16)| c <= a && b <= d;
@@ -177,7 +159,7 @@ impl List {
     }
 
     /// The first atom matching `p`.
-    pub fn first_match(&self, p: &Probe) -> Option<&Atom> {
+    pub fn first_match(&self, p: &NewFlow) -> Option<&Atom> {
         let part = self.parts.get(&p.proto).unwrap_or(&self.rest);
         let a = part.dst.candidates(p.dst);
         let b = part.dport.candidates(u32::from(p.dport));
@@ -208,7 +190,7 @@ impl List {
     }
 
     /// The first match by walking every atom (reference for tests).
-    pub fn first_match_linear(&self, p: &Probe) -> Option<&Atom> {
+    pub fn first_match_linear(&self, p: &NewFlow) -> Option<&Atom> {
         self.atoms.iter().find(|a| a.matches(p))
     }
 }
@@ -275,7 +257,7 @@ impl Acl {
 
     /// Evaluates one list: `Ok(rule index)` when a permit matched, `Err(Some(i))` for a
     /// deny rule, `Err(None)` for the implicit deny.
-    fn eval(&self, list: usize, p: &Probe) -> Result<usize, Option<usize>> {
+    fn eval(&self, list: usize, p: &NewFlow) -> Result<usize, Option<usize>> {
         match self.lists[list].first_match(p) {
             Some(a) => {
                 let i = a.rule as usize;
@@ -309,16 +291,6 @@ impl Acl {
             }
         }
     }
-
-    /// Decides a probe entering on `ingress` and leaving on `egress` without counting
-    /// hits (what-if evaluation for reloads).
-    pub fn would_permit(&self, ingress: IfaceId, egress: Option<IfaceId>, p: &Probe) -> bool {
-        let ok = |b: Option<&Option<usize>>| match b.copied().flatten() {
-            Some(l) => self.lists[l].first_match(p).is_some_and(|a| self.rules[a.rule as usize].permit),
-            None => true,
-        };
-        ok(self.bind_in.get(usize::from(ingress.0))) && egress.is_none_or(|e| ok(self.bind_out.get(usize::from(e.0))))
-    }
 }
 
 impl Policy for Acl {
@@ -330,17 +302,21 @@ impl Policy for Acl {
         self.rules.iter().find(|r| r.id == rule).map(|r| r.list.clone())
     }
 
+    /// Decides without counting hits (what-if evaluation for reloads).
     fn would_permit(&self, f: &NewFlow) -> bool {
-        let p = Probe { proto: f.proto, src: f.src, dst: f.dst, sport: f.sport, dport: f.dport, icmp: f.icmp };
-        Acl::would_permit(self, f.ingress, f.egress, &p)
+        let ok = |b: Option<&Option<usize>>| match b.copied().flatten() {
+            Some(l) => self.lists[l].first_match(f).is_some_and(|a| self.rules[a.rule as usize].permit),
+            None => true,
+        };
+        ok(self.bind_in.get(usize::from(f.ingress.0)))
+            && f.egress.is_none_or(|e| ok(self.bind_out.get(usize::from(e.0))))
     }
 
     fn check(&self, f: &NewFlow) -> Decision {
-        let p = Probe { proto: f.proto, src: f.src, dst: f.dst, sport: f.sport, dport: f.dport, icmp: f.icmp };
         let mut rule = 0;
         for (binds, iface) in [(&self.bind_in, Some(f.ingress)), (&self.bind_out, f.egress)] {
             let Some(list) = iface.and_then(|i| binds.get(usize::from(i.0)).copied().flatten()) else { continue };
-            match self.eval(list, &p) {
+            match self.eval(list, f) {
                 Ok(i) => rule = self.rules[i].id,
                 Err(Some(i)) => return Decision::Deny { rule: self.rules[i].id },
                 Err(None) => return Decision::Deny { rule: IMPLICIT_DENY },
@@ -354,6 +330,7 @@ impl Policy for Acl {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use xgw_dataplane::IfaceId;
 
     fn atom(rule: u32, proto: Option<u8>, dst: (u32, u32), dport: (u16, u16)) -> Atom {
         Atom { rule, proto, src: (0, u32::MAX), dst, sport: (0, 65535), dport, icmp: None }
@@ -371,7 +348,7 @@ mod tests {
             }).collect();
             let l = List::new("t".into(), atoms);
             for (proto, dst, dport) in probes {
-                let p = Probe { proto, src: 1, dst, sport: 9, dport, icmp: None };
+                let p = NewFlow { ingress: IfaceId(0), proto, src: 1, dst, sport: 9, dport, icmp: None, egress: None };
                 prop_assert_eq!(l.first_match(&p), l.first_match_linear(&p));
             }
         }
