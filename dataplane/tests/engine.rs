@@ -108,33 +108,13 @@ fn icmp_echo_ids_translated_like_ports() {
     assert_eq!(run(&mut e, &mut stray, OUTSIDE, 2), Verdict::ToHost, "to the gateway itself");
 }
 
-/// Builds an ICMP error from `router` to `to` quoting the first 28 bytes of `quoted`'s IP packet.
-fn icmp_error(router: [u8; 4], to: [u8; 4], typ: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
-    let ip_pkt = &quoted[14..];
-    let q = &ip_pkt[..ip_pkt.len().min(28)];
-    let mut body = vec![typ, code, 0, 0, 0, 0, 0x05, 0xdc];
-    body.extend_from_slice(q);
-    let c = !{
-        let mut s: u32 = 0;
-        for ch in body.chunks(2) {
-            s += u32::from(ch[0]) << 8 | u32::from(*ch.get(1).unwrap_or(&0));
-        }
-        while s >> 16 != 0 {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        s as u16
-    };
-    body[2..4].copy_from_slice(&c.to_be_bytes());
-    raw_ip(router, to, 1, &body)
-}
-
 #[test]
 fn icmp_frag_needed_is_translated_inside_out() {
     let mut e = engine();
     let mut syn = tcp(C1, S, 40000, 443, "S", b"");
     run(&mut e, &mut syn, INSIDE, 0);
     let router = [192, 0, 2, 254];
-    let mut err = icmp_error(router, P, 3, 4, &syn);
+    let mut err = icmp_error(router, P, 3, 4, 1500, &syn);
     assert_eq!(run(&mut e, &mut err, OUTSIDE, 1), Verdict::Forward(INSIDE));
     assert_checksums(&err);
     let t = tuple(&err);
@@ -152,21 +132,21 @@ fn icmp_error_quoting_udp_and_echo() {
     let mut e = engine();
     let mut u = udp(C1, S, 1000, 53, b"query");
     run(&mut e, &mut u, INSIDE, 0);
-    let mut err = icmp_error(S, P, 3, 3, &u);
+    let mut err = icmp_error(S, P, 3, 3, 1500, &u);
     assert_eq!(run(&mut e, &mut err, OUTSIDE, 1), Verdict::Forward(INSIDE));
     assert_checksums(&err);
     assert_eq!(tuple(&err).src, ip(S), "an error from the remote end host keeps its address");
 
     let mut ping = echo(C1, S, 5, 1, false);
     run(&mut e, &mut ping, INSIDE, 0);
-    let mut te = icmp_error([192, 0, 2, 9], P, 11, 0, &ping);
+    let mut te = icmp_error([192, 0, 2, 9], P, 11, 0, 1500, &ping);
     assert_eq!(run(&mut e, &mut te, OUTSIDE, 1), Verdict::Forward(INSIDE));
     assert_checksums(&te);
     let q = &te[14 + 28..];
     assert_eq!(u16::from_be_bytes([q[24], q[25]]), 5, "quoted echo id restored");
 
     let before = e.counters().drops(DropReason::IcmpErrorNoFlow);
-    let mut orphan = icmp_error([192, 0, 2, 9], [10, 0, 0, 99], 3, 1, &tcp(P, S, 1, 2, "S", b""));
+    let mut orphan = icmp_error([192, 0, 2, 9], [10, 0, 0, 99], 3, 1, 1500, &tcp(P, S, 1, 2, "S", b""));
     assert_eq!(run(&mut e, &mut orphan, OUTSIDE, 2), Verdict::Drop(DropReason::IcmpErrorNoFlow));
     assert_eq!(e.counters().drops(DropReason::IcmpErrorNoFlow), before + 1);
 }

@@ -965,23 +965,8 @@ fn icmp_frag_needed_quoting_gre_reaches_the_pptp_client() {
     let mut g = gre_frame(C1, S, 40, b"a large PPP frame");
     assert_eq!(run(&mut e, &mut g, INSIDE, 20), Verdict::Forward(OUTSIDE));
     // the quote: the packet as it left (source P, key = the PAC's ID 40)
-    let ip_pkt = &g[14..];
-    let q = &ip_pkt[..28.min(ip_pkt.len())];
-    let mut body = vec![3, 4, 0, 0, 0, 0, 0x05, 0x78];
-    body.extend_from_slice(q);
-    let c = !{
-        let mut s: u32 = 0;
-        for ch in body.chunks(2) {
-            s += u32::from(ch[0]) << 8 | u32::from(*ch.get(1).unwrap_or(&0));
-        }
-        while s >> 16 != 0 {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        s as u16
-    };
-    body[2..4].copy_from_slice(&c.to_be_bytes());
     let router = [192, 0, 2, 254];
-    let mut err = raw_ip(router, P, 1, &body);
+    let mut err = icmp_error(router, P, 3, 4, 1400, &g);
     assert_eq!(run(&mut e, &mut err, OUTSIDE, 21), Verdict::Forward(INSIDE));
     assert_checksums(&err);
     assert_eq!(tuple(&err).dst, Ipv4Addr::from(C1), "the error reaches the PPTP client");

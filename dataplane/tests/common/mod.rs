@@ -73,6 +73,25 @@ pub fn raw_ip(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> 
     v
 }
 
+/// An ICMP error (`typ`, `code`, next-hop MTU `mtu`) from `router` to `to` quoting the first
+/// 28 bytes of `quoted`'s IP packet, its checksum computed with the plain sum here.
+pub fn icmp_error(router: [u8; 4], to: [u8; 4], typ: u8, code: u8, mtu: u16, quoted: &[u8]) -> Vec<u8> {
+    let ip_pkt = &quoted[14..];
+    let q = &ip_pkt[..ip_pkt.len().min(28)];
+    let mut body = vec![typ, code, 0, 0, 0, 0];
+    body.extend_from_slice(&mtu.to_be_bytes());
+    body.extend_from_slice(q);
+    let mut s: u32 = 0;
+    for ch in body.chunks(2) {
+        s += u32::from(ch[0]) << 8 | u32::from(*ch.get(1).unwrap_or(&0));
+    }
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    body[2..4].copy_from_slice(&(!(s as u16)).to_be_bytes());
+    raw_ip(router, to, 1, &body)
+}
+
 pub fn run(e: &mut Engine, frame: &mut Vec<u8>, iface: IfaceId, t: u64) -> Verdict {
     let len = frame.len();
     let mut buf = frame.clone();
