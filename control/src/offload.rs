@@ -183,24 +183,20 @@ impl XdpOffload {
                     self.stats.no_neighbour.inc();
                     return;
                 };
-                let (key, _) = entry(f, d, macs.0, macs.1);
+                let (key, value) = entry(f, d, macs.0, macs.1);
                 let iface = usize::from(ingress_of(f, d).0);
-                *out = Some(Direction { iface, key, packets: 0, bytes: 0, seen: 0, macs });
+                *out = Some((Direction { iface, key, packets: 0, bytes: 0, seen: 0, macs }, value));
             }
-            let [Some(a), Some(b)] = dirs else { return };
-            let mut done: Vec<Direction> = Vec::with_capacity(2);
-            for (d, dir) in [a, b].into_iter().enumerate() {
-                let (key, value) = entry(f, d, dir.macs.0, dir.macs.1);
-                let ok = self.map(dir.iface).is_some_and(|mut m| m.insert(key, value, 0).is_ok());
-                if !ok {
-                    for x in &done {
-                        self.delete(x);
-                    }
-                    // stays marked: not offered again (a full map stays full for a while)
-                    self.stats.map_full.inc();
-                    return;
-                }
-                done.push(dir);
+            let [Some((a, va)), Some((b, vb))] = dirs else { return };
+            if self.map(a.iface).is_none_or(|mut m| m.insert(a.key, va, 0).is_err()) {
+                // stays marked: not offered again (a full map stays full for a while)
+                self.stats.map_full.inc();
+                return;
+            }
+            if self.map(b.iface).is_none_or(|mut m| m.insert(b.key, vb, 0).is_err()) {
+                self.delete(&a); // both directions or neither
+                self.stats.map_full.inc();
+                return;
             }
             self.installed.insert(id, Installed { slot, dirs: [a, b] });
             self.stats.installed.inc();
