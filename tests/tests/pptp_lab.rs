@@ -18,6 +18,11 @@ fn diag(l: &PptpLab) -> String {
         s += &format!("--- client {i}\n{}\n", l.client_log(i).lines().take(6).collect::<Vec<_>>().join("\n"));
     }
     s += &format!("--- servers {:?}\n--- xgwd\n{}", l.server_calls(), l.lab.log("xgwd.log"));
+    // what the inspector and the engine counted, while the daemon still runs
+    for args in [&["pptp"][..], &["stats"][..]] {
+        let o = l.xgwctl(args);
+        s += &format!("--- xgwctl {args:?}\n{}", String::from_utf8_lossy(&o.stdout));
+    }
     s
 }
 
