@@ -424,6 +424,16 @@ enum L4 {
     Other,
 }
 
+/// What an established flow's packet needs once its flow is unlocked.
+enum Step {
+    /// Rewritten already (under the flow's lock): transmit.
+    Done(IfaceId),
+    /// Apply this rewrite through [`Worker::forward`] (a first fragment, remembered there).
+    Forward(Rewrite, CsumDelta),
+    /// A PPTP control segment: inspect it (flow id, sent by the PNS), then apply this rewrite.
+    Inspect(Rewrite, CsumDelta, u64, bool),
+}
+
 /// One worker's engine. Cheap to create; share [`Shared`] between workers.
 #[derive(Debug)]
 pub struct Engine {
@@ -561,7 +571,14 @@ impl Worker {
     fn process_inner(&mut self, sh: &Shared, frame: &mut Frame<'_>, meta: RxMeta, now: Time) -> Verdict {
         match self.stage_parse(sh, frame, meta, now) {
             Ok((pkt, key)) => {
-                let hit = sh.flows.lookup(&key);
+                // both buckets, then all the slot's lines, requested before the first is
+                // read: their misses overlap instead of following one another
+                let p = sh.flows.probe(&key);
+                sh.flows.touch(&p);
+                let hit = sh.flows.lookup_probe(&p);
+                if let Some(r) = hit {
+                    sh.flows.touch_slot(r);
+                }
                 self.stage_decide(sh, frame, &pkt, &key, hit, true)
             }
             Err(v) => v,
@@ -569,7 +586,9 @@ impl Worker {
     }
 
     /// First stage: parse and validate; the flow key, or the verdict of a frame that needs
-    /// no lookup (host traffic, malformed, later fragments).
+    /// no lookup (host traffic, malformed, later fragments). Inlined into the batch loop, so
+    /// the packet's fields stay in registers instead of a returned struct in memory.
+    #[inline(always)]
     fn stage_parse(
         &mut self,
         sh: &Shared,
@@ -657,6 +676,7 @@ impl Worker {
         self.new_flow(sh, frame, &pkt, &key, forward)
     }
 
+    #[inline(always)]
     fn parse(&self, sh: &Shared, frame: &[u8], meta: RxMeta) -> Result<Option<Pkt>, DropReason> {
         let eth = ethernet::Frame::new_checked(frame).map_err(|_| DropReason::EthTruncated)?;
         if eth.ethertype() != ethernet::ETHERTYPE_IPV4 {
@@ -832,16 +852,27 @@ impl Worker {
             f.packets[d] += 1;
             f.bytes[d] += pkt.ip_len as u64;
             f.last_seen = now;
-            let alg = (f.status & status::ALG_PPTP != 0).then_some((f.id, dir == Dir::Orig));
-            Ok((f.rewrite[d], f.csum[d], alg))
+            if f.status & status::ALG_PPTP != 0 {
+                return Ok(Step::Inspect(f.rewrite[d], f.csum[d], f.id, dir == Dir::Orig));
+            }
+            if pkt.first_frag {
+                return Ok(Step::Forward(f.rewrite[d], f.csum[d]));
+            }
+            // the common case: rewrite here, so only the egress leaves the closure
+            let ip = &mut frame.buf[pkt.l3..pkt.l3 + pkt.ip_len];
+            apply_rewrite(ip, pkt.hl, pkt.l4, &f.rewrite[d], f.csum[d]);
+            Ok(Step::Done(f.rewrite[d].egress))
         })?;
         self.counters.flow_hits.inc();
         Some(match outcome {
-            Ok((rw, csum, None)) => self.forward(sh, frame, pkt, &rw, csum, now),
-            Ok((rw, csum, Some((flow_id, from_pns)))) => match self.inspect_pptp(sh, frame, pkt, flow_id, from_pns) {
-                Ok(()) => self.forward(sh, frame, pkt, &rw, csum, now),
-                Err(v) => v,
-            },
+            Ok(Step::Done(egress)) => Verdict::Forward(egress),
+            Ok(Step::Forward(rw, csum)) => self.forward(sh, frame, pkt, &rw, csum, now),
+            Ok(Step::Inspect(rw, csum, flow_id, from_pns)) => {
+                match self.inspect_pptp(sh, frame, pkt, flow_id, from_pns) {
+                    Ok(()) => self.forward(sh, frame, pkt, &rw, csum, now),
+                    Err(v) => v,
+                }
+            }
             Err(reason) => Verdict::Drop(reason),
         })
     }

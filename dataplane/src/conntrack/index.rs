@@ -38,20 +38,27 @@ struct Bucket {
 /// the same but occupies the CPU's reorder window until the line arrives.)
 #[inline(always)]
 pub(crate) fn prefetch<T>(r: &T) {
+    prefetch_addr((r as *const T).cast::<u8>());
+}
+
+/// [`prefetch`] of any address: it is never dereferenced, so it need not point at anything
+/// valid (a hint to a wrong address only wastes the load).
+#[inline(always)]
+pub(crate) fn prefetch_addr(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         // SAFETY: the call is unsafe only because it needs SSE, which is part of the x86_64
         // baseline every x86_64 CPU has. PREFETCHT0 itself only hints the cache: it has no
-        // architectural effect and never faults, and `r` is a valid reference regardless.
+        // architectural effect and never faults, whatever address it is given.
         #[allow(unsafe_code)]
         unsafe {
-            _mm_prefetch::<_MM_HINT_T0>((r as *const T).cast::<i8>())
+            _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>())
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        std::hint::black_box(r);
+        std::hint::black_box(p);
     }
 }
 

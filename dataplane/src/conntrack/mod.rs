@@ -2,7 +2,7 @@
 //! rewrite.
 //!
 //! A flow is stored once, in a fixed array of slots allocated at start-up (huge-page backed,
-//! see [`crate::mem`]), each behind its own small mutex. An index ([`index::FlowIndex`]:
+//! see [`crate::mem`]), each behind its own one-byte spin lock ([`lock`]). An index ([`index::FlowIndex`]:
 //! lock-free seqlock reads, one writer mutex) maps the key a packet carries *as it arrives* —
 //! one key per direction — to the slot and the direction. Lookup copies the slot reference
 //! out of the index before locking the slot; insertion's staleness check is the only place
@@ -15,20 +15,20 @@
 //! fast path ([`offload`] hands flows over and takes them back).
 
 pub mod index;
+pub mod lock;
 pub mod offload;
 pub mod tcp;
 
 use core::hash::{Hash, Hasher};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use core::time::Duration;
-use std::sync::Mutex;
-
 use crossbeam::queue::ArrayQueue;
 
 use crate::config::{IfaceId, Timeouts};
 use crate::counters::SharedCounter;
 use crate::time::Time;
 use index::{FlowIndex, IndexError, Probe};
+use lock::{SlotGuard, SlotLock};
 use offload::Offload;
 use tcp::TcpState;
 
@@ -179,11 +179,12 @@ pub mod status {
     pub const OFFLOAD: u8 = 32;
 }
 
-/// One tracked flow.
+/// One tracked flow. Laid out (`repr(C)`) with what every packet reads or writes first —
+/// keys, rewrites, checksum differences, state, counters, last-seen — and what only the
+/// control plane reads last, so a packet touches as few cache lines of its slot as it can.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
+#[repr(C)]
 pub struct Flow {
-    /// Stable id for listings and events.
-    pub id: u64,
     /// The key each direction's packets carry on arrival, `[orig, reply]`.
     pub keys: [FlowKey; 2],
     /// What each direction's packets leave with.
@@ -198,16 +199,18 @@ pub struct Flow {
     pub status: u8,
     /// What kind of translation.
     pub kind: FlowKind,
+    /// Id of the rule that admitted it (0 = implicit).
+    pub rule: u32,
     /// Packets per direction.
     pub packets: [u64; 2],
     /// Bytes (IP length) per direction.
     pub bytes: [u64; 2],
-    /// When the flow was created.
-    pub created: Time,
     /// When its last packet was seen.
     pub last_seen: Time,
-    /// Id of the rule that admitted it (0 = implicit).
-    pub rule: u32,
+    /// When the flow was created.
+    pub created: Time,
+    /// Stable id for listings and events.
+    pub id: u64,
 }
 
 impl Flow {
@@ -340,12 +343,6 @@ pub struct FlowEvent {
     pub at: Time,
 }
 
-struct Slot {
-    live: bool,
-    gen: u32,
-    flow: Flow,
-}
-
 /// Table-wide counters (several writers).
 #[derive(Debug, Default)]
 pub struct TableStats {
@@ -363,12 +360,16 @@ pub struct TableStats {
     pub events_dropped: SharedCounter,
 }
 
+/// How much of a slot a packet of the flow reads or writes: the lock, `live` and the hot
+/// head of [`Flow`] (everything up to and including `last_seen`).
+const HOT_BYTES: usize = lock::HEADER + core::mem::offset_of!(Flow, last_seen) + 8;
+
 /// Largest connection table the index can address (slot and direction in 24 bits).
 pub const MAX_FLOWS: usize = (index::MAX_VALUE as usize) / 2;
 
 /// The fixed-capacity connection table.
 pub struct FlowTable {
-    slots: Box<[Mutex<Slot>]>,
+    slots: Box<[SlotLock<Flow>]>,
     index: FlowIndex,
     free: ArrayQueue<u32>,
     live: AtomicUsize,
@@ -404,7 +405,7 @@ impl FlowTable {
     /// A table for `capacity` flows with an event ring of `event_ring` entries (0 = none).
     pub fn new(capacity: usize, event_ring: usize) -> FlowTable {
         let capacity = capacity.clamp(1, MAX_FLOWS);
-        let slots = crate::mem::table(capacity, |_| Mutex::new(Slot { live: false, gen: 0, flow: blank_flow() }));
+        let slots = crate::mem::table(capacity, |_| SlotLock::new(blank_flow()));
         let free = ArrayQueue::new(capacity);
         for i in 0..capacity {
             // capacity equals the queue's size, so this never fails
@@ -438,10 +439,11 @@ impl FlowTable {
         self.len() == 0
     }
 
-    fn lock(&self, slot: u32) -> std::sync::MutexGuard<'_, Slot> {
+    #[inline]
+    fn lock(&self, slot: u32) -> SlotGuard<'_, Flow> {
         // A panic while holding a slot lock cannot leave a flow half-written in a way that
-        // matters more than losing the packet, so a poisoned lock is simply taken over.
-        self.slots[slot as usize].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        // matters more than losing the packet: the guard's drop unlocks it as usual.
+        self.slots[slot as usize].lock()
     }
 
     /// Finds the flow and direction a key belongs to.
@@ -468,12 +470,16 @@ impl FlowTable {
         self.index.get(p).map(FlowRef)
     }
 
-    /// Starts loading a flow's slot (its first cache line: the lock and the flow's keys)
-    /// without locking it.
+    /// Starts loading the part of a flow's slot a packet uses (the lock, keys, rewrites,
+    /// state, counters: its first 128 bytes, which span two or three cache lines) without
+    /// locking it.
     #[inline]
     pub fn touch_slot(&self, r: FlowRef) {
         if let Some(s) = self.slots.get(r.slot() as usize) {
-            index::prefetch(s);
+            let p = (s as *const SlotLock<Flow>).cast::<u8>();
+            index::prefetch_addr(p);
+            index::prefetch_addr(p.wrapping_add(64));
+            index::prefetch_addr(p.wrapping_add(HOT_BYTES - 1));
         }
     }
 
@@ -482,10 +488,10 @@ impl FlowTable {
     #[inline]
     pub fn with_flow<R>(&self, r: FlowRef, key: &FlowKey, f: impl FnOnce(&mut Flow, Dir) -> R) -> Option<R> {
         let mut s = self.lock(r.slot());
-        if !s.live || s.flow.keys[r.dir().index()] != *key {
+        if !s.live() || s.keys[r.dir().index()] != *key {
             return None;
         }
-        Some(f(&mut s.flow, r.dir()))
+        Some(f(&mut s, r.dir()))
     }
 
     /// Runs `f` on the flow `r` names like [`FlowTable::with_flow`], then hands the flow to
@@ -493,14 +499,14 @@ impl FlowTable {
     #[inline]
     pub fn with_flow_offload<R>(&self, r: FlowRef, key: &FlowKey, f: impl FnOnce(&mut Flow, Dir) -> R) -> Option<R> {
         let mut s = self.lock(r.slot());
-        if !s.live || s.flow.keys[r.dir().index()] != *key {
+        if !s.live() || s.keys[r.dir().index()] != *key {
             return None;
         }
-        let out = f(&mut s.flow, r.dir());
-        if s.flow.status & status::OFFLOAD == 0 {
-            self.offload.consider(r.slot(), &mut s.flow);
-        } else if !offload::eligible(&s.flow) {
-            self.offload.withdraw(&mut s.flow);
+        let out = f(&mut s, r.dir());
+        if s.status & status::OFFLOAD == 0 {
+            self.offload.consider(r.slot(), &mut s);
+        } else if !offload::eligible(&s) {
+            self.offload.withdraw(&mut s);
         }
         Some(out)
     }
@@ -508,12 +514,12 @@ impl FlowTable {
     /// Runs `f` on the live flow in `slot` (control plane; no key check).
     pub fn with_slot<R>(&self, slot: u32, f: impl FnOnce(&mut Flow) -> R) -> Option<R> {
         let mut s = self.lock(slot);
-        s.live.then(|| f(&mut s.flow))
+        s.live().then(|| f(&mut s))
     }
 
     fn is_stale(&self, r: FlowRef, key: &FlowKey) -> bool {
         let s = self.lock(r.slot());
-        !s.live || s.flow.keys[r.dir().index()] != *key
+        !s.live() || s.keys[r.dir().index()] != *key
     }
 
     /// Claims `key` for `r` if it is vacant (or held by a dead flow). `Err(None)` when the
@@ -565,15 +571,14 @@ impl FlowTable {
         flow.csum = [CsumDelta::between(&orig, &flow.rewrite[0]), CsumDelta::between(&reply, &flow.rewrite[1])];
         {
             let mut s = self.lock(slot);
-            s.gen = s.gen.wrapping_add(1);
             flow.id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            s.flow = flow;
-            s.live = true;
+            *s = flow;
+            s.set_live(true);
         }
         if let Err(existing) = self.claim(orig, FlowRef::new(slot, Dir::Orig)) {
             // another worker created this flow between our lookup and now (or the index is
             // full): undo ours
-            self.lock(slot).live = false;
+            self.lock(slot).set_live(false);
             self.unclaim(&reply, reply_ref);
             let _ = self.free.push(slot);
             return Err(match existing {
@@ -621,10 +626,10 @@ impl FlowTable {
         }
         let moved = {
             let mut s = self.lock(r.slot());
-            if s.live && s.flow.keys[r.dir().index()] == *old {
+            if s.live() && s.keys[r.dir().index()] == *old {
                 let d = r.dir().index();
-                s.flow.keys[d] = new;
-                s.flow.csum[d] = CsumDelta::between(&new, &s.flow.rewrite[d]);
+                s.keys[d] = new;
+                s.csum[d] = CsumDelta::between(&new, &s.rewrite[d]);
                 true
             } else {
                 false
@@ -642,12 +647,12 @@ impl FlowTable {
     pub fn remove_if(&self, slot: u32, now: Time, pred: impl FnOnce(&Flow) -> bool) -> Option<Flow> {
         let flow = {
             let mut s = self.lock(slot);
-            if !s.live || !pred(&s.flow) {
+            if !s.live() || !pred(&s) {
                 return None;
             }
-            self.offload.withdraw(&mut s.flow);
-            s.live = false;
-            s.flow
+            self.offload.withdraw(&mut s);
+            s.set_live(false);
+            *s
         };
         self.unlink(slot, &flow);
         self.stats.removed.inc();
@@ -672,14 +677,14 @@ impl FlowTable {
             let slot = ((start + i) % n) as u32;
             let expired = {
                 let mut s = self.lock(slot);
-                if s.live && s.flow.expired(now, t) {
+                if s.live() && s.expired(now, t) {
                     // the fast path may have carried packets since the last refresh
-                    self.offload.refresh(&mut s.flow);
+                    self.offload.refresh(&mut s);
                 }
-                if s.live && s.flow.expired(now, t) {
-                    self.offload.withdraw(&mut s.flow);
-                    s.live = false;
-                    Some(s.flow)
+                if s.live() && s.expired(now, t) {
+                    self.offload.withdraw(&mut s);
+                    s.set_live(false);
+                    Some(*s)
                 } else {
                     None
                 }
@@ -701,7 +706,7 @@ impl FlowTable {
         for slot in 0..self.slots.len() as u32 {
             let flow = {
                 let s = self.lock(slot);
-                s.live.then_some(s.flow)
+                s.live().then_some(*s)
             };
             if let Some(flow) = flow {
                 f(slot, &flow);
@@ -803,7 +808,7 @@ mod tests {
         let r1 = FlowKey { src: 7, dst: 9, sport: 80, dport: 1000, proto: 6 };
         let (fr, _) = t.insert(key(1, 1000), [r1], build, Time::ZERO).expect("insert");
         // simulate the window between marking dead and unlinking
-        t.slots[fr.slot() as usize].lock().expect("lock").live = false;
+        t.slots[fr.slot() as usize].lock().set_live(false);
         let (_, f) = t.insert(key(2, 1000), [r1], build, Time::ZERO).expect("reclaims");
         assert_eq!(f.keys[1], r1);
     }
