@@ -13,19 +13,26 @@ pub fn fold(mut sum: u32) -> u16 {
 }
 
 /// Adds `data` (big-endian 16-bit words, odd tail padded with zero) to `acc`.
-pub fn accumulate(data: &[u8], mut acc: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc = acc.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
-        // keep the accumulator from overflowing on very long inputs
-        if acc & 0x8000_0000 != 0 {
-            acc = u32::from(fold(acc));
-        }
+///
+/// Sums 32-bit words into 64 bits (no carry is lost before the end, and 2^32 ≡ 2^16 ≡ 1
+/// in one's-complement arithmetic, so folding the wide sum gives the 16-bit word sum).
+#[inline]
+pub fn accumulate(data: &[u8], acc: u32) -> u32 {
+    let mut sum = u64::from(acc);
+    let mut words = data.chunks_exact(4);
+    for w in &mut words {
+        sum += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
     }
-    if let [last] = chunks.remainder() {
-        acc = acc.wrapping_add(u32::from(*last) << 8);
+    // 0 to 3 bytes left, starting at an even offset
+    match *words.remainder() {
+        [a, b, c] => sum += u64::from(u16::from_be_bytes([a, b])) + (u64::from(c) << 8),
+        [a, b] => sum += u64::from(u16::from_be_bytes([a, b])),
+        [a] => sum += u64::from(a) << 8,
+        _ => {}
     }
-    acc
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum as u32
 }
 
 /// The checksum of `data`: the one's complement of its one's-complement sum.
@@ -124,6 +131,22 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn wide_sum_equals_the_word_by_word_sum(data in proptest::collection::vec(any::<u8>(), 0..1600),
+                                                acc in any::<u32>()) {
+            // RFC 1071 as written: 16-bit words, end-around carry at every step
+            let mut reference = fold(acc);
+            for pair in data.chunks(2) {
+                let w = u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]);
+                let (s, carry) = reference.overflowing_add(w);
+                reference = s + u16::from(carry);
+            }
+            let ours = fold(accumulate(&data, acc));
+            // equal modulo the two representations of zero
+            prop_assert!(ours == reference || (ours | reference == 0xffff && ours & reference == 0),
+                "ours {ours:#06x} reference {reference:#06x}");
+        }
+
         #[test]
         fn adjust16_matches_recompute(mut data in proptest::collection::vec(any::<u8>(), 4..64),
                                       idx in 0usize..30, new in any::<u16>()) {

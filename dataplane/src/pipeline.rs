@@ -629,7 +629,9 @@ impl Worker {
                 return v;
             }
         }
-        if !fresh {
+        // the index's candidate was another key with the same tag (or the flow went away),
+        // or a batch's look predates this packet: settle it with a confirmed lookup
+        if !fresh || hit.is_some() {
             if let Some(r) = sh.flows.lookup(&key).filter(|r| Some(*r) != hit) {
                 if let Some(v) = self.established(sh, frame, &pkt, r, &key) {
                     return v;

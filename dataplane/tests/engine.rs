@@ -572,3 +572,43 @@ fn nat_pool_pairs_each_host_with_one_address() {
     let mut stray = udp(S, [203, 0, 113, 11], 53, 9999, b"x");
     assert_eq!(run(&mut e, &mut stray, OUTSIDE, 2), Verdict::Drop(DropReason::UnsolicitedInbound));
 }
+
+#[test]
+fn replies_of_flows_whose_keys_share_an_index_tag_reach_their_own_hosts() {
+    // The flow index keeps a 16-bit tag per key, not the key: two reply keys with the
+    // same bucket and tag give the packet path a wrong first candidate for one of them,
+    // which the flow's lock check refuses and a confirmed lookup settles. A reply that
+    // fell through to the slow path instead would be dropped as unsolicited.
+    let mut cfg = EngineConfig::example();
+    cfg.limits.max_flows = 4; // a tiny index: such pairs are easy to find
+    let mut e = engine_with(cfg);
+    let reply_key = |port: u16| FlowKey {
+        src: u32::from_be_bytes(S),
+        dst: u32::from_be_bytes(P),
+        sport: 53,
+        dport: port,
+        proto: 17,
+    };
+    let mut seen = std::collections::HashMap::new();
+    let (pa, pb) = (20_000..=u16::MAX)
+        .find_map(|p| seen.insert(e.shared().flows.probe(&reply_key(p)), p).map(|q| (q, p)))
+        .expect("two outside ports whose reply keys collide");
+    for (host, port) in [(C1, pa), (C2, pb)] {
+        let mut out = udp(host, S, port, 53, b"q");
+        assert_eq!(run(&mut e, &mut out, INSIDE, 0), Verdict::Forward(OUTSIDE));
+        assert_eq!(tuple(&out).sport, port, "the source port is kept");
+    }
+    for round in 0..3 {
+        for (host, port) in [(C1, pa), (C2, pb)] {
+            let mut back = udp(S, P, 53, port, b"r");
+            assert_eq!(run(&mut e, &mut back, OUTSIDE, 1 + round), Verdict::Forward(INSIDE), "port {port}");
+            assert_checksums(&back);
+            assert_eq!((tuple(&back).dst, tuple(&back).dport), (ip(host), port));
+        }
+    }
+    let mut replies = Vec::new();
+    e.shared().flows.for_each(|_, f| replies.push((f.keys[1].dport, f.packets)));
+    replies.sort();
+    assert_eq!(replies, vec![(pa, [1, 3]), (pb, [1, 3])]);
+    assert_eq!(e.shared().flows.len(), 2);
+}

@@ -22,7 +22,10 @@ pub const HEADER: usize = 8;
 /// The lock byte comes first, so the line that holds it also holds the start of the value
 /// (a prefetch of the slot's address brings both); the flag shares the lock's padding
 /// instead of costing the value an aligned word of its own.
-#[repr(C)]
+///
+/// Aligned to a cache line: a slot's head (the lock, then the start of the value) always
+/// begins a line, so the first 128 bytes of a slot are exactly two lines.
+#[repr(C, align(64))]
 #[allow(missing_debug_implementations)]
 pub struct SlotLock<T> {
     held: AtomicBool,
@@ -166,7 +169,8 @@ mod tests {
 
     #[test]
     fn the_flag_shares_the_header_with_the_lock() {
-        assert_eq!(core::mem::size_of::<SlotLock<u64>>(), HEADER + 8);
+        assert_eq!(core::mem::size_of::<SlotLock<[u64; 15]>>(), 128, "header + value, whole lines");
+        assert_eq!(core::mem::align_of::<SlotLock<u64>>(), 64);
         assert_eq!(core::mem::offset_of!(SlotLock<u64>, value), HEADER);
         let l = SlotLock::new(0u64);
         let mut g = l.lock();

@@ -27,7 +27,7 @@ use crossbeam::queue::ArrayQueue;
 use crate::config::{IfaceId, Timeouts};
 use crate::counters::SharedCounter;
 use crate::time::Time;
-use index::{FlowIndex, IndexError, Probe};
+use index::{FlowIndex, Held, IndexError, Probe};
 use lock::{SlotGuard, SlotLock};
 use offload::Offload;
 use tcp::TcpState;
@@ -363,6 +363,8 @@ pub struct TableStats {
 /// How much of a slot a packet of the flow reads or writes: the lock, `live` and the hot
 /// head of [`Flow`] (everything up to and including `last_seen`).
 const HOT_BYTES: usize = lock::HEADER + core::mem::offset_of!(Flow, last_seen) + 8;
+// slots start on a cache line (SlotLock is line-aligned), so the hot head is two lines
+const _: () = assert!(HOT_BYTES <= 128 && core::mem::align_of::<SlotLock<Flow>>() == 64);
 
 /// Largest connection table the index can address (slot and direction in 24 bits).
 pub const MAX_FLOWS: usize = (index::MAX_VALUE as usize) / 2;
@@ -446,10 +448,11 @@ impl FlowTable {
         self.slots[slot as usize].lock()
     }
 
-    /// Finds the flow and direction a key belongs to.
-    #[inline]
+    /// Finds the flow and direction a key belongs to: each candidate the index has for the
+    /// key is confirmed against its slot (locked briefly). The packet path uses
+    /// [`FlowTable::lookup_probe`] instead and confirms under the lock it takes anyway.
     pub fn lookup(&self, key: &FlowKey) -> Option<FlowRef> {
-        self.index.get(&self.index.probe(key)).map(FlowRef)
+        self.index.find_confirmed(&self.index.probe(key), |v| self.holds(FlowRef(v), key) == Held::Live).map(FlowRef)
     }
 
     /// Where a key's index entries live (first stage of a batch).
@@ -464,22 +467,22 @@ impl FlowTable {
         self.index.touch(p);
     }
 
-    /// Looks up a probed key (second stage of a batch).
+    /// The index's first candidate for a probed key (second stage of a batch). Unconfirmed:
+    /// [`FlowTable::with_flow`] checks the key under the slot's lock and says `None` when
+    /// it is not there, and then [`FlowTable::lookup`] settles it.
     #[inline]
     pub fn lookup_probe(&self, p: &Probe) -> Option<FlowRef> {
         self.index.get(p).map(FlowRef)
     }
 
     /// Starts loading the part of a flow's slot a packet uses (the lock, keys, rewrites,
-    /// state, counters: its first 128 bytes, which span two or three cache lines) without
-    /// locking it.
+    /// state, counters: its first 128 bytes, two cache lines) without locking it.
     #[inline]
     pub fn touch_slot(&self, r: FlowRef) {
         if let Some(s) = self.slots.get(r.slot() as usize) {
             let p = (s as *const SlotLock<Flow>).cast::<u8>();
             index::prefetch_addr(p);
             index::prefetch_addr(p.wrapping_add(64));
-            index::prefetch_addr(p.wrapping_add(HOT_BYTES - 1));
         }
     }
 
@@ -517,15 +520,22 @@ impl FlowTable {
         s.live().then(|| f(&mut s))
     }
 
-    fn is_stale(&self, r: FlowRef, key: &FlowKey) -> bool {
+    /// What the index entry `r` for (a key with the same tag as) `key` is.
+    fn holds(&self, r: FlowRef, key: &FlowKey) -> Held {
         let s = self.lock(r.slot());
-        !s.live() || s.keys[r.dir().index()] != *key
+        if s.keys[r.dir().index()] != *key {
+            Held::Other
+        } else if s.live() {
+            Held::Live
+        } else {
+            Held::Stale
+        }
     }
 
     /// Claims `key` for `r` if it is vacant (or held by a dead flow). `Err(None)` when the
     /// index has no room for it.
     fn claim(&self, key: FlowKey, r: FlowRef) -> Result<(), Option<FlowRef>> {
-        match self.index.insert(&self.index.probe(&key), r.0, |held| self.is_stale(FlowRef(held), &key)) {
+        match self.index.insert(&self.index.probe(&key), r.0, |held| self.holds(FlowRef(held), &key)) {
             Ok(()) => Ok(()),
             Err(IndexError::Taken(v)) => Err(Some(FlowRef(v))),
             Err(IndexError::Full) => Err(None),
@@ -556,6 +566,9 @@ impl FlowTable {
             if k == orig {
                 continue;
             }
+            // the index holds no keys: the slot must show the key it claims before it
+            // claims it, so that others asking who holds the key get the right answer
+            self.lock(slot).keys = [orig, k];
             if self.claim(k, reply_ref).is_ok() {
                 reply = Some(k);
                 break;
@@ -800,6 +813,31 @@ mod tests {
         assert!(t.lookup(&r1).is_none());
         // the slot can be used again
         t.insert(key(2, 1000), [r1], build, Time::ZERO).expect("reuse");
+    }
+
+    #[test]
+    fn flows_whose_keys_share_an_index_tag_are_told_apart() {
+        let t = FlowTable::new(4, 0);
+        // two reply keys with the same bucket and tag (the index cannot tell them apart)
+        let mut seen = std::collections::HashMap::new();
+        let (a, b) = (0..=u16::MAX)
+            .map(|p| FlowKey { src: 7, dst: 9, sport: 80, dport: p, proto: 6 })
+            .find_map(|k| seen.insert(t.index.probe(&k), k).map(|j| (j, k)))
+            .expect("a collision among 65 536 keys");
+        let (fa, _) = t.insert(key(1, 1000), [a], build, Time::ZERO).expect("first");
+        let (fb, _) = t.insert(key(2, 1000), [b], build, Time::ZERO).expect("second: a's entry is not b's key");
+        let (ra, rb) = (FlowRef::new(fa.slot(), Dir::Reply), FlowRef::new(fb.slot(), Dir::Reply));
+        assert_eq!((t.lookup(&a), t.lookup(&b)), (Some(ra), Some(rb)));
+        // the packet path's unconfirmed candidate is one of them for both keys; the lock
+        // check refuses it for the other key
+        let cand = t.lookup_probe(&t.probe(&b)).expect("candidate");
+        assert!(cand == ra || cand == rb);
+        let other = if cand == ra { b } else { a };
+        assert_eq!(t.with_flow(cand, &other, |_, _| ()), None);
+        // a third flow wanting key a as its reply finds it taken, not stale
+        assert_eq!(t.insert(key(3, 1000), [a], build, Time::ZERO).err(), Some(InsertError::NoReplyKey));
+        assert!(t.remove_key(&a, Time::ZERO).is_some());
+        assert_eq!((t.lookup(&a), t.lookup(&b)), (None, Some(rb)));
     }
 
     #[test]

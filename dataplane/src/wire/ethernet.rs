@@ -32,6 +32,7 @@ pub struct Frame<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> Frame<T> {
     /// Validates the header (and one VLAN tag if present).
+    #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         let b = buf.as_ref();
         if b.len() < field::HEADER_LEN {
@@ -50,21 +51,25 @@ impl<T: AsRef<[u8]>> Frame<T> {
     }
 
     /// The EtherType of the payload (the inner one behind a VLAN tag).
+    #[inline]
     pub fn ethertype(&self) -> u16 {
         self.ethertype
     }
 
     /// Offset of the payload (the network header) from the start of the frame.
+    #[inline]
     pub fn payload_offset(&self) -> usize {
         self.payload_off
     }
 
     /// The VLAN id, if the frame is tagged.
+    #[inline]
     pub fn vlan_id(&self) -> Option<u16> {
         (self.payload_off == field::VLAN_HEADER_LEN).then(|| be16(self.buf.as_ref(), field::VLAN_TCI) & 0x0fff)
     }
 
     /// Destination MAC address.
+    #[inline]
     pub fn dst_addr(&self) -> [u8; 6] {
         let mut m = [0; 6];
         m.copy_from_slice(&self.buf.as_ref()[field::DST]);
@@ -72,6 +77,7 @@ impl<T: AsRef<[u8]>> Frame<T> {
     }
 
     /// Source MAC address.
+    #[inline]
     pub fn src_addr(&self) -> [u8; 6] {
         let mut m = [0; 6];
         m.copy_from_slice(&self.buf.as_ref()[field::SRC]);
@@ -81,16 +87,19 @@ impl<T: AsRef<[u8]>> Frame<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     /// Sets the destination MAC address.
+    #[inline]
     pub fn set_dst_addr(&mut self, mac: [u8; 6]) {
         self.buf.as_mut()[field::DST].copy_from_slice(&mac);
     }
 
     /// Sets the source MAC address.
+    #[inline]
     pub fn set_src_addr(&mut self, mac: [u8; 6]) {
         self.buf.as_mut()[field::SRC].copy_from_slice(&mac);
     }
 
     /// Swaps source and destination MAC addresses (for a packet sent back to its sender).
+    #[inline]
     pub fn swap_addrs(&mut self) {
         let (d, s) = (self.dst_addr(), self.src_addr());
         self.set_dst_addr(s);

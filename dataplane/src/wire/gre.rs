@@ -44,6 +44,7 @@ pub struct Packet<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Validates that the header implied by the flag bits fits the buffer.
+    #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         let b = buf.as_ref();
         if b.len() < 4 {
@@ -57,6 +58,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Wraps a buffer whose header the caller validated or built.
+    #[inline]
     pub fn new_unchecked(buf: T) -> Self {
         Packet { buf }
     }
@@ -66,31 +68,37 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Version field (0 or 1 are defined).
+    #[inline]
     pub fn version(&self) -> u8 {
         (self.flags() & VER) as u8
     }
 
     /// Protocol type field.
+    #[inline]
     pub fn protocol(&self) -> u16 {
         be16(self.buf.as_ref(), field::PROTO)
     }
 
     /// Key-present bit.
+    #[inline]
     pub fn has_key(&self) -> bool {
         self.flags() & K != 0
     }
 
     /// Sequence-present bit.
+    #[inline]
     pub fn has_seq(&self) -> bool {
         self.flags() & S != 0
     }
 
     /// Acknowledgement-present bit (version 1 only).
+    #[inline]
     pub fn has_ack(&self) -> bool {
         self.version() == 1 && self.flags() & A != 0
     }
 
     /// Header length implied by the flags.
+    #[inline]
     pub fn header_len(&self) -> usize {
         let f = self.flags();
         let mut n = 4;
@@ -119,6 +127,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Classifies the header: version 0, valid PPTP enhanced GRE, or malformed.
+    #[inline]
     pub fn kind(&self) -> Kind {
         let f = self.flags();
         match f & VER {
@@ -129,26 +138,31 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// The Call ID (PPTP) — the receiver's ID. Only meaningful when `kind() == Pptp`.
+    #[inline]
     pub fn call_id(&self) -> u16 {
         be16(self.buf.as_ref(), field::CALL_ID)
     }
 
     /// Payload length field (PPTP).
+    #[inline]
     pub fn payload_len(&self) -> u16 {
         be16(self.buf.as_ref(), field::PAYLOAD_LEN)
     }
 
     /// Sequence number (PPTP), if present.
+    #[inline]
     pub fn seq(&self) -> Option<u32> {
         (self.version() == 1 && self.has_seq()).then(|| be32(self.buf.as_ref(), 8))
     }
 
     /// Acknowledgement number (PPTP), if present.
+    #[inline]
     pub fn ack(&self) -> Option<u32> {
         self.has_ack().then(|| be32(self.buf.as_ref(), if self.has_seq() { 12 } else { 8 }))
     }
 
     /// The payload after the header.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buf.as_ref()[self.header_len()..]
     }
@@ -156,6 +170,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets the Call ID (PPTP). GRE v1 has no checksum to adjust.
+    #[inline]
     pub fn set_call_id(&mut self, id: u16) {
         put16(self.buf.as_mut(), field::CALL_ID, id);
     }

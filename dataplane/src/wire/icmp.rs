@@ -57,6 +57,7 @@ pub struct Packet<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Validates that the 8-byte header is present.
+    #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         if buf.as_ref().len() < HEADER_LEN {
             return Err(WireError::Truncated);
@@ -65,41 +66,49 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Wraps a buffer the caller built.
+    #[inline]
     pub fn new_unchecked(buf: T) -> Self {
         Packet { buf }
     }
 
     /// Message type.
+    #[inline]
     pub fn msg_type(&self) -> u8 {
         self.buf.as_ref()[field::TYPE]
     }
 
     /// Message code.
+    #[inline]
     pub fn code(&self) -> u8 {
         self.buf.as_ref()[field::CODE]
     }
 
     /// Checksum field.
+    #[inline]
     pub fn checksum(&self) -> u16 {
         be16(self.buf.as_ref(), field::CHECKSUM)
     }
 
     /// Identifier of a query message.
+    #[inline]
     pub fn ident(&self) -> u16 {
         be16(self.buf.as_ref(), field::IDENT)
     }
 
     /// Sequence number of a query message.
+    #[inline]
     pub fn seq(&self) -> u16 {
         be16(self.buf.as_ref(), field::SEQ)
     }
 
     /// The body after the 8-byte header (for errors: the quoted packet).
+    #[inline]
     pub fn body(&self) -> &[u8] {
         &self.buf.as_ref()[HEADER_LEN..]
     }
 
     /// True when the checksum over the whole message is correct.
+    #[inline]
     pub fn verify_checksum(&self) -> bool {
         checksum::verify(self.buf.as_ref(), 0)
     }
@@ -107,12 +116,14 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets the identifier and adjusts the checksum by `delta`, the rewrite's difference.
+    #[inline]
     pub fn rewrite_ident(&mut self, id: u16, delta: checksum::Delta) {
         put16(self.buf.as_mut(), field::IDENT, id);
         self.set_checksum(delta.apply(self.checksum()));
     }
 
     /// Sets the identifier, adjusting the checksum.
+    #[inline]
     pub fn set_ident_fixup(&mut self, id: u16) {
         let old = self.ident();
         put16(self.buf.as_mut(), field::IDENT, id);
@@ -120,16 +131,19 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// Sets the checksum field.
+    #[inline]
     pub fn set_checksum(&mut self, c: u16) {
         put16(self.buf.as_mut(), field::CHECKSUM, c);
     }
 
     /// Mutable body (the quoted packet of an error).
+    #[inline]
     pub fn body_mut(&mut self) -> &mut [u8] {
         &mut self.buf.as_mut()[HEADER_LEN..]
     }
 
     /// Writes type, code and a zero rest-of-header, then the checksum over the whole buffer.
+    #[inline]
     pub fn emit(&mut self, msg_type: u8, code: u8, rest: u32) {
         let b = self.buf.as_mut();
         b[field::TYPE] = msg_type;
@@ -141,6 +155,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// Sets the sequence number field (tests and builders).
+    #[inline]
     pub fn set_seq(&mut self, seq: u16) {
         put16(self.buf.as_mut(), field::SEQ, seq);
     }

@@ -28,6 +28,7 @@ pub struct Packet<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Validates version, header length and total length against the buffer.
+    #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         let b = buf.as_ref();
         if b.len() < MIN_HEADER_LEN {
@@ -46,6 +47,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Validates only what an ICMP error quotes: version and a complete header. The total
     /// length may exceed the buffer (the quote is truncated).
+    #[inline]
     pub fn new_quoted(buf: T) -> Result<Self, WireError> {
         let b = buf.as_ref();
         if b.len() < MIN_HEADER_LEN {
@@ -62,81 +64,97 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Wraps a buffer the caller built; accessors may panic if it is malformed.
+    #[inline]
     pub fn new_unchecked(buf: T) -> Self {
         Packet { buf }
     }
 
     /// The underlying buffer.
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buf
     }
 
     /// Header length in bytes (IHL × 4).
+    #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.buf.as_ref()[field::VER_IHL] & 0x0f) * 4
     }
 
     /// Total length field.
+    #[inline]
     pub fn total_len(&self) -> u16 {
         be16(self.buf.as_ref(), field::TOTAL_LEN)
     }
 
     /// Identification field.
+    #[inline]
     pub fn ident(&self) -> u16 {
         be16(self.buf.as_ref(), field::IDENT)
     }
 
     /// Don't-fragment flag.
+    #[inline]
     pub fn dont_frag(&self) -> bool {
         be16(self.buf.as_ref(), field::FLAGS_FRAG) & 0x4000 != 0
     }
 
     /// More-fragments flag.
+    #[inline]
     pub fn more_frags(&self) -> bool {
         be16(self.buf.as_ref(), field::FLAGS_FRAG) & 0x2000 != 0
     }
 
     /// Fragment offset in bytes.
+    #[inline]
     pub fn frag_offset(&self) -> u16 {
         (be16(self.buf.as_ref(), field::FLAGS_FRAG) & 0x1fff) << 3
     }
 
     /// True for any fragment (first, middle or last).
+    #[inline]
     pub fn is_fragment(&self) -> bool {
         be16(self.buf.as_ref(), field::FLAGS_FRAG) & 0x3fff != 0
     }
 
     /// Time to live.
+    #[inline]
     pub fn ttl(&self) -> u8 {
         self.buf.as_ref()[field::TTL]
     }
 
     /// Protocol of the payload.
+    #[inline]
     pub fn protocol(&self) -> u8 {
         self.buf.as_ref()[field::PROTO]
     }
 
     /// Header checksum field.
+    #[inline]
     pub fn checksum(&self) -> u16 {
         be16(self.buf.as_ref(), field::CHECKSUM)
     }
 
     /// Source address as a host-order integer.
+    #[inline]
     pub fn src_addr(&self) -> u32 {
         be32(self.buf.as_ref(), field::SRC)
     }
 
     /// Destination address as a host-order integer.
+    #[inline]
     pub fn dst_addr(&self) -> u32 {
         be32(self.buf.as_ref(), field::DST)
     }
 
     /// True when the header checksum is correct.
+    #[inline]
     pub fn verify_checksum(&self) -> bool {
         checksum::verify(&self.buf.as_ref()[..self.header_len()], 0)
     }
 
     /// The payload (up to the total length, or the buffer end for a quoted header).
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         let b = self.buf.as_ref();
         let end = usize::from(self.total_len()).min(b.len());
@@ -146,6 +164,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets the source address, adjusting the header checksum.
+    #[inline]
     pub fn set_src_addr_fixup(&mut self, addr: u32) {
         let old = self.src_addr();
         put32(self.buf.as_mut(), field::SRC, addr);
@@ -166,6 +185,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// Sets the destination address, adjusting the header checksum.
+    #[inline]
     pub fn set_dst_addr_fixup(&mut self, addr: u32) {
         let old = self.dst_addr();
         put32(self.buf.as_mut(), field::DST, addr);
@@ -173,6 +193,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// Decrements the TTL, adjusting the header checksum.
+    #[inline]
     pub fn decrement_ttl(&mut self) {
         let b = self.buf.as_mut();
         let old = be16(b, field::TTL);
@@ -183,11 +204,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// Sets the header checksum field.
+    #[inline]
     pub fn set_checksum(&mut self, c: u16) {
         put16(self.buf.as_mut(), field::CHECKSUM, c);
     }
 
     /// Recomputes the header checksum from scratch (for packets the engine builds).
+    #[inline]
     pub fn fill_checksum(&mut self) {
         self.set_checksum(0);
         let hl = self.header_len();
@@ -196,6 +219,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// Mutable payload (up to the total length).
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let hl = self.header_len();
         let end = usize::from(self.total_len()).min(self.buf.as_ref().len());
@@ -203,6 +227,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// Writes a fresh 20-byte header with no options (for packets the engine builds).
+    #[inline]
     pub fn emit_header(&mut self, total_len: u16, ident: u16, ttl: u8, proto: u8, src: u32, dst: u32) {
         let b = self.buf.as_mut();
         b[0] = 0x45;

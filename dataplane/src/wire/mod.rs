@@ -50,6 +50,7 @@ pub(crate) fn put32(b: &mut [u8], off: usize, v: u32) {
 /// IP protocol numbers the engine knows by name.
 pub mod proto {
     /// The protocol's lower-case name as conntrack and ASA logs print it, or its number.
+    #[inline]
     pub fn name(p: u8) -> String {
         match p {
             ICMP => "icmp".into(),

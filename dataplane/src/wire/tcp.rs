@@ -38,6 +38,7 @@ pub struct Packet<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Validates that the header, with options, fits the buffer.
+    #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         let b = buf.as_ref();
         if b.len() < MIN_HEADER_LEN {
@@ -51,51 +52,61 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Wraps a buffer the caller built.
+    #[inline]
     pub fn new_unchecked(buf: T) -> Self {
         Packet { buf }
     }
 
     /// Source port.
+    #[inline]
     pub fn src_port(&self) -> u16 {
         be16(self.buf.as_ref(), field::SRC_PORT)
     }
 
     /// Destination port.
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         be16(self.buf.as_ref(), field::DST_PORT)
     }
 
     /// Sequence number.
+    #[inline]
     pub fn seq(&self) -> u32 {
         be32(self.buf.as_ref(), field::SEQ)
     }
 
     /// Acknowledgement number.
+    #[inline]
     pub fn ack(&self) -> u32 {
         be32(self.buf.as_ref(), field::ACK)
     }
 
     /// Flag bits (FIN..CWR).
+    #[inline]
     pub fn flags(&self) -> u8 {
         self.buf.as_ref()[field::FLAGS]
     }
 
     /// Header length including options.
+    #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.buf.as_ref()[field::DATA_OFF] >> 4) * 4
     }
 
     /// Checksum field.
+    #[inline]
     pub fn checksum(&self) -> u16 {
         be16(self.buf.as_ref(), field::CHECKSUM)
     }
 
     /// The segment's payload.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buf.as_ref()[self.header_len()..]
     }
 
     /// True when the checksum is correct for the given pseudo-header addresses.
+    #[inline]
     pub fn verify_checksum(&self, src: u32, dst: u32) -> bool {
         let b = self.buf.as_ref();
         let Ok(len) = u16::try_from(b.len()) else { return false };
@@ -106,6 +117,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets the source port, adjusting the checksum.
+    #[inline]
     pub fn set_src_port_fixup(&mut self, port: u16) {
         let old = self.src_port();
         put16(self.buf.as_mut(), field::SRC_PORT, port);
@@ -113,6 +125,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// Sets the destination port, adjusting the checksum.
+    #[inline]
     pub fn set_dst_port_fixup(&mut self, port: u16) {
         let old = self.dst_port();
         put16(self.buf.as_mut(), field::DST_PORT, port);
@@ -129,16 +142,19 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// Adjusts the checksum for a pseudo-header address change.
+    #[inline]
     pub fn fixup_addr(&mut self, old: u32, new: u32) {
         self.set_checksum(checksum::adjust32(self.checksum(), old, new));
     }
 
     /// Sets the checksum field.
+    #[inline]
     pub fn set_checksum(&mut self, c: u16) {
         put16(self.buf.as_mut(), field::CHECKSUM, c);
     }
 
     /// Mutable payload.
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let hl = self.header_len();
         &mut self.buf.as_mut()[hl..]

@@ -21,6 +21,7 @@ pub struct Packet<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Validates the header and the length field against the buffer.
+    #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         let b = buf.as_ref();
         if b.len() < HEADER_LEN {
@@ -35,6 +36,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Validates only the 8-byte header (a fragment's first piece or an ICMP quote, where
     /// the length field describes more than the buffer holds).
+    #[inline]
     pub fn new_header_only(buf: T) -> Result<Self, WireError> {
         if buf.as_ref().len() < HEADER_LEN {
             return Err(WireError::Truncated);
@@ -43,31 +45,37 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Wraps a buffer of at least 8 bytes that the caller validated or built.
+    #[inline]
     pub fn new_unchecked(buf: T) -> Self {
         Packet { buf }
     }
 
     /// Source port.
+    #[inline]
     pub fn src_port(&self) -> u16 {
         be16(self.buf.as_ref(), field::SRC_PORT)
     }
 
     /// Destination port.
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         be16(self.buf.as_ref(), field::DST_PORT)
     }
 
     /// Length field.
+    #[inline]
     pub fn len_field(&self) -> u16 {
         be16(self.buf.as_ref(), field::LENGTH)
     }
 
     /// Checksum field (0 = none).
+    #[inline]
     pub fn checksum(&self) -> u16 {
         be16(self.buf.as_ref(), field::CHECKSUM)
     }
 
     /// The datagram's payload, as far as the buffer holds it.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         let b = self.buf.as_ref();
         let end = usize::from(self.len_field()).clamp(HEADER_LEN, b.len());
@@ -86,6 +94,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// Sets the source port, adjusting a present checksum.
+    #[inline]
     pub fn set_src_port_fixup(&mut self, port: u16) {
         let old = self.src_port();
         put16(self.buf.as_mut(), field::SRC_PORT, port);
@@ -93,6 +102,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// Sets the destination port, adjusting a present checksum.
+    #[inline]
     pub fn set_dst_port_fixup(&mut self, port: u16) {
         let old = self.dst_port();
         put16(self.buf.as_mut(), field::DST_PORT, port);
@@ -109,6 +119,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// Adjusts a present checksum for a pseudo-header address change.
+    #[inline]
     pub fn fixup_addr(&mut self, old: u32, new: u32) {
         self.adjust(|c| checksum::adjust32(c, old, new));
     }
