@@ -826,6 +826,9 @@ fn handle(d: &Daemon, hub: &EventHub, req: &Request, uid: Option<u32>, w: &mut i
                         "client": format!("{}:{}", ip(k.src), k.sport), "server": format!("{}:{}", ip(k.dst), k.dport),
                         "translated": s.translate, "state": format!("{:?}", s.state),
                         "age": now.since(s.created).as_secs(), "calls": calls,
+                        "streams": s.sync().iter().zip(s.next_seq()).map(|(sync, next)| json!({
+                            "sync": format!("{sync:?}"), "next_seq": next,
+                        })).collect::<Vec<_>>(),
                     }),
                 )?;
             }

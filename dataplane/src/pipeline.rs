@@ -403,6 +403,7 @@ struct Pkt {
     dport: u16,
     tcp_flags: u8,
     tcp_seq: u32,
+    tcp_ack: u32,
     tcp_hl: u8,
     icmp_type: u8,
     icmp_code: u8,
@@ -732,6 +733,7 @@ impl Worker {
             dport: 0,
             tcp_flags: 0,
             tcp_seq: 0,
+            tcp_ack: 0,
             tcp_hl: 0,
             icmp_type: 0,
             icmp_code: 0,
@@ -745,7 +747,7 @@ impl Worker {
                 let t = tcp::Packet::new_checked(l4).map_err(|_| DropReason::TcpMalformed)?;
                 p.l4 = L4::Tcp;
                 (p.sport, p.dport, p.tcp_flags) = (t.src_port(), t.dst_port(), t.flags());
-                (p.tcp_seq, p.tcp_hl) = (t.seq(), t.header_len() as u8);
+                (p.tcp_seq, p.tcp_ack, p.tcp_hl) = (t.seq(), t.ack(), t.header_len() as u8);
             }
             proto::UDP => {
                 let u = if p.first_frag { udp::Packet::new_header_only(l4) } else { udp::Packet::new_checked(l4) }
@@ -899,6 +901,7 @@ impl Worker {
             flow_id,
             from_pns,
             pkt.tcp_seq,
+            pkt.tcp_ack,
             pkt.tcp_flags,
             payload,
             &mut self.changes,

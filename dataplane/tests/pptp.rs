@@ -18,7 +18,9 @@ const FIN: u8 = 0x01;
 const RST: u8 = 0x04;
 const PSH: u8 = 0x08;
 
-fn seg(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+/// A TCP segment; `ack` is the acknowledgement number, sent when `flags` has ACK.
+#[expect(clippy::too_many_arguments, reason = "every TCP header field a test sets")]
+fn seg(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
     let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
         .ipv4(src, dst, 64)
         .tcp(sport, dport, seq, 65535);
@@ -26,7 +28,7 @@ fn seg(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32, flags: u8, 
         b = b.syn();
     }
     if flags & ACK != 0 {
-        b = b.ack(1);
+        b = b.ack(ack);
     }
     if flags & FIN != 0 {
         b = b.fin();
@@ -65,12 +67,12 @@ struct Ctl {
 
 impl Ctl {
     fn open(e: &mut Engine, c: [u8; 4], sport: u16, s: [u8; 4]) -> Ctl {
-        let mut syn = seg(c, s, sport, 1723, 1000, SYN, b"");
+        let mut syn = seg(c, s, sport, 1723, 1000, 0, SYN, b"");
         assert_eq!(run(e, &mut syn, INSIDE, 0), Verdict::Forward(OUTSIDE));
         let pport = tuple(&syn).sport;
-        let mut sa = seg(s, P, 1723, pport, 5000, SYN | ACK, b"");
+        let mut sa = seg(s, P, 1723, pport, 5000, 1001, SYN | ACK, b"");
         assert_eq!(run(e, &mut sa, OUTSIDE, 1), Verdict::Forward(INSIDE));
-        let mut ack = seg(c, s, sport, 1723, 1001, ACK, b"");
+        let mut ack = seg(c, s, sport, 1723, 1001, 5001, ACK, b"");
         assert_eq!(run(e, &mut ack, INSIDE, 2), Verdict::Forward(OUTSIDE));
         let mut ctl = Ctl { c, s, sport, pport, seq_c: 1001, seq_s: 5001, t: 3 };
         let out = ctl.pns(e, &build(MsgType::Sccrq, &[(12, 0x0100)]));
@@ -90,7 +92,7 @@ impl Ctl {
     }
 
     fn pns_raw(&mut self, e: &mut Engine, seq: u32, data: &[u8], flags: u8) -> (Verdict, Vec<u8>) {
-        let mut f = seg(self.c, self.s, self.sport, 1723, seq, flags, data);
+        let mut f = seg(self.c, self.s, self.sport, 1723, seq, self.seq_s, flags, data);
         self.t += 1;
         let v = run(e, &mut f, INSIDE, self.t);
         if v == Verdict::Forward(OUTSIDE) {
@@ -110,7 +112,7 @@ impl Ctl {
     }
 
     fn pac_raw(&mut self, e: &mut Engine, seq: u32, data: &[u8], flags: u8) -> (Verdict, Vec<u8>) {
-        let mut f = seg(self.s, P, 1723, self.pport, seq, flags, data);
+        let mut f = seg(self.s, P, 1723, self.pport, seq, self.seq_c, flags, data);
         self.t += 1;
         let v = run(e, &mut f, OUTSIDE, self.t);
         if v == Verdict::Forward(INSIDE) {
@@ -575,16 +577,16 @@ fn pptp_server_inside_behind_a_static_forward() {
     cfg.forwards.push(PortForward { proto: 6, outside_port: 1723, inside_addr: C2.into(), inside_port: 1723 });
     let mut e = engine_with(cfg);
     let r = [198, 51, 100, 99]; // the PNS, outside
-    let mut syn = seg(r, P, 50000, 1723, 1, SYN, b"");
+    let mut syn = seg(r, P, 50000, 1723, 1, 0, SYN, b"");
     assert_eq!(run(&mut e, &mut syn, OUTSIDE, 0), Verdict::Forward(INSIDE));
-    let mut sa = seg(C2, r, 1723, 50000, 900, SYN | ACK, b"");
+    let mut sa = seg(C2, r, 1723, 50000, 900, 2, SYN | ACK, b"");
     assert_eq!(run(&mut e, &mut sa, INSIDE, 1), Verdict::Forward(OUTSIDE));
-    let mut ocrq = seg(r, P, 50000, 1723, 2, ACK | PSH, &build(MsgType::Ocrq, &[(12, 6)]));
+    let mut ocrq = seg(r, P, 50000, 1723, 2, 901, ACK | PSH, &build(MsgType::Ocrq, &[(12, 6)]));
     assert_eq!(run(&mut e, &mut ocrq, OUTSIDE, 2), Verdict::Forward(INSIDE));
     assert_eq!(be(&tcp_payload(&ocrq), 12), 6, "the inside PAC is addressed 1:1: no translation");
     let mut m = build(MsgType::Ocrp, &[(12, 64), (14, 6)]);
     m[16] = 1;
-    let mut ocrp = seg(C2, r, 1723, 50000, 901, ACK | PSH, &m);
+    let mut ocrp = seg(C2, r, 1723, 50000, 901, 2 + 168, ACK | PSH, &m);
     assert_eq!(run(&mut e, &mut ocrp, INSIDE, 3), Verdict::Forward(OUTSIDE));
     // GRE from the outside PNS to P with the PAC's ID reaches the inside server
     assert_eq!(gre(&mut e, r, P, 64, false), (Verdict::Forward(INSIDE), r.into(), C2.into(), 64));
@@ -603,6 +605,37 @@ fn out_of_order_control_segment_is_dropped_then_accepted() {
     let out = ctl.pns(&mut e, &m[100..]);
     assert_eq!(out, m[100..].to_vec());
     assert_eq!(e.shared().pptp.stats.out_of_order_segments.get(), 1);
+}
+
+#[test]
+fn a_lost_syn_ack_answered_with_a_new_initial_sequence_number_is_followed() {
+    // The server's first SYN-ACK passes here and is lost before the client; the client's
+    // retransmitted SYN gets a SYN-ACK with another initial sequence number (a server
+    // under SYN-cookie load does this), and then the first one turns up late. Parsing the
+    // server's messages from the wrong start refused every one of them as out of order,
+    // for good (seen with ten clients starting at once in the namespace lab).
+    let mut e = engine();
+    let (c, s, sport) = (C1, S, 40100);
+    let mut syn = seg(c, s, sport, 1723, 1000, 0, SYN, b"");
+    assert_eq!(run(&mut e, &mut syn, INSIDE, 0), Verdict::Forward(OUTSIDE));
+    let pport = tuple(&syn).sport;
+    let syn_ack = |isn: u32| seg(s, P, 1723, pport, isn, 1001, SYN | ACK, b"");
+    assert_eq!(run(&mut e, &mut syn_ack(7_000), OUTSIDE, 1), Verdict::Forward(INSIDE));
+    let mut again = seg(c, s, sport, 1723, 1000, 0, SYN, b"");
+    assert_eq!(run(&mut e, &mut again, INSIDE, 2), Verdict::Forward(OUTSIDE));
+    assert_eq!(run(&mut e, &mut syn_ack(900_000), OUTSIDE, 3), Verdict::Forward(INSIDE));
+    let _ = run(&mut e, &mut syn_ack(7_000), OUTSIDE, 4); // the late first one
+    let mut ack = seg(c, s, sport, 1723, 1001, 900_001, ACK, b"");
+    assert_eq!(run(&mut e, &mut ack, INSIDE, 5), Verdict::Forward(OUTSIDE));
+    let mut ctl = Ctl { c, s, sport, pport, seq_c: 1001, seq_s: 900_001, t: 6 };
+    ctl.pns(&mut e, &build(MsgType::Sccrq, &[(12, 0x0100)]));
+    let mut sccrp = build(MsgType::Sccrp, &[(12, 0x0100)]);
+    sccrp[14] = 1;
+    ctl.pac(&mut e, &sccrp);
+    let xlat = ctl.ocrq(&mut e, 0x0100);
+    assert_eq!(ctl.ocrp(&mut e, 0x4000, xlat, 1), 0x0100, "the OCRP was parsed: the client sees its own ID");
+    assert_eq!(e.shared().pptp.stats.out_of_order_segments.get(), 0);
+    assert_eq!(e.shared().pptp.calls_in_progress(), 1);
 }
 
 /// A capture's control payloads (from the PNS?, bytes) and its GRE payloads, in order.
@@ -791,7 +824,7 @@ fn invalid_policy_reset_turns_the_segment_into_a_reset() {
     let (mut ctl, x) = established_call(&mut e);
     let mut bad = build(MsgType::Wen, &[(12, 1)]);
     bad[1] = 0;
-    let mut f = seg(S, P, 1723, ctl.pport, ctl.seq_s, ACK | PSH, &bad);
+    let mut f = seg(S, P, 1723, ctl.pport, ctl.seq_s, ctl.seq_c, ACK | PSH, &bad);
     assert_eq!(run(&mut e, &mut f, OUTSIDE, 50), Verdict::Forward(INSIDE));
     assert_checksums(&f);
     assert_eq!(f[14 + 20 + 13] & RST, RST, "a reset");

@@ -19,7 +19,7 @@ fn diag(l: &PptpLab) -> String {
     }
     s += &format!("--- servers {:?}\n--- xgwd\n{}", l.server_calls(), l.lab.log("xgwd.log"));
     // what the inspector and the engine counted, while the daemon still runs
-    for args in [&["pptp"][..], &["stats"][..]] {
+    for args in [&["pptp"][..], &["-o", "json", "pptp"][..], &["stats"][..]] {
         let o = l.xgwctl(args);
         s += &format!("--- xgwctl {args:?}\n{}", String::from_utf8_lossy(&o.stdout));
     }

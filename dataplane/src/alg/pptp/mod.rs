@@ -176,6 +176,11 @@ impl Session {
         [self.streams[0].sync(), self.streams[1].sync()]
     }
 
+    /// Sequence number of the next byte each stream (PNS→PAC, PAC→PNS) will parse.
+    pub fn next_seq(&self) -> [u32; 2] {
+        [self.streams[0].next_seq(), self.streams[1].next_seq()]
+    }
+
     /// GRE flow of a call: keys and rewrites for both directions.
     fn gre_flow(&self, c: &Call, pac_id: u16) -> ([FlowKey; 2], [Rewrite; 2]) {
         let (k, r) = (&self.ctl_keys, &self.ctl_rewrite);
@@ -305,9 +310,9 @@ impl Pptp {
         self.lock().sessions.contains_key(&flow_id)
     }
 
-    /// Inspects one segment of a control connection. `from_pns` is the direction, `seq` and
-    /// `flags` come from the TCP header; `payload` is rewritten in place and every changed
-    /// byte is appended to `changes`. GRE flows are created and removed in `flows`.
+    /// Inspects one segment of a control connection. `from_pns` is the direction, `seq`,
+    /// `ack` and `flags` come from the TCP header; `payload` is rewritten in place and every
+    /// changed byte is appended to `changes`. GRE flows are created and removed in `flows`.
     #[expect(
         clippy::too_many_arguments,
         reason = "one segment: its flow, direction, TCP fields, payload, and where changes go"
@@ -317,6 +322,7 @@ impl Pptp {
         flow_id: u64,
         from_pns: bool,
         seq: u32,
+        ack: u32,
         flags: u8,
         payload: &mut [u8],
         changes: &mut Vec<Change>,
@@ -328,8 +334,17 @@ impl Pptp {
         let st = &mut *guard;
         let Some(sess) = st.sessions.get_mut(&flow_id) else { return SegmentVerdict::Pass };
         let d = usize::from(!from_pns);
-        if flags & f::SYN != 0 && sess.streams[d].sync() == Sync::Unsynced {
+        // Where each stream starts: the sender's SYN says, and until a stream has carried
+        // data the receiver's acknowledgements correct it. (A SYN-ACK can be seen here and
+        // then lost; the server may answer the client's retransmitted SYN with a new initial
+        // sequence number — SYN cookies do — and only the client's ACK tells which one
+        // the connection uses. Parsing from the wrong one would refuse every segment.)
+        if flags & f::SYN != 0 && (sess.streams[d].sync() == Sync::Unsynced || sess.streams[d].untouched()) {
             sess.streams[d].start(seq.wrapping_add(1));
+        }
+        let other = 1 - d;
+        if flags & f::ACK != 0 && sess.streams[other].untouched() && sess.streams[other].next_seq() != ack {
+            sess.streams[other].start(ack);
         }
         let mut actions: Vec<Action> = Vec::new();
         let outcome = {
@@ -361,6 +376,14 @@ impl Pptp {
             SegOutcome::Pass => SegmentVerdict::Pass,
             SegOutcome::OutOfOrder => {
                 self.stats.out_of_order_segments.inc();
+                tracing::debug!(
+                    flow = flow_id,
+                    from_pns,
+                    seq,
+                    len = payload.len(),
+                    expected = sess.streams[d].next_seq(),
+                    "PPTP control segment out of order"
+                );
                 SegmentVerdict::OutOfOrder
             }
             SegOutcome::Invalid(why) => {

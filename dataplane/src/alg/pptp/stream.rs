@@ -67,6 +67,8 @@ pub enum Sync {
 pub struct Stream {
     side: Side,
     sync: Sync,
+    /// Sequence number of the stream's first data byte (where `start` put it).
+    first: u32,
     next: u32,
     msg_start: u32,
     head: [u8; KEEP],
@@ -88,6 +90,7 @@ impl Stream {
         Stream {
             side,
             sync: Sync::Unsynced,
+            first: 0,
             next: 0,
             msg_start: 0,
             head: [0; KEEP],
@@ -104,9 +107,17 @@ impl Stream {
     /// (the SYN's sequence number plus one).
     pub fn start(&mut self, seq: u32) {
         self.sync = Sync::Synced;
+        self.first = seq;
         self.next = seq;
         self.msg_start = seq;
         self.msg = None;
+    }
+
+    /// True when the stream is followed but none of its bytes has been parsed yet: its
+    /// start may still be corrected (a SYN-ACK that never reached the client, answered by
+    /// another with a new initial sequence number, as a server under SYN-cookie load does).
+    pub fn untouched(&self) -> bool {
+        self.sync == Sync::Synced && self.next == self.first && self.msg.is_none()
     }
 
     /// Stops inspecting (log-only policy after an invalid message).
