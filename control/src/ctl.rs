@@ -407,6 +407,20 @@ pub struct Daemon {
     pub offload: Option<Arc<crate::offload::XdpOffload>>,
     /// Every worker's counters (frames per class as the XDP program marked them).
     pub workers: Vec<Arc<xgw_dataplane::xsk::WorkerStats>>,
+    /// Every AF_XDP socket's counters: device, queue, counters (frames the engine forwarded
+    /// but the worker could not transmit are counted here).
+    pub ports: Vec<(String, u32, Arc<xgw_dataplane::xsk::PortStats>)>,
+}
+
+/// An AF_XDP socket's counters by name.
+fn port_counters(s: &xgw_dataplane::xsk::PortStats) -> [(&'static str, u64); 5] {
+    [
+        ("rx", s.rx.get()),
+        ("tx", s.tx.get()),
+        ("tx_no_frame", s.tx_no_frame.get()),
+        ("tx_no_neighbour", s.tx_no_neighbour.get()),
+        ("to_host_lost", s.to_host_lost.get()),
+    ]
 }
 
 impl core::fmt::Debug for Daemon {
@@ -569,6 +583,17 @@ pub fn render_metrics(d: &Daemon) -> String {
             for (n, _, b) in cls {
                 let _ = writeln!(o, "xgw_xdp_bytes_total{{device=\"{dev}\",class=\"{n}\"}} {b}");
             }
+        }
+    }
+    family(
+        &mut o,
+        "xgw_port_frames_total",
+        "counter",
+        "AF_XDP socket frames per interface and queue: received, transmitted, and not transmitted (no free frame, next hop unknown, handed to the host too late).",
+    );
+    for (dev, q, st) in &d.ports {
+        for (n, v) in port_counters(st) {
+            let _ = writeln!(o, "xgw_port_frames_total{{device=\"{dev}\",queue=\"{q}\",what=\"{n}\"}} {v}");
         }
     }
     o
@@ -887,6 +912,11 @@ fn handle(d: &Daemon, hub: &EventHub, req: &Request, uid: Option<u32>, w: &mut i
                         .filter(|(_, v)| v.as_u64() != Some(0))
                         .collect::<serde_json::Map<String, Value>>(),
                     "worker_unclassified": d.workers.iter().map(|w| w.unclassified.get()).sum::<u64>(),
+                    "ports": d.ports.iter().map(|(dev, q, st)| {
+                        let c: serde_json::Map<String, Value> =
+                            port_counters(st).into_iter().map(|(n, v)| (n.to_string(), json!(v))).collect();
+                        json!({"device": dev, "queue": q, "counters": c})
+                    }).collect::<Vec<_>>(),
                 }),
             )
         }

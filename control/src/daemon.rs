@@ -468,6 +468,7 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
                 Err(CheckError::Read(e)) => Err(format!("refused: {e}")),
             }),
             offload: offload.clone(),
+            ports: port_stats.clone(),
             xdp_steering: {
                 let maps = Arc::clone(&class_maps);
                 Box::new(move || {

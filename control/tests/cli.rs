@@ -92,6 +92,12 @@ fn daemon() -> Fixture {
         xdp_steering: Box::new(Vec::new),
         offload: None,
         workers: Vec::new(),
+        ports: vec![("xgw-out".into(), 0, {
+            let p = xgw_dataplane::xsk::PortStats::default();
+            p.rx.add(5);
+            p.tx_no_frame.add(3);
+            Arc::new(p)
+        })],
     };
     let daemon = Arc::new(d);
     serve(&socket, Arc::clone(&daemon)).expect("serve");
@@ -317,6 +323,7 @@ fn metrics_endpoint_serves_prometheus_text() {
     has("# TYPE xgw_drops_total counter");
     has("xgw_nat_ports_in_use{address=\"198.51.100.1\"} 4");
     has("xgw_pptp_calls_in_progress 0");
+    has("xgw_port_frames_total{device=\"xgw-out\",queue=\"0\",what=\"tx_no_frame\"} 3");
     has("xgw_worker_packets_total{worker=\"0\",what=\"rx\"} 7");
     assert!(
         body.lines().any(|l| l.starts_with("xgw_rule_hits_total{list=\"lan_out\",rule_id=") && l.ends_with("} 2")),
@@ -341,9 +348,13 @@ fn stats_version_and_pptp() {
     assert!(text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["rx", "7"]), "{text}");
     assert!(text.lines().any(|l| l.starts_with("drop.acl_denied") && l.ends_with(" 1")), "{text}");
     assert!(text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["offload", "off"]), "{text}");
+    let words = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    assert!(text.lines().any(|l| words(l) == ["port.xgw-out.q0.tx_no_frame", "3"]), "{text}");
     let j = json_lines(&ctl(&f.socket, &["-o", "json", "stats"]));
     assert_eq!(j[0]["forwarded"], 6);
     assert_eq!(j[0]["drops"]["acl_denied"], 1);
+    assert_eq!(j[0]["ports"][0]["counters"]["rx"], 5);
+    assert_eq!(j[0]["ports"][0]["counters"]["tx_no_frame"], 3);
     let v = stdout(&ctl(&f.socket, &["version"]));
     assert_eq!(v.lines().count(), 2);
     assert!(v.starts_with("xgwctl ") && v.contains("\nxgwd ") && v.contains("(protocol 1)"), "{v}");

@@ -34,6 +34,7 @@ fn main() {
         xdp_steering: Box::new(Vec::new),
         offload: None,
         workers: Vec::new(),
+        ports: Vec::new(),
     };
     serve(&socket, Arc::new(d)).expect("serve");
     let before = vm_rss_kib();

@@ -556,6 +556,14 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                             }
                         }
                     }
+                    for x in end["ports"].as_array().cloned().unwrap_or_default() {
+                        if let Some(c) = x["counters"].as_object() {
+                            for (k, v) in c {
+                                let dev = x["device"].as_str().unwrap_or("?");
+                                println!("port.{dev}.q{}.{k:<15} {v}", x["queue"]);
+                            }
+                        }
+                    }
                     match end["offload"].as_object() {
                         Some(o) => {
                             for (k, v) in o {
