@@ -81,7 +81,7 @@ fn control(c: &mut Criterion) {
                 etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
                     .ipv4(c0, xgw_bench::PAC, 64)
                     .tcp(40000, 1723, seq, 65535)
-                    .ack(1)
+                    .ack(701 + 32) // after the PAC's SYN-ACK (700) and its OCRP
                     .psh()
                     .write(&mut v, &echo)
                     .expect("build");

@@ -63,11 +63,15 @@ pub fn engine_with_flows(n: u32, capacity: usize) -> (Engine, Vec<Vec<u8>>) {
     (e, frames)
 }
 
-fn tcp_seg(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32, syn: bool, payload: &[u8]) -> Vec<u8> {
+/// A TCP segment: a SYN when `ack` is `None`, else data acknowledging `ack`.
+fn tcp_seg(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32, ack: Option<u32>, payload: &[u8]) -> Vec<u8> {
     let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
         .ipv4(src, dst, 64)
         .tcp(sport, dport, seq, 65535);
-    b = if syn { b.syn() } else { b.ack(1).psh() };
+    b = match ack {
+        None => b.syn(),
+        Some(a) => b.ack(a).psh(),
+    };
     let mut v = Vec::new();
     b.write(&mut v, payload).expect("build");
     v
@@ -118,7 +122,7 @@ pub fn engine_with_calls(n: u32) -> (Engine, Vec<GrePair>) {
     let mut frames = Vec::with_capacity(n as usize);
     for i in 0..n {
         let (c, _) = inside_src(i);
-        let (v, syn) = step(&mut e, &tcp_seg(c, PAC, 40000, 1723, 100, true, b""), INSIDE);
+        let (v, syn) = step(&mut e, &tcp_seg(c, PAC, 40000, 1723, 100, None, b""), INSIDE);
         assert_eq!(v, Verdict::Forward(OUTSIDE));
         let pport = u16::from_be_bytes([syn[34], syn[35]]);
         let sa = {
@@ -133,12 +137,13 @@ pub fn engine_with_calls(n: u32) -> (Engine, Vec<GrePair>) {
         };
         assert_eq!(step(&mut e, &sa, OUTSIDE).0, Verdict::Forward(INSIDE));
         let ocrq = build(MsgType::Ocrq, &[(12, 0)]);
-        let (v, out) = step(&mut e, &tcp_seg(c, PAC, 40000, 1723, 101, false, &ocrq), INSIDE);
+        let (v, out) = step(&mut e, &tcp_seg(c, PAC, 40000, 1723, 101, Some(701), &ocrq), INSIDE);
         assert_eq!(v, Verdict::Forward(OUTSIDE));
         let x = u16::from_be_bytes([out[54 + 12], out[54 + 13]]);
         let mut ocrp = build(MsgType::Ocrp, &[(12, i as u16), (14, x)]);
         ocrp[16] = 1;
-        let (v, _) = step(&mut e, &tcp_seg(PAC, OUTSIDE_ADDR, 1723, pport, 701, false, &ocrp), OUTSIDE);
+        let (v, _) =
+            step(&mut e, &tcp_seg(PAC, OUTSIDE_ADDR, 1723, pport, 701, Some(101 + ocrq.len() as u32), &ocrp), OUTSIDE);
         assert_eq!(v, Verdict::Forward(INSIDE));
         frames.push((gre_frame(PAC, OUTSIDE_ADDR, x, 100), gre_frame(c, PAC, i as u16, 100)));
     }
