@@ -2,7 +2,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
-use xgw_bench::{engine_with_flows, inside_src, tcp_frame, udp_frame, INSIDE};
+use xgw_bench::{engine_with_flows, inside_src, load, tcp_frame, udp_frame, INSIDE};
 use xgw_dataplane::conntrack::FlowKey;
 use xgw_dataplane::wire::{ethernet, ipv4, tcp};
 use xgw_dataplane::{EngineConfig, Frame, RxMeta, Shared, Time};
@@ -94,15 +94,6 @@ fn nat_small(c: &mut Criterion) {
         })
     });
     g.finish();
-}
-
-/// Copies frames `start`, `start + stride`, ... (wrapping) into the batch's buffers.
-fn load(bufs: &mut [(Vec<u8>, usize)], frames: &[Vec<u8>], start: usize, stride: usize) {
-    for (j, (buf, len)) in bufs.iter_mut().enumerate() {
-        let t = &frames[(start + j * stride) % frames.len()];
-        buf[..t.len()].copy_from_slice(t);
-        *len = t.len();
-    }
 }
 
 fn nat(c: &mut Criterion) {

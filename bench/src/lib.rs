@@ -63,6 +63,15 @@ pub fn engine_with_flows(n: u32, capacity: usize) -> (Engine, Vec<Vec<u8>>) {
     (e, frames)
 }
 
+/// Copies frames `start`, `start + stride`, ... (wrapping) into a batch's buffers.
+pub fn load(bufs: &mut [(Vec<u8>, usize)], frames: &[Vec<u8>], start: usize, stride: usize) {
+    for (j, (buf, len)) in bufs.iter_mut().enumerate() {
+        let t = &frames[(start + j * stride) % frames.len()];
+        buf[..t.len()].copy_from_slice(t);
+        *len = t.len();
+    }
+}
+
 /// A TCP segment: a SYN when `ack` is `None`, else data acknowledging `ack`.
 fn tcp_seg(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32, ack: Option<u32>, payload: &[u8]) -> Vec<u8> {
     let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])

@@ -409,6 +409,23 @@ struct Pkt {
     icmp_code: u8,
 }
 
+impl Pkt {
+    /// Offset of the IP header in the frame.
+    fn l3(&self) -> usize {
+        usize::from(self.l3)
+    }
+
+    /// IP header length.
+    fn hl(&self) -> usize {
+        usize::from(self.hl)
+    }
+
+    /// Where the IP packet lies in the frame.
+    fn ip_range(&self) -> core::ops::Range<usize> {
+        self.l3()..self.l3() + usize::from(self.ip_len)
+    }
+}
+
 /// How the L4 header is rewritten.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum L4 {
@@ -854,7 +871,7 @@ impl Worker {
             }
             let d = dir.index();
             f.packets[d] += 1;
-            f.bytes[d] += usize::from(pkt.ip_len) as u64;
+            f.bytes[d] += u64::from(pkt.ip_len);
             f.last_seen = now;
             if f.status & status::ALG_PPTP != 0 {
                 return Ok(Step::Inspect(f.rewrite[d], f.csum[d], f.id, dir == Dir::Orig));
@@ -863,8 +880,8 @@ impl Worker {
                 return Ok(Step::Forward(f.rewrite[d], f.csum[d]));
             }
             // the common case: rewrite here, so only the egress leaves the closure
-            let ip = &mut frame.buf[usize::from(pkt.l3)..usize::from(pkt.l3) + usize::from(pkt.ip_len)];
-            apply_rewrite(ip, usize::from(pkt.hl), pkt.l4, &f.rewrite[d], f.csum[d]);
+            let ip = &mut frame.buf[pkt.ip_range()];
+            apply_rewrite(ip, pkt.hl(), pkt.l4, &f.rewrite[d], f.csum[d]);
             Ok(Step::Done(f.rewrite[d].egress))
         })?;
         self.counters.flow_hits.inc();
@@ -892,8 +909,8 @@ impl Worker {
         flow_id: u64,
         from_pns: bool,
     ) -> Result<(), Verdict> {
-        let tcp_off = usize::from(pkt.l3) + usize::from(pkt.hl);
-        let seg = &mut frame.buf[tcp_off..usize::from(pkt.l3) + usize::from(pkt.ip_len)];
+        let tcp_off = pkt.l3() + pkt.hl();
+        let seg = &mut frame.buf[tcp_off..pkt.ip_range().end];
         let hl = usize::from(pkt.tcp_hl).min(seg.len());
         let (hdr, payload) = seg.split_at_mut(hl);
         self.changes.clear();
@@ -923,12 +940,8 @@ impl Worker {
             SegmentVerdict::Invalid => Err(Verdict::Drop(DropReason::PptpInvalidMessage)),
             SegmentVerdict::Refused => Err(Verdict::Drop(DropReason::PptpCallRefused)),
             SegmentVerdict::Reset => {
-                to_reset(
-                    &mut frame.buf[usize::from(pkt.l3)..usize::from(pkt.l3) + usize::from(pkt.ip_len)],
-                    usize::from(pkt.hl),
-                    usize::from(pkt.tcp_hl),
-                );
-                frame.len = usize::from(pkt.l3) + usize::from(pkt.hl) + usize::from(pkt.tcp_hl);
+                to_reset(&mut frame.buf[pkt.ip_range()], pkt.hl(), usize::from(pkt.tcp_hl));
+                frame.len = pkt.l3() + pkt.hl() + usize::from(pkt.tcp_hl);
                 Ok(())
             }
         }
@@ -967,8 +980,8 @@ impl Worker {
         csum: CsumDelta,
         now: Time,
     ) -> Verdict {
-        let ip = &mut frame.buf[usize::from(pkt.l3)..usize::from(pkt.l3) + usize::from(pkt.ip_len)];
-        apply_rewrite(ip, usize::from(pkt.hl), pkt.l4, rw, csum);
+        let ip = &mut frame.buf[pkt.ip_range()];
+        apply_rewrite(ip, pkt.hl(), pkt.l4, rw, csum);
         if pkt.first_frag {
             let k = FragKey { src: pkt.src, dst: pkt.dst, ident: pkt.ident, proto: pkt.proto };
             let e = FragEntry {
@@ -1000,9 +1013,7 @@ impl Worker {
         if pkt.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExpired);
         }
-        let mut ip = ipv4::Packet::new_unchecked(
-            &mut frame.buf[usize::from(pkt.l3)..usize::from(pkt.l3) + usize::from(pkt.ip_len)],
-        );
+        let mut ip = ipv4::Packet::new_unchecked(&mut frame.buf[pkt.ip_range()]);
         if e.src != pkt.src {
             ip.set_src_addr_fixup(e.src);
         }
@@ -1330,8 +1341,8 @@ impl Worker {
     /// An ICMP error matching no flow directly: find the flow of the packet it quotes and
     /// translate the error (outer header and quote) the way that flow's replies go.
     fn icmp_error(&mut self, sh: &Shared, frame: &mut Frame<'_>, pkt: &Pkt, _now: Time) -> Verdict {
-        let icmp_off = usize::from(pkt.l3) + usize::from(pkt.hl);
-        let icmp_end = usize::from(pkt.l3) + usize::from(pkt.ip_len);
+        let icmp_off = pkt.l3() + pkt.hl();
+        let icmp_end = pkt.ip_range().end;
         let body = &frame.buf[icmp_off + icmp::HEADER_LEN..icmp_end];
         let Ok(inner) = ipv4::Packet::new_quoted(body) else {
             return Verdict::Drop(DropReason::IcmpMalformed);
@@ -1429,7 +1440,7 @@ impl Worker {
             }
         }
         put16(icmp_buf, 2, csum);
-        let mut ip = ipv4::Packet::new_unchecked(&mut frame.buf[usize::from(pkt.l3)..icmp_end]);
+        let mut ip = ipv4::Packet::new_unchecked(&mut frame.buf[pkt.l3()..icmp_end]);
         if pkt.src == kd.src && rw.src != pkt.src {
             ip.set_src_addr_fixup(rw.src);
         }
@@ -1484,19 +1495,19 @@ impl Worker {
         };
         let from = u32::from(ingress.addr);
         const NEW_HDR: usize = ipv4::MIN_HEADER_LEN + icmp::HEADER_LEN;
-        let room = frame.buf.len().saturating_sub(usize::from(pkt.l3) + NEW_HDR);
+        let room = frame.buf.len().saturating_sub(pkt.l3() + NEW_HDR);
         let quote = usize::from(pkt.ip_len).min(576 - NEW_HDR).min(room);
-        if quote < usize::from(pkt.hl) + 8 && quote < usize::from(pkt.ip_len) {
+        if quote < pkt.hl() + 8 && quote < usize::from(pkt.ip_len) {
             return Verdict::Drop(DropReason::TtlExpired);
         }
-        frame.buf.copy_within(usize::from(pkt.l3)..usize::from(pkt.l3) + quote, usize::from(pkt.l3) + NEW_HDR);
+        frame.buf.copy_within(pkt.l3()..pkt.l3() + quote, pkt.l3() + NEW_HDR);
         let total = NEW_HDR + quote;
         let ident = self.next_rand() as u16;
-        let b = &mut frame.buf[usize::from(pkt.l3)..usize::from(pkt.l3) + total];
+        let b = &mut frame.buf[pkt.l3()..pkt.l3() + total];
         ipv4::Packet::new_unchecked(&mut *b).emit_header(total as u16, ident, 64, proto::ICMP, from, pkt.src);
         icmp::Packet::new_unchecked(&mut b[ipv4::MIN_HEADER_LEN..]).emit(icmp::kind::TIME_EXCEEDED, 0, 0);
-        ethernet::swap_addrs(&mut frame.buf[..usize::from(pkt.l3)]);
-        frame.len = usize::from(pkt.l3) + total;
+        ethernet::swap_addrs(&mut frame.buf[..pkt.l3()]);
+        frame.len = pkt.l3() + total;
         self.counters.icmp_generated.inc();
         Verdict::Forward(meta.iface)
     }

@@ -1,6 +1,6 @@
 //! Runs the established-flow path in a loop for profiling: `hotloop FLOWS SECONDS batch|single`.
 use std::hint::black_box;
-use xgw_bench::{engine_with_flows, INSIDE};
+use xgw_bench::{engine_with_flows, load, INSIDE};
 use xgw_dataplane::{Frame, RxMeta, Time, Verdict};
 
 fn main() {
@@ -20,11 +20,7 @@ fn main() {
     while std::time::Instant::now() < t_end {
         for _ in 0..100 {
             start = (start + 64 * stride) % frames.len();
-            for (j, (buf, len)) in bufs.iter_mut().enumerate() {
-                let t = &frames[(start + j * stride) % frames.len()];
-                buf[..t.len()].copy_from_slice(t);
-                *len = t.len();
-            }
+            load(&mut bufs, &frames, start, stride);
             let mut batchv: [Frame<'_>; 64] = std::array::from_fn(|_| Frame { buf: &mut [], len: 0 });
             for ((buf, len), f) in bufs.iter_mut().zip(batchv.iter_mut()) {
                 *f = Frame { buf: &mut buf[..], len: *len };

@@ -252,10 +252,10 @@ impl FlowIndex {
         }
     }
 
-    /// A consistent read of bucket `b`: the values of the entries whose tag is `tag`, and
-    /// its spill count.
+    /// A consistent read of bucket `b`: the values of the live entries whose tag is `tag`
+    /// (the first one only when `first` is set), and its spill count.
     #[inline]
-    fn read(&self, b: usize, tag: u16) -> Matches {
+    fn read(&self, b: usize, tag: u16, first: bool) -> Matches {
         let bk = &self.buckets[b];
         loop {
             let s1 = bk.seq.load(Ordering::Acquire);
@@ -272,6 +272,9 @@ impl FlowIndex {
                 if v != 0 {
                     m.vals[m.n] = (v & !AWAY) - 1;
                     m.n += 1;
+                    if first {
+                        break;
+                    }
                 }
             }
             fence(Ordering::Acquire);
@@ -286,32 +289,11 @@ impl FlowIndex {
     /// back to [`FlowIndex::find_confirmed`] when it is not the key.
     #[inline]
     pub fn get(&self, p: &Probe) -> Option<u32> {
-        let bk = &self.buckets[p.home];
-        loop {
-            let s1 = bk.seq.load(Ordering::Acquire);
-            if s1 & 1 == 1 {
-                std::hint::spin_loop();
-                continue;
-            }
-            let mut found = None;
-            let mut ways = bk.tag_mask(p.tag);
-            while ways != 0 {
-                let v = bk.vals[ways.trailing_zeros() as usize].load(Ordering::Relaxed);
-                if v != 0 {
-                    found = Some((v & !AWAY) - 1);
-                    break;
-                }
-                ways &= ways - 1;
-            }
-            let spilled = bk.spill.load(Ordering::Relaxed) > 0;
-            fence(Ordering::Acquire);
-            if bk.seq.load(Ordering::Relaxed) == s1 {
-                return match found {
-                    Some(v) => Some(v),
-                    None if spilled => self.find_confirmed(p, |_| true),
-                    None => None,
-                };
-            }
+        let home = self.read(p.home, p.tag, true);
+        match home.n {
+            0 if home.spill > 0 => self.find_confirmed(p, |_| true),
+            0 => None,
+            _ => Some(home.vals[0]),
         }
     }
 
@@ -322,14 +304,14 @@ impl FlowIndex {
         loop {
             let e0 = self.epoch.load(Ordering::Acquire);
             if e0 & 1 == 0 {
-                let home = self.read(p.home, p.tag);
+                let home = self.read(p.home, p.tag, false);
                 if let Some(&v) = home.vals[..home.n].iter().find(|&&v| confirm(v)) {
                     return Some(v);
                 }
                 if home.spill > 0 {
                     let b2 = self.alt(p.home, p.tag);
                     if b2 != p.home {
-                        let away = self.read(b2, p.tag);
+                        let away = self.read(b2, p.tag, false);
                         if let Some(&v) = away.vals[..away.n].iter().find(|&&v| confirm(v)) {
                             return Some(v);
                         }

@@ -81,11 +81,6 @@ impl<T> SlotLock<T> {
             }
         }
     }
-
-    /// The value, through exclusive access to the lock itself (no locking needed).
-    pub fn get_mut(&mut self) -> &mut T {
-        self.value.get_mut()
-    }
 }
 
 impl<T> SlotGuard<'_, T> {
@@ -181,14 +176,14 @@ mod tests {
     }
 
     #[test]
-    fn unlocks_on_drop_and_get_mut_needs_no_lock() {
-        let mut l = SlotLock::new(5u32);
+    fn unlocks_on_drop() {
+        let l = SlotLock::new(5u32);
         {
             let mut g = l.lock();
             *g += 1;
         }
         assert!(!l.held.load(Ordering::Relaxed));
-        *l.get_mut() += 1;
+        *l.lock() += 1;
         assert_eq!(*l.lock(), 7);
     }
 }
