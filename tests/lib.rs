@@ -76,10 +76,9 @@ impl Lab {
     }
 
     /// A veth pair between two namespaces, addresses (CIDR, or "" for none) set, both up,
-    /// transmit checksum offload off (AF_XDP copy mode sees frames as they are), GRO on (a
-    /// veth accepts frames an XDP program redirects to its peer only with NAPI, which GRO
-    /// or an XDP program of its own turns on — the fast path redirects to the gateway's
-    /// veths).
+    /// every other setting at the kernel's defaults (transmit checksum offload and TSO on,
+    /// GRO off): what a container or namespace neighbour of a gateway really is. Tests that
+    /// are about another setting change it themselves and say so.
     pub fn link(&self, a: &str, a_dev: &str, a_addr: &str, b: &str, b_dev: &str, b_addr: &str) {
         let (na, nb) = (self.ns(a), self.ns(b));
         sh(&["ip", "link", "add", a_dev, "netns", &na, "type", "veth", "peer", "name", b_dev, "netns", &nb]);
@@ -88,9 +87,16 @@ impl Lab {
                 sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
             }
             sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
-            let _ =
-                Command::new("ip").args(["netns", "exec", ns, "ethtool", "-K", dev, "tx", "off", "gro", "on"]).output();
         }
+    }
+
+    /// Makes the neighbour's device `dev` in namespace `role` behave like the far end of a
+    /// physical wire: full checksums on what it sends (transmit checksum offload off) and
+    /// NAPI on what it receives (GRO on, so it takes XDP redirects). Only for tests that are
+    /// explicitly about that setting (the fast path carrying flows); every other test leaves
+    /// neighbours at the kernel's defaults.
+    pub fn real_wire(&self, role: &str, dev: &str) {
+        self.exec_ok(role, &["ethtool", "-K", dev, "tx", "off", "gro", "on"]);
     }
 
     /// Runs a command in namespace `role` and waits for it.

@@ -403,8 +403,12 @@ pub struct Daemon {
     pub xdp_classes: Box<dyn Fn() -> Vec<XdpClasses> + Send + Sync>,
     /// XDP steering counters of every interface (kernel, xsk, dropped, fast).
     pub xdp_steering: Box<dyn Fn() -> Vec<XdpClasses> + Send + Sync>,
+    /// Packets of offloaded flows the fast path left to the engine, per interface and reason.
+    pub xdp_declined: Box<dyn Fn() -> Vec<XdpClasses> + Send + Sync>,
     /// The XDP fast path, when on.
     pub offload: Option<Arc<crate::offload::XdpOffload>>,
+    /// Which interfaces take the fast path's redirects, when it is on.
+    pub egress: Option<Arc<crate::egress::EgressGuard>>,
     /// Every worker's counters (frames per class as the XDP program marked them).
     pub workers: Vec<Arc<xgw_dataplane::xsk::WorkerStats>>,
     /// Every AF_XDP socket's counters: device, queue, counters (frames the engine forwarded
@@ -413,13 +417,15 @@ pub struct Daemon {
 }
 
 /// An AF_XDP socket's counters by name.
-fn port_counters(s: &xgw_dataplane::xsk::PortStats) -> [(&'static str, u64); 5] {
+pub fn port_counters(s: &xgw_dataplane::xsk::PortStats) -> [(&'static str, u64); 7] {
     [
         ("rx", s.rx.get()),
         ("tx", s.tx.get()),
         ("tx_no_frame", s.tx_no_frame.get()),
         ("tx_no_neighbour", s.tx_no_neighbour.get()),
         ("to_host_lost", s.to_host_lost.get()),
+        ("xsk_rx_dropped", s.xsk_rx_dropped.get()),
+        ("xsk_rx_ring_full", s.xsk_rx_ring_full.get()),
     ]
 }
 
@@ -450,6 +456,16 @@ fn offload_json(d: &Daemon) -> Value {
             Value::Object(m)
         }
     }
+}
+
+/// Each interface's standing as an egress of the fast path (empty when the fast path is off).
+fn egress_json(d: &Daemon) -> Value {
+    let Some(g) = &d.egress else { return json!([]) };
+    json!(g
+        .egress()
+        .iter()
+        .map(|e| json!({"device": e.device, "state": e.state().name(), "refusals": e.refusals.get()}))
+        .collect::<Vec<_>>())
 }
 
 /// One sample per event name of a counter family labelled `event`.
@@ -497,6 +513,12 @@ pub fn render_metrics(d: &Daemon) -> String {
         let _ = writeln!(o, "xgw_worker_packets_total{{worker=\"{i}\",what=\"rx\"}} {}", c.rx.get());
         let _ = writeln!(o, "xgw_worker_packets_total{{worker=\"{i}\",what=\"forwarded\"}} {}", c.forwarded.get());
         let _ = writeln!(o, "xgw_worker_packets_total{{worker=\"{i}\",what=\"to_host\"}} {}", c.to_host.get());
+        let _ = writeln!(o, "xgw_worker_packets_total{{worker=\"{i}\",what=\"flow_hits\"}} {}", c.flow_hits.get());
+        let _ = writeln!(
+            o,
+            "xgw_worker_packets_total{{worker=\"{i}\",what=\"l4_csum_completed\"}} {}",
+            c.l4_csum_completed.get()
+        );
     }
     // NAT: translated flows per outside address (each holds one outside port)
     let mut per_addr: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
@@ -553,6 +575,38 @@ pub fn render_metrics(d: &Daemon) -> String {
         let _ = writeln!(o, "xgw_offload_flows {}", off.len());
         family(&mut o, "xgw_offload_events_total", "counter", "Fast path installs, removals and refusals.");
         events(&mut o, "xgw_offload_events_total", &off.counters());
+    }
+    family(
+        &mut o,
+        "xgw_xdp_fast_declined_packets_total",
+        "counter",
+        "Packets of offloaded flows the XDP fast path left to the engine, per interface and reason: partial_csum (a sender's checksum offload), egress_unproven (the egress does not take XDP redirects).",
+    );
+    for (dev, st) in (d.xdp_declined)() {
+        for (n, pk, _) in st {
+            let _ = writeln!(o, "xgw_xdp_fast_declined_packets_total{{device=\"{dev}\",reason=\"{n}\"}} {pk}");
+        }
+    }
+    if let Some(g) = &d.egress {
+        family(
+            &mut o,
+            "xgw_fast_path_egress_ok",
+            "gauge",
+            "1 while the kernel says the interface takes XDP redirects (the fast path sends flows out of it), else 0.",
+        );
+        for e in g.egress() {
+            let ok = u8::from(e.state() == crate::egress::EgressState::Proven);
+            let _ = writeln!(o, "xgw_fast_path_egress_ok{{device=\"{}\"}} {ok}", e.device);
+        }
+        family(
+            &mut o,
+            "xgw_fast_path_egress_refusals_total",
+            "counter",
+            "Times an interface was found not to take XDP redirects.",
+        );
+        for e in g.egress() {
+            let _ = writeln!(o, "xgw_fast_path_egress_refusals_total{{device=\"{}\"}} {}", e.device, e.refusals.get());
+        }
     }
     let xdp = (d.xdp_classes)();
     if !xdp.is_empty() {
@@ -898,7 +952,8 @@ fn handle(d: &Daemon, hub: &EventHub, req: &Request, uid: Option<u32>, w: &mut i
                 true,
                 json!({
                     "rx": sum(|c| c.rx.get()), "forwarded": sum(|c| c.forwarded.get()), "to_host": sum(|c| c.to_host.get()),
-                    "icmp_generated": sum(|c| c.icmp_generated.get()), "drops": drops,
+                    "icmp_generated": sum(|c| c.icmp_generated.get()), "flow_hits": sum(|c| c.flow_hits.get()),
+                    "l4_csum_completed": sum(|c| c.l4_csum_completed.get()), "drops": drops,
                     "conntrack": {"entries": d.shared.flows.len(), "limit": d.shared.flows.capacity(),
                         "inserted": t.inserted.get(), "insert_failed": t.insert_failed_full.get() + t.insert_failed_key.get(),
                         "expired": t.expired.get(), "events_dropped": t.events_dropped.get()},
@@ -907,6 +962,10 @@ fn handle(d: &Daemon, hub: &EventHub, req: &Request, uid: Option<u32>, w: &mut i
                         "steering": st.into_iter().map(|(n, p, _)| (n.to_string(), json!(p)))
                             .collect::<serde_json::Map<String, Value>>()})).collect::<Vec<_>>(),
                     "offload": offload_json(d),
+                    "xdp_declined": (d.xdp_declined)().into_iter().map(|(dev, st)| json!({"device": dev,
+                        "declined": st.into_iter().map(|(n, p, _)| (n.to_string(), json!(p)))
+                            .collect::<serde_json::Map<String, Value>>()})).collect::<Vec<_>>(),
+                    "egress": egress_json(d),
                     "worker_classes": xgw_ebpf_common::class::NAMES.iter().enumerate()
                         .map(|(i, n)| (n.to_string(), json!(d.workers.iter().map(|w| w.classes[i].get()).sum::<u64>())))
                         .filter(|(_, v)| v.as_u64() != Some(0))

@@ -18,8 +18,9 @@ use aya::Ebpf;
 use clap::{Args, ValueEnum};
 use xgw_dataplane::xsk::{Port, PortConfig, Worker};
 use xgw_dataplane::{Engine, EngineConfig, IfaceId, Role, Shared, Time};
-use xgw_ebpf_common::{class, steer, Counter, HostService, XdpConfig, MAX_INSIDE_ADDRS};
+use xgw_ebpf_common::{class, declined, steer, Counter, HostService, XdpConfig, MAX_INSIDE_ADDRS};
 
+use crate::egress::EgressGuard;
 use crate::neigh::KernelNeighbours;
 use crate::offload::XdpOffload;
 use crate::rules_cmd::{compile_file, CheckError};
@@ -376,11 +377,17 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
     }
     let mut attached = attach(&cfg, args, &services)?;
     let mut offload_thread = None;
-    let mut class_maps: Vec<(String, ClassMap, ClassMap)> = Vec::new();
+    let mut class_maps: Vec<(String, ClassMap, ClassMap, ClassMap)> = Vec::new();
     for a in &mut attached {
         let c = a.bpf.take_map("CLASS_STATS").ok_or_else(|| anyhow!("no CLASS_STATS map"))?;
         let s = a.bpf.take_map("STEER_STATS").ok_or_else(|| anyhow!("no STEER_STATS map"))?;
-        class_maps.push((a.device.clone(), PerCpuArray::try_from(c)?, PerCpuArray::try_from(s)?));
+        let x = a.bpf.take_map("FAST_DECLINED").ok_or_else(|| anyhow!("no FAST_DECLINED map"))?;
+        class_maps.push((
+            a.device.clone(),
+            PerCpuArray::try_from(c)?,
+            PerCpuArray::try_from(s)?,
+            PerCpuArray::try_from(x)?,
+        ));
     }
     let class_maps = Arc::new(std::sync::Mutex::new(class_maps));
 
@@ -391,6 +398,30 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
     let base = Instant::now();
     let mono_base = crate::offload::monotonic_ns();
     let neigh = KernelNeighbours::new(&cfg);
+    // which interfaces take the fast path's redirects: asked of the kernel before the first
+    // flow is offloaded, then every 200 ms in the control loop
+    let egress = if args.offload {
+        let mut native_ok = Vec::new();
+        for a in &mut attached {
+            let m = a.bpf.take_map("EGRESS_OK").ok_or_else(|| anyhow!("no EGRESS_OK map"))?;
+            let mut ok: Array<_, u32> = Array::try_from(m)?;
+            if a.mode == Mode::Skb {
+                // generic XDP redirects through the normal transmit path: every device takes it
+                for i in 0..cfg.ifaces.len() {
+                    ok.set(i as u32, 1, 0)?;
+                }
+            } else {
+                native_ok.push(ok);
+            }
+        }
+        let devices =
+            cfg.ifaces.iter().map(|i| Ok((i.device.clone(), ifindex(&i.device)?))).collect::<Result<Vec<_>>>()?;
+        let g = Arc::new(EgressGuard::new(devices, native_ok).context("asking the kernel for XDP features")?);
+        g.check();
+        Some(g)
+    } else {
+        None
+    };
     let offload = if args.offload {
         let mut maps = Vec::new();
         for a in &mut attached {
@@ -468,17 +499,25 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
                 Err(CheckError::Read(e)) => Err(format!("refused: {e}")),
             }),
             offload: offload.clone(),
+            egress: egress.clone(),
             ports: port_stats.clone(),
             xdp_steering: {
                 let maps = Arc::clone(&class_maps);
                 Box::new(move || {
                     let m = maps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    m.iter().map(|(d, _, s)| (d.clone(), sum_counters(s, &steer::NAMES))).collect()
+                    m.iter().map(|(d, _, s, _)| (d.clone(), sum_counters(s, &steer::NAMES))).collect()
+                })
+            },
+            xdp_declined: {
+                let maps = Arc::clone(&class_maps);
+                Box::new(move || {
+                    let m = maps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    m.iter().map(|(d, _, _, x)| (d.clone(), sum_counters(x, &declined::NAMES))).collect()
                 })
             },
             xdp_classes: Box::new(move || {
                 let m = maps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                m.iter().map(|(d, c, _)| (d.clone(), sum_counters(c, &class::NAMES))).collect()
+                m.iter().map(|(d, c, _, _)| (d.clone(), sum_counters(c, &class::NAMES))).collect()
             }),
         })
     };
@@ -505,12 +544,33 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
     let budget = (cfg.limits.max_flows / 20).max(1024);
     let mut last_neigh = Instant::now();
     let mut last_stats = Instant::now();
+    // the kernel's drops in front of each AF_XDP socket, as last reported in the log
+    let mut xsk_dropped_told: Vec<u64> = vec![0; port_stats.len()];
+    let mut last_xsk_warning = Instant::now() - Duration::from_secs(60);
     while !term.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
         let now = Time(u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX));
         shared.sweep(now, budget);
         neigh.resolve_pending();
         if last_neigh.elapsed() >= Duration::from_millis(200) {
+            if let Some(g) = &egress {
+                g.check();
+            }
+            if last_xsk_warning.elapsed() >= Duration::from_secs(10) {
+                for ((dev, q, st), told) in port_stats.iter().zip(xsk_dropped_told.iter_mut()) {
+                    let now_dropped = st.xsk_rx_dropped.get();
+                    if now_dropped > *told {
+                        tracing::warn!(
+                            device = %dev, queue = q, dropped = now_dropped - *told,
+                            "the kernel dropped frames in front of the AF_XDP socket: larger than a UMEM frame \
+                             (a neighbour's GSO super-frames reach generic-mode XDP: use native mode, or turn \
+                             GRO/LRO off on this interface) or no free receive buffer"
+                        );
+                        *told = now_dropped;
+                        last_xsk_warning = Instant::now();
+                    }
+                }
+            }
             neigh.refresh();
             last_neigh = Instant::now();
         }
@@ -555,7 +615,7 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
             }
         }
     }
-    for (dev, c, s) in class_maps.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+    for (dev, c, s, _) in class_maps.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
         let classes = sum_counters(c, &class::NAMES);
         let steering = sum_counters(s, &steer::NAMES);
         let line: Vec<String> = classes.iter().filter(|c| c.1 > 0).map(|(n, p, _)| format!("{n}={p}")).collect();

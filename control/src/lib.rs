@@ -6,6 +6,7 @@
 pub mod asa;
 pub mod ctl;
 pub mod daemon;
+pub mod egress;
 pub mod neigh;
 pub mod offload;
 pub mod replay_cmd;

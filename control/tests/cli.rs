@@ -90,7 +90,11 @@ fn daemon() -> Fixture {
         reload: Box::new(|_| Err("not in this test".into())),
         xdp_classes: Box::new(Vec::new),
         xdp_steering: Box::new(Vec::new),
+        xdp_declined: Box::new(|| {
+            vec![("xgw-out".into(), vec![("partial_csum", 7, 700), ("egress_unproven", 2, 200)])]
+        }),
         offload: None,
+        egress: None,
         workers: Vec::new(),
         ports: vec![("xgw-out".into(), 0, {
             let p = xgw_dataplane::xsk::PortStats::default();
@@ -324,6 +328,8 @@ fn metrics_endpoint_serves_prometheus_text() {
     has("xgw_nat_ports_in_use{address=\"198.51.100.1\"} 4");
     has("xgw_pptp_calls_in_progress 0");
     has("xgw_port_frames_total{device=\"xgw-out\",queue=\"0\",what=\"tx_no_frame\"} 3");
+    has("xgw_xdp_fast_declined_packets_total{device=\"xgw-out\",reason=\"partial_csum\"} 7");
+    has("xgw_xdp_fast_declined_packets_total{device=\"xgw-out\",reason=\"egress_unproven\"} 2");
     has("xgw_worker_packets_total{worker=\"0\",what=\"rx\"} 7");
     assert!(
         body.lines().any(|l| l.starts_with("xgw_rule_hits_total{list=\"lan_out\",rule_id=") && l.ends_with("} 2")),
@@ -350,11 +356,15 @@ fn stats_version_and_pptp() {
     assert!(text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["offload", "off"]), "{text}");
     let words = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
     assert!(text.lines().any(|l| words(l) == ["port.xgw-out.q0.tx_no_frame", "3"]), "{text}");
+    assert!(text.lines().any(|l| words(l) == ["xdp.xgw-out.declined.partial_csum", "7"]), "{text}");
+    assert!(text.lines().any(|l| words(l) == ["port.xgw-out.q0.xsk_rx_dropped", "0"]), "{text}");
     let j = json_lines(&ctl(&f.socket, &["-o", "json", "stats"]));
     assert_eq!(j[0]["forwarded"], 6);
     assert_eq!(j[0]["drops"]["acl_denied"], 1);
     assert_eq!(j[0]["ports"][0]["counters"]["rx"], 5);
     assert_eq!(j[0]["ports"][0]["counters"]["tx_no_frame"], 3);
+    assert_eq!(j[0]["xdp_declined"][0]["declined"]["egress_unproven"], 2);
+    assert_eq!(j[0]["l4_csum_completed"], 0);
     let v = stdout(&ctl(&f.socket, &["version"]));
     assert_eq!(v.lines().count(), 2);
     assert!(v.starts_with("xgwctl ") && v.contains("\nxgwd ") && v.contains("(protocol 1)"), "{v}");

@@ -180,6 +180,12 @@ struct Prog {
 
 impl Prog {
     fn load(cfg: &EngineConfig) -> Prog {
+        Prog::load_with(cfg, true)
+    }
+
+    /// The program with its devmap set; `egress_ok` marks both interfaces as taking
+    /// redirects, as xgwd does when the kernel says so.
+    fn load_with(cfg: &EngineConfig, egress_ok: bool) -> Prog {
         let mut bpf = aya::Ebpf::load(aya::include_bytes_aligned!(env!("XGW_XDP_OBJECT"))).expect("load object");
         Array::<_, XdpConfig>::try_from(bpf.map_mut("CONFIG").expect("CONFIG"))
             .expect("array")
@@ -188,6 +194,10 @@ impl Prog {
         let mut tx = DevMap::try_from(bpf.map_mut("TX").expect("TX")).expect("devmap");
         for i in 0..2 {
             tx.set(i, 1, None, 0).expect("devmap entry (lo)");
+        }
+        let mut ok = Array::<_, u32>::try_from(bpf.map_mut("EGRESS_OK").expect("EGRESS_OK")).expect("array");
+        for i in 0..2 {
+            ok.set(i, u32::from(egress_ok), 0).expect("egress mark");
         }
         let prog: &mut Xdp = bpf.program_mut("xgw_xdp").expect("program").try_into().expect("xdp");
         prog.load().expect("the verifier accepts the program");
@@ -208,6 +218,13 @@ impl Prog {
             BpfHashMap::try_from(self.bpf.map("FLOWS").expect("FLOWS")).expect("hash");
         let v = m.get(&entry(flow, d, SMAC, DMAC).0, 0).expect("entry");
         (v.packets, v.bytes)
+    }
+
+    /// Packets the fast path left to the engine, by reason (summed over CPUs).
+    fn declined(&self, reason: u32) -> u64 {
+        let m: aya::maps::PerCpuArray<_, xgw_ebpf_common::Counter> =
+            aya::maps::PerCpuArray::try_from(self.bpf.map("FAST_DECLINED").expect("FAST_DECLINED")).expect("percpu");
+        m.get(&reason, 0).map(|v| v.iter().map(|c| c.packets).sum()).unwrap_or(0)
     }
 
     fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
@@ -276,7 +293,7 @@ fn xdp_rewrites_exactly_like_the_engine() {
 #[test]
 fn xdp_leaves_what_the_engine_must_see() {
     assert!(is_root(), "loading BPF programs needs root (run through tools/test)");
-    let (e, tport, _) = engine_with_flows();
+    let (e, tport, uport) = engine_with_flows();
     let mut prog = Prog::load(e.shared().config());
     for f in &flows_of(&e) {
         prog.install(f);
@@ -301,6 +318,13 @@ fn xdp_leaves_what_the_engine_must_see() {
     let mut gre_c = gre_frame(&mut r, C, S, 0x4000, 64);
     gre_c[34] |= 0x80; // checksum present: not PPTP's enhanced GRE
     cases.push(("GRE with C bit", gre_c));
+    // a sender's transmit checksum offload: the engine must finish these checksums
+    let mut partial_tcp = tcp_frame(&mut r, C, S, 5555, 443, 64, 8);
+    make_partial(&mut partial_tcp);
+    cases.push(("partial TCP checksum", partial_tcp));
+    let mut partial_udp = udp_frame(&mut r, S, P, 4500, uport, 64, false);
+    make_partial(&mut partial_udp);
+    cases.push(("partial UDP checksum", partial_udp));
     for (name, frame) in cases {
         let (action, got) = prog.run(&frame);
         assert_eq!(action, XDP_PASS, "{name}: the fast path must leave it (no AF_XDP socket here: pass)");
@@ -309,6 +333,51 @@ fn xdp_leaves_what_the_engine_must_see() {
         assert_eq!(&got[4..], &frame[..], "{name}: left untouched");
     }
     // none of them was counted
+    for f in &flows_of(&e) {
+        for d in 0..2 {
+            assert_eq!(prog.counts(f, d), (0, 0), "flow {}", f.id);
+        }
+    }
+    assert_eq!(prog.declined(xgw_ebpf_common::declined::PARTIAL_CSUM), 2);
+}
+
+/// Sets a TCP or UDP frame's checksum to the folded pseudo-header sum alone, as a sender
+/// with transmit checksum offload hands it over (computed here with the plain sum).
+fn make_partial(frame: &mut [u8]) {
+    let total = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
+    let proto = frame[23];
+    let mut s: u32 = u32::from(proto) + (total - 20) as u32;
+    for c in frame[26..34].chunks(2) {
+        s += u32::from(c[0]) << 8 | u32::from(c[1]);
+    }
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    let at = 34 + if proto == 6 { 16 } else { 6 };
+    frame[at..at + 2].copy_from_slice(&(s as u16).to_be_bytes());
+}
+
+#[test]
+fn xdp_leaves_flows_whose_egress_takes_no_redirects() {
+    assert!(is_root(), "loading BPF programs needs root (run through tools/test)");
+    let (e, tport, uport) = engine_with_flows();
+    let mut prog = Prog::load_with(e.shared().config(), false);
+    for f in &flows_of(&e) {
+        prog.install(f);
+    }
+    let mut r = Rng(5);
+    let frames = [
+        tcp_frame(&mut r, C, S, 5555, 443, 64, 8),
+        tcp_frame(&mut r, S, P, 443, tport, 64, 0),
+        udp_frame(&mut r, S, P, 4500, uport, 64, false),
+        gre_frame(&mut r, S, P, 0x8a01, 64),
+    ];
+    for frame in &frames {
+        let (action, got) = prog.run(frame);
+        assert_eq!(action, XDP_PASS, "towards an egress not proven, the engine's");
+        assert_eq!(&got[4..], &frame[..], "left untouched");
+    }
+    assert_eq!(prog.declined(xgw_ebpf_common::declined::EGRESS_UNPROVEN), frames.len() as u64);
     for f in &flows_of(&e) {
         for d in 0..2 {
             assert_eq!(prog.counts(f, d), (0, 0), "flow {}", f.id);

@@ -49,6 +49,32 @@ pub fn pseudo_header(src: [u8; 4], dst: [u8; 4], proto: u8, l4_len: u16) -> u32 
     acc
 }
 
+/// True when a TCP or UDP checksum field holds only the folded pseudo-header sum
+/// `pseudo`: what a sender with transmit checksum offload hands over (Linux's
+/// `CHECKSUM_PARTIAL`: the NIC, or whoever forwards the frame, is to finish it). XDP and
+/// AF_XDP see such bytes without the kernel's mark. A finished checksum equals this value
+/// only by a 1-in-65536 chance, and then finishing it again gives the same value: finishing
+/// is always correct, merely not always needed.
+#[inline]
+pub fn is_partial(field: u16, pseudo: u32) -> bool {
+    field == fold(pseudo)
+}
+
+/// Finishes a partial TCP or UDP checksum: the full checksum of `seg` (the L4 header and
+/// payload, its checksum field at `field`) over the pseudo-header sum `pseudo`. A UDP result
+/// of 0 is sent as all ones (RFC 768).
+pub fn finish_l4(seg: &mut [u8], field: usize, pseudo: u32, udp: bool) {
+    if seg.len() < field + 2 {
+        return;
+    }
+    seg[field..field + 2].copy_from_slice(&[0, 0]);
+    let mut c = !fold(accumulate(seg, pseudo));
+    if udp && c == 0 {
+        c = 0xffff;
+    }
+    seg[field..field + 2].copy_from_slice(&c.to_be_bytes());
+}
+
 /// True when `data` (which includes its checksum field) sums to all ones.
 pub fn verify(data: &[u8], initial: u32) -> bool {
     fold(accumulate(data, initial)) == 0xffff

@@ -28,6 +28,12 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// Sets the value (a total read from elsewhere, e.g. the kernel's socket statistics).
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
 }
 
 /// A counter with several writers (shared tables); uses an atomic add.
@@ -165,6 +171,9 @@ pub struct Counters {
     pub flows_created: Counter,
     /// Packets that matched an existing connection.
     pub flow_hits: Counter,
+    /// TCP/UDP checksums that arrived partial (a sender's transmit checksum offload: only
+    /// the pseudo-header sum) and were finished before translation.
+    pub l4_csum_completed: Counter,
     drops: [Counter; DropReason::COUNT],
 }
 
@@ -177,6 +186,7 @@ impl Default for Counters {
             icmp_generated: Counter::default(),
             flows_created: Counter::default(),
             flow_hits: Counter::default(),
+            l4_csum_completed: Counter::default(),
             drops: core::array::from_fn(|_| Counter::default()),
         }
     }

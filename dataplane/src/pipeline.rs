@@ -624,6 +624,9 @@ impl Worker {
         if pkt.later_frag {
             return Err(self.later_fragment(sh, frame, &pkt, now));
         }
+        if matches!(pkt.l4, L4::Tcp | L4::Udp) && !pkt.first_frag && finish_partial_csum(frame, &pkt) {
+            self.counters.l4_csum_completed.inc();
+        }
         Ok((pkt, flow_key(&pkt)))
     }
 
@@ -1573,6 +1576,26 @@ fn apply_rewrite(ip: &mut [u8], hl: usize, l4: L4, rw: &Rewrite, d: CsumDelta) {
         L4::Esp | L4::IcmpError | L4::IcmpOther | L4::Other => {}
     }
     ipv4::Packet::new_unchecked(ip).rewrite_forward(rw.src, rw.dst, checksum::Delta::from_raw(d.ip));
+}
+
+/// Finishes the TCP or UDP checksum of a whole (unfragmented) packet when it holds only
+/// the pseudo-header sum (a sender's transmit checksum offload), so that the incremental
+/// updates that follow — the rewrite, the PPTP inspector's byte changes — start from a
+/// real checksum. True when it did. A UDP checksum of 0 (none) is left alone.
+#[inline(always)]
+fn finish_partial_csum(frame: &mut Frame<'_>, pkt: &Pkt) -> bool {
+    let ip = &mut frame.buf[pkt.ip_range()];
+    let seg = &mut ip[pkt.hl()..];
+    let (field, udp) = if pkt.l4 == L4::Tcp { (16, false) } else { (6, true) };
+    let Some(c) = seg.get(field..field + 2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+        return false;
+    };
+    let pseudo = checksum::pseudo_header(pkt.src.to_be_bytes(), pkt.dst.to_be_bytes(), pkt.proto, seg.len() as u16);
+    if (udp && c == 0) || !checksum::is_partial(c, pseudo) {
+        return false;
+    }
+    checksum::finish_l4(seg, field, pseudo, udp);
+    true
 }
 
 fn udp_view(seg: &mut [u8]) -> udp::Packet<&mut [u8]> {

@@ -80,6 +80,13 @@ pub struct PortStats {
     /// Frames the engine handed to the host after they reached userspace (lost: the XDP
     /// program should have passed them to the kernel).
     pub to_host_lost: Counter,
+    /// Frames the kernel redirected to this socket but dropped before it (the kernel's
+    /// `rx_dropped`: a frame larger than a UMEM frame — a neighbour's GSO super-frame seen
+    /// by generic XDP — or no free receive buffer). Read from the kernel once a second.
+    pub xsk_rx_dropped: Counter,
+    /// Frames the kernel dropped because the socket's receive ring was full (its
+    /// `rx_ring_full`). Read once a second.
+    pub xsk_rx_ring_full: Counter,
 }
 
 const FRAME_SIZE: u32 = 2048;
@@ -296,7 +303,14 @@ impl Worker {
     /// Runs until the stop flag is set; returns the ports for a final accounting.
     pub fn run(mut self) -> Vec<Port> {
         let mut idle = 0u32;
+        let mut last_kernel_stats = Instant::now();
+        let mut rounds = 0u32;
         while !self.stop.load(Ordering::Relaxed) {
+            rounds = rounds.wrapping_add(1);
+            if rounds.is_multiple_of(1024) && last_kernel_stats.elapsed() >= Duration::from_secs(1) {
+                last_kernel_stats = Instant::now();
+                self.read_kernel_stats();
+            }
             let mut work = 0;
             for p in 0..self.ports.len() {
                 work += self.rx_batch(p);
@@ -328,6 +342,17 @@ impl Worker {
             std::thread::sleep(Duration::from_millis(1));
         }
         self.ports
+    }
+
+    /// Copies the kernel's drop counters of every socket into the ports' counters (one
+    /// getsockopt per socket, once a second).
+    fn read_kernel_stats(&mut self) {
+        for p in &mut self.ports {
+            if let Ok(s) = p.rx.fd_mut().xdp_statistics() {
+                p.stats.xsk_rx_dropped.set(s.rx_dropped());
+                p.stats.xsk_rx_ring_full.set(s.rx_ring_full());
+            }
+        }
     }
 
     fn poll_all(&mut self, timeout: Duration) {

@@ -32,6 +32,8 @@ fn main() {
         reload: Box::new(|_| Err("not here".into())),
         xdp_classes: Box::new(Vec::new),
         xdp_steering: Box::new(Vec::new),
+        xdp_declined: Box::new(Vec::new),
+        egress: None,
         offload: None,
         workers: Vec::new(),
         ports: Vec::new(),

@@ -519,7 +519,9 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             match out {
                 Format::Json => println!("{end}"),
                 _ => {
-                    for k in ["rx", "forwarded", "to_host", "icmp_generated", "workers"] {
+                    for k in
+                        ["rx", "forwarded", "to_host", "icmp_generated", "flow_hits", "l4_csum_completed", "workers"]
+                    {
                         println!("{k:<16} {}", end[k]);
                     }
                     if let Some(c) = end["conntrack"].as_object() {
@@ -555,6 +557,18 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                                 println!("xdp.{}.to.{k:<13} {v}", x["device"].as_str().unwrap_or("?"));
                             }
                         }
+                    }
+                    for x in end["xdp_declined"].as_array().cloned().unwrap_or_default() {
+                        if let Some(st) = x["declined"].as_object() {
+                            for (k, v) in st {
+                                println!("xdp.{}.declined.{k:<15} {v}", x["device"].as_str().unwrap_or("?"));
+                            }
+                        }
+                    }
+                    for x in end["egress"].as_array().cloned().unwrap_or_default() {
+                        let dev = x["device"].as_str().unwrap_or("?");
+                        println!("egress.{dev}.state       {}", x["state"].as_str().unwrap_or("?"));
+                        println!("egress.{dev}.refusals    {}", x["refusals"]);
                     }
                     for x in end["ports"].as_array().cloned().unwrap_or_default() {
                         if let Some(c) = x["counters"].as_object() {

@@ -163,3 +163,52 @@ pub fn tuple(frame: &[u8]) -> Tuple {
     };
     Tuple { src: h.source_addr(), dst: h.destination_addr(), sport, dport, ttl: h.ttl() }
 }
+
+/// Turns a TCP or UDP frame's checksum into what a sender with transmit checksum offload
+/// hands over (Linux `CHECKSUM_PARTIAL`): the folded pseudo-header sum alone, computed here
+/// with the plain sum. Returns the value written.
+pub fn make_partial(frame: &mut [u8]) -> u16 {
+    let ip = &frame[14..];
+    let hl = usize::from(ip[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let proto = ip[9];
+    let mut s: u32 = 0;
+    for c in ip[12..20].chunks(2) {
+        s += u32::from(c[0]) << 8 | u32::from(c[1]);
+    }
+    s += u32::from(proto) + (total - hl) as u32;
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    let field = 14 + hl + if proto == 6 { 16 } else { 6 };
+    frame[field..field + 2].copy_from_slice(&(s as u16).to_be_bytes());
+    s as u16
+}
+
+/// A TCP frame with chosen sequence and acknowledgement numbers (`flags` as in [`tcp`]).
+#[expect(clippy::too_many_arguments, reason = "every TCP header field a test sets")]
+pub fn tcp_seq(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: &str,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(src, dst, 64).tcp(sport, dport, seq, 65535);
+    for f in flags.chars() {
+        b = match f {
+            'S' => b.syn(),
+            'A' => b.ack(ack),
+            'F' => b.fin(),
+            'R' => b.rst(),
+            'P' => b.psh(),
+            _ => b,
+        };
+    }
+    let mut v = Vec::new();
+    b.write(&mut v, payload).expect("build");
+    v
+}

@@ -81,6 +81,20 @@ pub mod steer {
     pub const NAMES: [&str; COUNT as usize] = ["kernel", "xsk", "dropped", "fast"];
 }
 
+/// Why the fast path left a packet of an offloaded flow to the engine (per-CPU array
+/// `FAST_DECLINED`, indexed by reason).
+pub mod declined {
+    /// Its TCP/UDP checksum held only the pseudo-header sum (a sender's transmit checksum
+    /// offload); the engine finishes it.
+    pub const PARTIAL_CSUM: u32 = 0;
+    /// Its egress interface has not been proven to take XDP redirects (or was found not to).
+    pub const EGRESS_UNPROVEN: u32 = 1;
+    /// Number of reasons.
+    pub const COUNT: u32 = 2;
+    /// Names, indexed by reason.
+    pub const NAMES: [&str; COUNT as usize] = ["partial_csum", "egress_unproven"];
+}
+
 /// Maximum number of inside-interface addresses the classifier knows.
 pub const MAX_INSIDE_ADDRS: usize = 8;
 

@@ -28,7 +28,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use xgw_ebpf_common::{
-    class, steer, Counter, FastFlow, FastKey, HostService, XdpConfig, MAX_IFACES, MAX_INSIDE_ADDRS,
+    class, declined, steer, Counter, FastFlow, FastKey, HostService, XdpConfig, MAX_IFACES, MAX_INSIDE_ADDRS,
 };
 
 #[map]
@@ -53,6 +53,16 @@ static FLOWS: HashMap<FastKey, FastFlow> = HashMap::with_max_entries(65536, 0);
 /// Egress interfaces by the engine's interface number.
 #[map]
 static TX: DevMap = DevMap::with_max_entries(MAX_IFACES, 0);
+
+/// Non-zero for the egress interfaces (by the engine's interface number) that take XDP
+/// redirects; xgwd keeps it current (`control::egress`). Packets towards any other egress
+/// go to the AF_XDP workers.
+#[map]
+static EGRESS_OK: Array<u32> = Array::with_max_entries(MAX_IFACES, 0);
+
+/// Packets of offloaded flows the fast path left to the engine, by `declined` reason.
+#[map]
+static FAST_DECLINED: PerCpuArray<Counter> = PerCpuArray::with_max_entries(declined::COUNT, 0);
 
 enum Steer {
     Kernel,
@@ -207,13 +217,29 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
         }
         _ => return None,
     };
+    if proto != 47 {
+        // a sender with transmit checksum offload left only the pseudo-header sum in the
+        // checksum field; adjusting that would put a wrong checksum on the wire. The engine
+        // finishes such checksums (a UDP checksum of 0 means none and is never partial).
+        let c: [u8; 2] = read(ctx, L4 + if proto == 6 { 16 } else { 6 })?;
+        let field = be16(c[0], c[1]);
+        let pseudo = fold((src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) + u32::from(proto) + l4_len as u32);
+        if field == pseudo && (proto == 6 || field != 0) {
+            count(&FAST_DECLINED, declined::PARTIAL_CSUM, l4_len as u64);
+            return None;
+        }
+    }
     let f = FLOWS.get_ptr_mut(key)?;
     // SAFETY: the pointer comes from a successful lookup in FLOWS; the value stays valid for
     // this program run (RCU). Fields userspace writes are only read here; the counters are
     // only changed with atomic adds and plain stores of the time.
     let fl: FastFlow = unsafe { core::ptr::read(f) };
-    // an egress the devmap lacks would drop the packet after it was rewritten: check first
-    TX.get_ifindex(fl.egress)?;
+    // an egress the devmap lacks (not proven to take redirects) would drop the packet after
+    // it was rewritten: check first
+    if EGRESS_OK.get(fl.egress).copied().unwrap_or(0) == 0 || TX.get_ifindex(fl.egress).is_none() {
+        count(&FAST_DECLINED, declined::EGRESS_UNPROVEN, l4_len as u64);
+        return None;
+    }
 
     let mut mac = [0u8; 12];
     let mut j = 0;
