@@ -231,7 +231,7 @@ impl Default for PptpConfig {
             max_sessions: 8192,
             id_limit: u16::MAX,
             id_quarantine: Duration::from_secs(30),
-            teardown_grace: Duration::from_secs(5),
+            teardown_grace: Duration::from_secs(4),
             on_invalid: crate::alg::pptp::InvalidPolicy::Drop,
             interfaces: None,
         }

@@ -1359,17 +1359,28 @@ impl Worker {
         let quoted = match iproto {
             proto::TCP | proto::UDP => (be16(il4, 0), be16(il4, 2), L4::Tcp),
             proto::ICMP if icmp::is_query(il4[0]) => (be16(il4, 4), 0, L4::IcmpQuery),
+            proto::GRE if il4[1] & 7 == 1 => (0, be16(il4, 6), L4::GrePptp),
             _ => (0, 0, L4::Other),
         };
         let inner_key = FlowKey { src: isrc, dst: idst, sport: quoted.0, dport: quoted.1, proto: iproto };
-        let found = if iproto == proto::GRE && il4[1] & 7 == 1 {
+        let found = if quoted.2 == L4::GrePptp {
             // quoted PPTP GRE: its key is the receiver's Call ID, so no arrival key mirrors it;
             // the inspector knows which call's GRE left with that key towards that server
-            sh.pptp.gre_flow_for(isrc, idst, be16(il4, 6)).and_then(|k| {
+            // (an error from beyond the gateway) or towards that client (an error from a
+            // router on the inside)
+            let outward = sh.pptp.gre_flow_for(isrc, idst, quoted.1).and_then(|k| {
                 let r = sh.flows.lookup(&k)?;
                 // found in the quoted packet's own direction: the error travels the other way
                 sh.flows.with_flow(r, &k, |f, dir| {
                     (f.keys[dir.index()], f.keys[dir.opposite().index()], f.rewrite[dir.opposite().index()])
+                })
+            });
+            outward.or_else(|| {
+                let k = sh.pptp.gre_flow_towards(isrc, idst, quoted.1)?;
+                let r = sh.flows.lookup(&k)?;
+                // the client's own direction: the quoted packet travelled the other one
+                sh.flows.with_flow(r, &k, |f, dir| {
+                    (f.keys[dir.opposite().index()], f.keys[dir.index()], f.rewrite[dir.index()])
                 })
             })
         } else {
@@ -1439,12 +1450,19 @@ impl Worker {
                     set_port(q, ihl + 2, orig_inner.dport, &mut csum);
                 }
                 L4::IcmpQuery => set_port(q, ihl + 4, orig_inner.sport, &mut csum),
+                // the Call ID the packet carried when it reached the gateway (no GRE checksum)
+                L4::GrePptp => set_port(q, ihl + 6, orig_inner.dport, &mut csum),
                 _ => {}
             }
         }
         put16(icmp_buf, 2, csum);
         let mut ip = ipv4::Packet::new_unchecked(&mut frame.buf[pkt.l3()..icmp_end]);
-        if pkt.src == kd.src && rw.src != pkt.src {
+        // a direction that translates its source (inside → outside) gives the error the
+        // flow's outside address, whoever sent it — the end host or a router on the inside
+        // (RFC 5508 §4.2, as Linux does): an inside address must never leave, and the remote
+        // end would ignore an error from an address it never talked to. Errors travelling a
+        // direction that keeps its source (from routers beyond the gateway) keep theirs.
+        if rw.src != kd.src && pkt.src != rw.src {
             ip.set_src_addr_fixup(rw.src);
         }
         if rw.dst != pkt.dst {

@@ -432,10 +432,16 @@ impl Worker {
         let slot = FRAME_SIZE as usize;
         let len = self.lens[i];
         let frame = &mut self.scratch[i * slot..i * slot + len];
-        if len < 34 {
+        // the next hop is the IPv4 destination's, wherever the IP header starts (after an
+        // 802.1Q tag too): the engine forwards only frames it parsed, so both views hold
+        let Some(dst) = crate::wire::ethernet::Frame::new_checked(&frame[..])
+            .ok()
+            .map(|e| e.payload_offset())
+            .and_then(|l3| crate::wire::ipv4::Packet::new_checked(&frame[l3..]).ok())
+            .map(|ip| ip.dst_addr())
+        else {
             return;
-        }
-        let dst = u32::from_be_bytes([frame[30], frame[31], frame[32], frame[33]]);
+        };
         let Some((src_mac, dst_mac)) = self.neighbours.macs(egress, dst) else {
             self.ports[ei].stats.tx_no_neighbour.inc();
             return;

@@ -612,3 +612,51 @@ fn replies_of_flows_whose_keys_share_an_index_tag_reach_their_own_hosts() {
     assert_eq!(replies, vec![(pa, [1, 3]), (pb, [1, 3])]);
     assert_eq!(e.shared().flows.len(), 2);
 }
+
+/// The quote of an ICMP error frame: (source, destination, first two L4 words).
+fn quote(err: &[u8]) -> (Ipv4Addr, Ipv4Addr, u16, u16) {
+    let q = &err[14 + 20 + 8..];
+    let w = |o: usize| u16::from_be_bytes([q[o], q[o + 1]]);
+    (ip([q[12], q[13], q[14], q[15]]), ip([q[16], q[17], q[18], q[19]]), w(20), w(22))
+}
+
+#[test]
+fn icmp_errors_from_an_inside_router_leave_with_the_outside_address() {
+    // frag-needed, host-unreachable, time-exceeded from a router between the gateway and
+    // the inside host, about an inbound packet of a TCP, a UDP and an ICMP echo flow
+    let router = [10, 0, 0, 254];
+    for (typ, code) in [(3u8, 4u8), (3, 1), (11, 0)] {
+        let mut e = engine();
+        let mut syn = tcp(C1, S, 40000, 443, "S", b"");
+        assert_eq!(run(&mut e, &mut syn, INSIDE, 0), Verdict::Forward(OUTSIDE));
+        let tport = tuple(&syn).sport;
+        let mut sa = tcp(S, P, 443, tport, "SA", b"");
+        assert_eq!(run(&mut e, &mut sa, OUTSIDE, 1), Verdict::Forward(INSIDE));
+        let mut u = udp(C1, S, 5000, 53, b"q");
+        run(&mut e, &mut u, INSIDE, 1);
+        let uport = tuple(&u).sport;
+        let mut ur = udp(S, P, 53, uport, b"answer");
+        assert_eq!(run(&mut e, &mut ur, OUTSIDE, 1), Verdict::Forward(INSIDE));
+        let mut ping = echo(C1, S, 77, 1, false);
+        run(&mut e, &mut ping, INSIDE, 1);
+        let xid = tuple(&ping).sport;
+        let mut pong = echo(S, P, xid, 1, true);
+        assert_eq!(run(&mut e, &mut pong, OUTSIDE, 1), Verdict::Forward(INSIDE));
+
+        for (what, inbound, port) in [("tcp", &sa, tport), ("udp", &ur, uport), ("echo", &pong, xid)] {
+            let mut err = icmp_error(router, S, typ, code, 1280, inbound);
+            assert_eq!(run(&mut e, &mut err, INSIDE, 2), Verdict::Forward(OUTSIDE), "{what} {typ}/{code}");
+            assert_checksums(&err);
+            let t = tuple(&err);
+            assert_eq!((t.src, t.dst), (ip(P), ip(S)), "{what} {typ}/{code}: no inside address leaves");
+            let (qs, qd, w0, w1) = quote(&err);
+            assert_eq!((qs, qd), (ip(S), ip(P)), "{what}: the quote shows the packet as S sent it");
+            match what {
+                "echo" => assert_eq!(u16::from_be_bytes([err[14 + 28 + 24], err[14 + 28 + 25]]), port),
+                _ => assert_eq!(w1, port, "{what}: quoted destination port {w0}/{w1}"),
+            }
+            let qip = &err[14 + 20 + 8..14 + 20 + 8 + 20];
+            assert!(sums_to_ones(qip, 0), "quoted IP header checksum");
+        }
+    }
+}

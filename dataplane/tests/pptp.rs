@@ -384,17 +384,33 @@ fn established_call(e: &mut Engine) -> (Ctl, u16) {
 }
 
 #[test]
-fn rst_or_fin_without_cdn_ends_calls_within_the_grace() {
-    for flags in [RST | ACK, FIN | ACK] {
+fn fin_without_cdn_ends_calls_after_the_grace() {
+    let mut e = engine();
+    let (mut ctl, x) = established_call(&mut e);
+    let (v, _) = ctl.pns_raw(&mut e, ctl.seq_c, b"", FIN | ACK);
+    assert_eq!(v, Verdict::Forward(OUTSIDE));
+    // within the grace (4 s by default) the call still works (a late CDN can still arrive)
+    e.shared().sweep(Time::from_millis(ctl.t + 3_900), usize::MAX);
+    assert_eq!(gre(&mut e, S, P, x, false).0, Verdict::Forward(INSIDE));
+    e.shared().sweep(Time::from_millis(ctl.t + 4_001), usize::MAX);
+    assert_eq!(gre(&mut e, S, P, x, false).0, Verdict::Drop(DropReason::NoMatchingGreSession));
+    assert!(e.shared().pptp.sessions().is_empty());
+}
+
+#[test]
+fn rst_without_cdn_ends_calls_at_the_next_sweep() {
+    for (first, then) in [(RST | ACK, None), (FIN | ACK, Some(RST | ACK))] {
         let mut e = engine();
         let (mut ctl, x) = established_call(&mut e);
-        let (v, _) = ctl.pns_raw(&mut e, ctl.seq_c, b"", flags);
+        let (v, _) = ctl.pns_raw(&mut e, ctl.seq_c, b"", first);
         assert_eq!(v, Verdict::Forward(OUTSIDE));
-        // within the grace the call still works (a late CDN can still arrive)
-        e.shared().sweep(Time::from_millis(ctl.t + 4_000), usize::MAX);
-        assert_eq!(gre(&mut e, S, P, x, false).0, Verdict::Forward(INSIDE));
-        e.shared().sweep(Time::from_millis(ctl.t + 5_001), usize::MAX);
-        assert_eq!(gre(&mut e, S, P, x, false).0, Verdict::Drop(DropReason::NoMatchingGreSession), "flags {flags:#x}");
+        if let Some(flags) = then {
+            // an RST after a FIN cuts the FIN's grace short
+            let (v, _) = ctl.pac_raw(&mut e, ctl.seq_s, b"", flags);
+            assert_eq!(v, Verdict::Forward(INSIDE));
+        }
+        e.shared().sweep(Time::from_millis(ctl.t + 1), usize::MAX);
+        assert_eq!(gre(&mut e, S, P, x, false).0, Verdict::Drop(DropReason::NoMatchingGreSession), "{first:#x}");
         assert!(e.shared().pptp.sessions().is_empty());
     }
 }
@@ -1007,6 +1023,30 @@ fn icmp_frag_needed_quoting_gre_reaches_the_pptp_client() {
     assert_eq!(&quote[12..16], &C1, "the quote shows the client's own address");
     assert_eq!(be(quote, 20 + 6), 40, "the quoted key (the PAC's ID) is untouched");
     assert!(sums_to_ones(&quote[..20], 0));
+}
+
+#[test]
+fn icmp_errors_from_an_inside_router_about_gre_leave_with_the_outside_address() {
+    // a router between the gateway and the PPTP client cannot deliver the server's GRE
+    // (frag-needed, host-unreachable, time-exceeded): the error goes to the server from P,
+    // its quote shows the packet as the server sent it (to P, with the translated Call ID)
+    for (typ, code) in [(3u8, 4u8), (3, 1), (11, 0)] {
+        let mut e = engine();
+        let (_ctl, x) = established_call(&mut e);
+        let mut g = gre_frame(S, P, x, b"a large PPP frame");
+        assert_eq!(run(&mut e, &mut g, OUTSIDE, 20), Verdict::Forward(INSIDE));
+        assert_eq!(be(&g, 14 + 20 + 6), 4, "delivered with the client's own Call ID");
+        let router = [10, 0, 0, 254];
+        let mut err = icmp_error(router, S, typ, code, 1400, &g);
+        assert_eq!(run(&mut e, &mut err, INSIDE, 21), Verdict::Forward(OUTSIDE), "{typ}/{code}");
+        assert_checksums(&err);
+        let t = tuple(&err);
+        assert_eq!((t.src, t.dst), (Ipv4Addr::from(P), Ipv4Addr::from(S)), "no inside address leaves");
+        let quote = &err[14 + 28..];
+        assert_eq!((&quote[12..16], &quote[16..20]), (&S[..], &P[..]), "the quote as the server sent it");
+        assert_eq!(be(quote, 20 + 6), x, "the quoted key is the translated Call ID again");
+        assert!(sums_to_ones(&quote[..20], 0));
+    }
 }
 
 #[test]

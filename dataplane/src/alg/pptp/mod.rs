@@ -415,9 +415,13 @@ impl Pptp {
                 &self.stats,
                 now,
             );
-            if flags & (f::FIN | f::RST) != 0 && sess.teardown_at.is_none() {
+            if flags & (f::FIN | f::RST) != 0 {
+                // a FIN leaves time for a late Call-Disconnect-Notify; after an RST nothing
+                // more can come on this connection, so its calls end at the next sweep
+                let grace = if flags & f::RST != 0 { core::time::Duration::ZERO } else { self.cfg.teardown_grace };
+                let at = now.plus(grace);
                 sess.state = SessionState::Closing;
-                sess.teardown_at = Some(now.plus(self.cfg.teardown_grace));
+                sess.teardown_at = Some(sess.teardown_at.map_or(at, |t| t.min(at)));
             }
         }
         if verdict == SegmentVerdict::Reset {
@@ -485,6 +489,19 @@ impl Pptp {
             .filter(|s| s.ctl_rewrite[0].src == from && s.ctl_rewrite[0].dst == server)
             .flat_map(|s| &s.calls)
             .find(|c| c.pac_id == Some(key))
+            .and_then(|c| c.gre)
+    }
+
+    /// The key of the GRE flow whose packets the inside host `client` receives from
+    /// `server` (as the inside sees it) with Call ID `key` (the client's own): how an ICMP
+    /// error from a router on the inside, quoting such a packet, finds its call.
+    pub fn gre_flow_towards(&self, server: u32, client: u32, key: u16) -> Option<FlowKey> {
+        let st = self.lock();
+        st.sessions
+            .values()
+            .filter(|s| s.ctl_rewrite[1].src == server && s.ctl_rewrite[1].dst == client)
+            .flat_map(|s| &s.calls)
+            .find(|c| c.pns_id == key)
             .and_then(|c| c.gre)
     }
 
