@@ -6,7 +6,6 @@ mod common;
 use std::net::Ipv4Addr;
 
 use common::*;
-use etherparse::PacketBuilder;
 use xgw_dataplane::alg::pptp::msg::{build, MsgType};
 use xgw_dataplane::config::PortForward;
 use xgw_dataplane::wire::gre;
@@ -21,27 +20,12 @@ const PSH: u8 = 0x08;
 /// A TCP segment; `ack` is the acknowledgement number, sent when `flags` has ACK.
 #[expect(clippy::too_many_arguments, reason = "every TCP header field a test sets")]
 fn seg(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4(src, dst, 64)
-        .tcp(sport, dport, seq, 65535);
-    if flags & SYN != 0 {
-        b = b.syn();
-    }
-    if flags & ACK != 0 {
-        b = b.ack(ack);
-    }
-    if flags & FIN != 0 {
-        b = b.fin();
-    }
-    if flags & RST != 0 {
-        b = b.rst();
-    }
-    if flags & PSH != 0 {
-        b = b.psh();
-    }
-    let mut v = Vec::new();
-    b.write(&mut v, payload).expect("build");
-    v
+    let letters: String = [(SYN, 'S'), (ACK, 'A'), (FIN, 'F'), (RST, 'R'), (PSH, 'P')]
+        .into_iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, c)| c)
+        .collect();
+    tcp_seq(src, dst, sport, dport, seq, ack, &letters, payload)
 }
 
 fn tcp_payload(frame: &[u8]) -> Vec<u8> {

@@ -30,11 +30,25 @@ pub fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: &str, payl
 }
 
 pub fn tcp_ttl(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: &str, payload: &[u8], ttl: u8) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(src, dst, ttl).tcp(sport, dport, 1000, 65535);
+    build_tcp(src, dst, (sport, dport), (1000, 1), flags, payload, ttl)
+}
+
+/// A TCP frame: `ports` and `seq_ack` are (source, destination) and (sequence,
+/// acknowledgement); `flags` letters S, A (with the acknowledgement), F, R, P.
+fn build_tcp(
+    src: [u8; 4],
+    dst: [u8; 4],
+    ports: (u16, u16),
+    seq_ack: (u32, u32),
+    flags: &str,
+    payload: &[u8],
+    ttl: u8,
+) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(src, dst, ttl).tcp(ports.0, ports.1, seq_ack.0, 65535);
     for f in flags.chars() {
         b = match f {
             'S' => b.syn(),
-            'A' => b.ack(1),
+            'A' => b.ack(seq_ack.1),
             'F' => b.fin(),
             'R' => b.rst(),
             'P' => b.psh(),
@@ -197,18 +211,5 @@ pub fn tcp_seq(
     flags: &str,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(src, dst, 64).tcp(sport, dport, seq, 65535);
-    for f in flags.chars() {
-        b = match f {
-            'S' => b.syn(),
-            'A' => b.ack(ack),
-            'F' => b.fin(),
-            'R' => b.rst(),
-            'P' => b.psh(),
-            _ => b,
-        };
-    }
-    let mut v = Vec::new();
-    b.write(&mut v, payload).expect("build");
-    v
+    build_tcp(src, dst, (sport, dport), (seq, ack), flags, payload, 64)
 }
