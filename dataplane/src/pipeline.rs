@@ -1368,7 +1368,7 @@ impl Worker {
             // the inspector knows which call's GRE left with that key towards that server
             // (an error from beyond the gateway) or towards that client (an error from a
             // router on the inside)
-            let outward = sh.pptp.gre_flow_for(isrc, idst, quoted.1).and_then(|k| {
+            let outward = sh.pptp.quoted_gre_flow(isrc, idst, quoted.1, true).and_then(|k| {
                 let r = sh.flows.lookup(&k)?;
                 // found in the quoted packet's own direction: the error travels the other way
                 sh.flows.with_flow(r, &k, |f, dir| {
@@ -1376,7 +1376,7 @@ impl Worker {
                 })
             });
             outward.or_else(|| {
-                let k = sh.pptp.gre_flow_towards(isrc, idst, quoted.1)?;
+                let k = sh.pptp.quoted_gre_flow(isrc, idst, quoted.1, false)?;
                 let r = sh.flows.lookup(&k)?;
                 // the client's own direction: the quoted packet travelled the other one
                 sh.flows.with_flow(r, &k, |f, dir| {

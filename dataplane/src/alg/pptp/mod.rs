@@ -480,28 +480,19 @@ impl Pptp {
         }
     }
 
-    /// The key of the GRE flow that sends to `server` with Call ID `key` from `from` (the
-    /// address the PAC sees): how an ICMP error quoting such a packet finds its call.
-    pub fn gre_flow_for(&self, from: u32, server: u32, key: u16) -> Option<FlowKey> {
+    /// The key of the call GRE flow (its first key, the client's direction) of a GRE packet
+    /// quoted in an ICMP error: `(src, dst, Call ID)` as the packet left the gateway. A packet
+    /// the gateway sent towards the server (`to_server`: from `src`, the address the PAC
+    /// sees, with the PAC's Call ID) or towards the client (from the server as the inside
+    /// sees it, with the client's own Call ID). How such an error finds its call.
+    pub fn quoted_gre_flow(&self, src: u32, dst: u32, key: u16, to_server: bool) -> Option<FlowKey> {
+        let d = usize::from(!to_server);
         let st = self.lock();
         st.sessions
             .values()
-            .filter(|s| s.ctl_rewrite[0].src == from && s.ctl_rewrite[0].dst == server)
+            .filter(|s| s.ctl_rewrite[d].src == src && s.ctl_rewrite[d].dst == dst)
             .flat_map(|s| &s.calls)
-            .find(|c| c.pac_id == Some(key))
-            .and_then(|c| c.gre)
-    }
-
-    /// The key of the GRE flow whose packets the inside host `client` receives from
-    /// `server` (as the inside sees it) with Call ID `key` (the client's own): how an ICMP
-    /// error from a router on the inside, quoting such a packet, finds its call.
-    pub fn gre_flow_towards(&self, server: u32, client: u32, key: u16) -> Option<FlowKey> {
-        let st = self.lock();
-        st.sessions
-            .values()
-            .filter(|s| s.ctl_rewrite[1].src == server && s.ctl_rewrite[1].dst == client)
-            .flat_map(|s| &s.calls)
-            .find(|c| c.pns_id == key)
+            .find(|c| if to_server { c.pac_id == Some(key) } else { c.pns_id == key })
             .and_then(|c| c.gre)
     }
 
