@@ -239,7 +239,11 @@ impl Drop for Lab {
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("XGW_KEEP_LAB").is_some() {
+            eprintln!("lab files kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -395,6 +399,45 @@ pub mod pptp {
         /// xgwd's pid.
         pub xgwd: u32,
         tcpdump: u32,
+        lan_tcpdump: u32,
+    }
+
+    /// A TCP SYN or SYN-ACK seen in a capture.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Handshake {
+        /// Source address and port.
+        pub src: (String, u16),
+        /// Destination address and port.
+        pub dst: (String, u16),
+        /// A SYN-ACK (else a SYN).
+        pub synack: bool,
+    }
+
+    fn handshakes(path: &std::path::Path) -> Vec<Handshake> {
+        let f = std::fs::File::open(path).expect("capture");
+        let recs = xgw_dataplane::replay::read_capture(f, "capture").expect("readable capture");
+        let mut out = Vec::new();
+        for r in &recs {
+            let f = &r.frame;
+            if f.len() < 54 || f[12..14] != [8, 0] || f[23] != 6 {
+                continue;
+            }
+            let l4 = 14 + usize::from(f[14] & 0x0f) * 4;
+            if f.len() < l4 + 14 {
+                continue;
+            }
+            let addr = |o: usize| std::net::Ipv4Addr::new(f[o], f[o + 1], f[o + 2], f[o + 3]).to_string();
+            let port = |o: usize| u16::from_be_bytes([f[o], f[o + 1]]);
+            let flags = f[l4 + 13];
+            if flags & 0x02 != 0 {
+                out.push(Handshake {
+                    src: (addr(26), port(l4)),
+                    dst: (addr(30), port(l4 + 2)),
+                    synack: flags & 0x10 != 0,
+                });
+            }
+        }
+        out
     }
 
     /// Client `i`'s namespace role (1-based).
@@ -437,6 +480,13 @@ pub mod pptp {
             lab.exec_ok("gw", &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
             let pcap = lab.dir.join("outside.pcap").to_string_lossy().to_string();
             let tcpdump = lab.spawn("srv", &["tcpdump", "-i", "eth0", "-U", "-w", &pcap, "ip"], "tcpdump.log");
+            // what the clients send and get on the control connection's handshake
+            let lan_pcap = lab.dir.join("lan-syn.pcap").to_string_lossy().to_string();
+            let lan_tcpdump = lab.spawn(
+                "lan",
+                &["tcpdump", "-i", "br0", "-U", "-w", &lan_pcap, "tcp port 1723 and tcp[tcpflags] & tcp-syn != 0"],
+                "tcpdump-lan.log",
+            );
             let sock = lab.dir.join("xgw.sock").to_string_lossy().to_string();
             let mut args = vec!["--socket", sock.as_str()];
             args.extend_from_slice(xgwd_args);
@@ -451,7 +501,7 @@ pub mod pptp {
             let env = format!("XGW_PPP_LOG_DIR={}", server_logs.display());
             lab.spawn("srv", &["env", &env, "pptpd", "--fg", "-c", &conf, "-p", &pid, "-e", &ppp], "pptpd.log");
             std::thread::sleep(Duration::from_millis(500));
-            PptpLab { lab, clients, clients_pids: Vec::new(), xgwd, tcpdump }
+            PptpLab { lab, clients, clients_pids: Vec::new(), xgwd, tcpdump, lan_tcpdump }
         }
 
         /// Starts every client for `seconds`, each with Call ID `call_id` forced (pptp reads
@@ -530,6 +580,20 @@ pub mod pptp {
         pub fn xgwctl(&self, args: &[&str]) -> Output {
             let sock = self.lab.dir.join("xgw.sock");
             Command::new(bin("xgwctl")).arg("--socket").arg(&sock).args(args).output().expect("run xgwctl")
+        }
+
+        /// Stops the inside capture and returns the control connections' SYNs and SYN-ACKs
+        /// the clients sent and got.
+        pub fn client_handshakes(&mut self) -> Vec<Handshake> {
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = self.lab.stop(self.lan_tcpdump, "");
+            handshakes(&self.lab.dir.join("lan-syn.pcap"))
+        }
+
+        /// The SYNs and SYN-ACKs on the outside link (after [`PptpLab::outside_sources`]
+        /// stopped its capture).
+        pub fn outside_handshakes(&self) -> Vec<Handshake> {
+            handshakes(&self.lab.dir.join("outside.pcap"))
         }
 
         /// Stops the capture and returns every IPv4 source address seen on the outside link.

@@ -417,12 +417,15 @@ pub struct Daemon {
 }
 
 /// An AF_XDP socket's counters by name.
-pub fn port_counters(s: &xgw_dataplane::xsk::PortStats) -> [(&'static str, u64); 7] {
+pub fn port_counters(s: &xgw_dataplane::xsk::PortStats) -> [(&'static str, u64); 10] {
     [
         ("rx", s.rx.get()),
         ("tx", s.tx.get()),
         ("tx_no_frame", s.tx_no_frame.get()),
         ("tx_no_neighbour", s.tx_no_neighbour.get()),
+        ("tx_neigh_waited", s.tx_neigh_waited.get()),
+        ("tx_neigh_queue_full", s.tx_neigh_queue_full.get()),
+        ("tx_no_route", s.tx_no_route.get()),
         ("to_host_lost", s.to_host_lost.get()),
         ("xsk_rx_dropped", s.xsk_rx_dropped.get()),
         ("xsk_rx_ring_full", s.xsk_rx_ring_full.get()),

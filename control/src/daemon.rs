@@ -21,7 +21,6 @@ use xgw_dataplane::{Engine, EngineConfig, IfaceId, Role, Shared, Time};
 use xgw_ebpf_common::{class, declined, steer, Counter, HostService, XdpConfig, MAX_INSIDE_ADDRS};
 
 use crate::egress::EgressGuard;
-use crate::neigh::KernelNeighbours;
 use crate::offload::XdpOffload;
 use crate::rules_cmd::{compile_file, CheckError};
 
@@ -397,7 +396,12 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let base = Instant::now();
     let mono_base = crate::offload::monotonic_ns();
-    let neigh = KernelNeighbours::new(&cfg);
+    // routes and neighbours from the kernel, followed through rtnetlink notifications
+    let (neigh, netlink_thread) = crate::netlink::start(
+        cfg.ifaces.iter().map(|i| i.device.clone()).collect(),
+        Arc::clone(&stop),
+        Box::new(|_| {}),
+    )?;
     // which interfaces take the fast path's redirects: asked of the kernel before the first
     // flow is offloaded, then every 200 ms in the control loop
     let egress = if args.offload {
@@ -551,7 +555,6 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
         let now = Time(u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX));
         shared.sweep(now, budget);
-        neigh.resolve_pending();
         if last_neigh.elapsed() >= Duration::from_millis(200) {
             if let Some(g) = &egress {
                 g.check();
@@ -571,7 +574,6 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
                     }
                 }
             }
-            neigh.refresh();
             last_neigh = Instant::now();
         }
         if hup.swap(false, Ordering::Relaxed) {
@@ -593,7 +595,7 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
         if args.stats_every > 0 && last_stats.elapsed() >= Duration::from_secs(args.stats_every) {
             last_stats = Instant::now();
             for (dev, q, s) in &port_stats {
-                tracing::info!(device = %dev, queue = q, rx = s.rx.get(), tx = s.tx.get(), no_neighbour = s.tx_no_neighbour.get(), "port");
+                tracing::info!(device = %dev, queue = q, rx = s.rx.get(), tx = s.tx.get(), waited = s.tx_neigh_waited.get(), no_neighbour = s.tx_no_neighbour.get(), "port");
             }
             tracing::info!(flows = shared.flows.len(), "conntrack");
         }
@@ -604,6 +606,7 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
     if let Some(t) = offload_thread {
         let _ = t.join();
     }
+    let _ = netlink_thread.join();
     for w in workers {
         let ports = w.join().map_err(|_| anyhow!("a worker panicked"))?;
         for p in &ports {

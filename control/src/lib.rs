@@ -8,6 +8,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod egress;
 pub mod neigh;
+pub mod netlink;
 pub mod offload;
 pub mod replay_cmd;
 pub mod rules_cmd;

@@ -177,7 +177,7 @@ impl XdpOffload {
             let mut dirs = [None, None];
             for (d, out) in dirs.iter_mut().enumerate() {
                 let rw = f.rewrite[d];
-                let Some(macs) = self.neigh.macs(rw.egress, rw.dst) else {
+                let Some(macs) = self.neigh.macs(rw.egress, rw.src, rw.dst) else {
                     // being resolved: the flow is offered again by a later packet
                     f.status &= !status::OFFLOAD;
                     self.stats.no_neighbour.inc();
@@ -232,7 +232,9 @@ impl XdpOffload {
                 }
                 shared.flows.offload.refresh(f);
                 let moved = self.installed.get(&id).is_some_and(|i| {
-                    (0..2).any(|d| self.neigh.macs(f.rewrite[d].egress, f.rewrite[d].dst) != Some(i.dirs[d].macs))
+                    (0..2).any(|d| {
+                        self.neigh.macs(f.rewrite[d].egress, f.rewrite[d].src, f.rewrite[d].dst) != Some(i.dirs[d].macs)
+                    })
                 });
                 if moved {
                     shared.flows.offload.withdraw(f);

@@ -388,9 +388,16 @@ fn xdp_leaves_flows_whose_egress_takes_no_redirects() {
 /// Next hops whose MACs a test can change.
 struct TestNeighbours(std::sync::Mutex<[u8; 6]>);
 
-impl xgw_dataplane::xsk::Neighbours for TestNeighbours {
-    fn macs(&self, _: IfaceId, _: u32) -> Option<([u8; 6], [u8; 6])> {
+impl xgw_dataplane::neighbour::Neighbours for TestNeighbours {
+    fn lookup(&self, _: IfaceId, _: u32, _: u32) -> xgw_dataplane::neighbour::NextHop {
+        xgw_dataplane::neighbour::NextHop::Resolved((SMAC, *self.0.lock().expect("lock")))
+    }
+    fn request(&self, _: IfaceId, _: u32) {}
+    fn resolved(&self, _: IfaceId, _: u32) -> Option<([u8; 6], [u8; 6])> {
         Some((SMAC, *self.0.lock().expect("lock")))
+    }
+    fn generation(&self) -> u64 {
+        0
     }
 }
 

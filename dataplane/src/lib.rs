@@ -21,6 +21,7 @@ pub mod counters;
 pub mod frag;
 pub mod mem;
 pub mod nat;
+pub mod neighbour;
 pub mod pipeline;
 pub mod replay;
 pub mod time;

@@ -27,6 +27,8 @@ use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
 
 use crate::config::IfaceId;
 use crate::counters::{Counter, SharedCounter};
+pub use crate::neighbour::Neighbours;
+use crate::neighbour::{flow_hash, Macs, NextHop, Refused, Waiting};
 use crate::pipeline::{Engine, Frame, RxMeta, Verdict};
 use crate::time::Time;
 
@@ -75,8 +77,17 @@ pub struct PortStats {
     pub tx: Counter,
     /// Frames not transmitted: no free TX frame.
     pub tx_no_frame: Counter,
-    /// Frames not transmitted: next hop's MAC unknown.
+    /// Frames not transmitted: their next hop was not resolved within 3 s of waiting.
     pub tx_no_neighbour: Counter,
+    /// Frames that waited for their next hop to be resolved (sent later, or counted in
+    /// `tx_no_neighbour`).
+    pub tx_neigh_waited: Counter,
+    /// Frames not transmitted: too many frames already waited for their next hop (64) or
+    /// for any next hop of the worker (512).
+    pub tx_neigh_queue_full: Counter,
+    /// Frames not transmitted: the route to their destination is a blackhole, unreachable or
+    /// prohibit route.
+    pub tx_no_route: Counter,
     /// Frames the engine handed to the host after they reached userspace (lost: the XDP
     /// program should have passed them to the kernel).
     pub to_host_lost: Counter,
@@ -91,6 +102,12 @@ pub struct PortStats {
 
 const FRAME_SIZE: u32 = 2048;
 const BATCH: usize = 64;
+/// Frames that may wait for one next hop (the kernel's `unres_qlen_bytes` holds about 140
+/// full-sized frames), and for all next hops of a worker.
+const WAIT_PER_NEXT_HOP: usize = 64;
+const WAIT_TOTAL: usize = 512;
+/// How often waiting frames are looked at when no neighbour changed (to give up old ones).
+const WAIT_CHECK: Duration = Duration::from_millis(50);
 
 /// One AF_XDP socket with its UMEM and rings.
 pub struct Port {
@@ -209,14 +226,6 @@ impl Port {
     }
 }
 
-/// Where a worker gets MAC addresses: the egress interface's own, and the next hop's for a
-/// destination (from the kernel's routes and neighbours).
-pub trait Neighbours: Send + Sync {
-    /// (source MAC, destination MAC) for a frame to `dst` (host order) leaving on `egress`,
-    /// or `None` when the next hop is not resolved yet (the implementation starts resolving).
-    fn macs(&self, egress: IfaceId, dst: u32) -> Option<([u8; 6], [u8; 6])>;
-}
-
 /// Number of class codes the XDP program can put in a frame's metadata.
 pub const CLASSES: usize = 32;
 
@@ -258,6 +267,10 @@ pub struct Worker {
     verdicts: [Verdict; BATCH],
     rx_descs: Vec<FrameDesc>,
     pending_tx: Vec<Vec<FrameDesc>>,
+    /// TX frames (MAC addresses still to be written) waiting for their next hop.
+    waiting: Waiting<FrameDesc>,
+    /// The neighbours' generation when the waiting frames were last looked at, and when.
+    waiting_seen: (u64, Instant),
     /// Counters.
     pub stats: Arc<WorkerStats>,
 }
@@ -291,6 +304,8 @@ impl Worker {
             verdicts: [Verdict::ToHost; BATCH],
             rx_descs: vec![FrameDesc::default(); BATCH],
             pending_tx: (0..n).map(|_| Vec::with_capacity(BATCH)).collect(),
+            waiting: Waiting::new(WAIT_PER_NEXT_HOP, WAIT_TOTAL),
+            waiting_seen: (0, base),
             stats: Arc::new(WorkerStats::default()),
         }
     }
@@ -311,6 +326,9 @@ impl Worker {
                 last_kernel_stats = Instant::now();
                 self.read_kernel_stats();
             }
+            if !self.waiting.is_empty() {
+                self.release_waiting();
+            }
             let mut work = 0;
             for p in 0..self.ports.len() {
                 work += self.rx_batch(p);
@@ -324,13 +342,23 @@ impl Worker {
                 if idle > 64 {
                     // nothing for a while: sleep in poll() on every port's socket
                     self.stats.idle_polls.inc();
-                    self.poll_all(Duration::from_millis(10));
+                    // frames waiting for a neighbour: look again soon
+                    let nap = if self.waiting.is_empty() { 10 } else { 1 };
+                    self.poll_all(Duration::from_millis(nap));
                 }
             } else {
                 idle = 0;
                 self.stats.batches.inc();
             }
         }
+        // frames still waiting for a neighbour are not sent
+        let mut waiting = std::mem::replace(&mut self.waiting, Waiting::new(0, 0));
+        waiting.drain(|egress, desc| {
+            if let Some(ei) = self.port_index(egress) {
+                self.ports[ei].free_tx.push(desc);
+                self.ports[ei].stats.tx_no_neighbour.inc();
+            }
+        });
         // let in-flight transmissions complete so the accounting is exact
         for _ in 0..100 {
             for p in &mut self.ports {
@@ -426,7 +454,8 @@ impl Worker {
     }
 
     /// Copies processed frame `i` (scratch slot `i`) into a free TX frame of the egress
-    /// port, with the MAC addresses of the next hop.
+    /// port, with the MAC addresses of the next hop; a frame whose next hop is not resolved
+    /// yet waits for it.
     fn stage_tx(&mut self, egress: IfaceId, i: usize) {
         let Some(ei) = self.port_index(egress) else { return };
         let slot = FRAME_SIZE as usize;
@@ -434,39 +463,121 @@ impl Worker {
         let frame = &mut self.scratch[i * slot..i * slot + len];
         // the next hop is the IPv4 destination's, wherever the IP header starts (after an
         // 802.1Q tag too): the engine forwards only frames it parsed, so both views hold
-        let Some(dst) = crate::wire::ethernet::Frame::new_checked(&frame[..])
+        let Some((src, dst)) = crate::wire::ethernet::Frame::new_checked(&frame[..])
             .ok()
             .map(|e| e.payload_offset())
             .and_then(|l3| crate::wire::ipv4::Packet::new_checked(&frame[l3..]).ok())
-            .map(|ip| ip.dst_addr())
+            .map(|ip| (ip.src_addr(), ip.dst_addr()))
         else {
             return;
         };
-        let Some((src_mac, dst_mac)) = self.neighbours.macs(egress, dst) else {
-            self.ports[ei].stats.tx_no_neighbour.inc();
-            return;
+        let macs = match self.neighbours.lookup(egress, dst, flow_hash(src, dst)) {
+            NextHop::Resolved(m) => Some(m),
+            NextHop::Unresolved(nh) => {
+                if self.waiting.is_empty() {
+                    // the first to wait: the next release looks at the neighbours afresh
+                    self.waiting_seen.0 = self.neighbours.generation();
+                }
+                self.ports[ei].stats.tx_neigh_waited.inc();
+                self.park(ei, egress, nh, i);
+                None
+            }
+            NextHop::NoRoute => {
+                self.ports[ei].stats.tx_no_route.inc();
+                None
+            }
         };
-        frame[0..6].copy_from_slice(&dst_mac);
-        frame[6..12].copy_from_slice(&src_mac);
+        let Some(macs) = macs else { return };
+        let Some(desc) = self.copy_to_tx(ei, i, Some(macs)) else { return };
+        self.queue_tx(ei, desc);
+    }
+
+    /// Copies scratch slot `i` into a free TX frame of port `ei`, MAC addresses written
+    /// when known; `None` (counted) when the port has no free TX frame.
+    fn copy_to_tx(&mut self, ei: usize, i: usize, macs: Option<Macs>) -> Option<FrameDesc> {
+        let slot = FRAME_SIZE as usize;
+        let len = self.lens[i];
+        if let Some((src_mac, dst_mac)) = macs {
+            let frame = &mut self.scratch[i * slot..i * slot + len];
+            frame[0..6].copy_from_slice(&dst_mac);
+            frame[6..12].copy_from_slice(&src_mac);
+        }
         let p = &mut self.ports[ei];
         if p.free_tx.is_empty() {
             p.reap();
         }
         let Some(mut desc) = p.free_tx.pop() else {
             p.stats.tx_no_frame.inc();
-            return;
+            return None;
         };
         // SAFETY: `desc` is a free TX frame of this port's UMEM (not in any ring).
         let mut data = unsafe { p.umem.data_mut(&mut desc) };
         if data.cursor().write_all(&self.scratch[i * slot..i * slot + len]).is_err() {
             p.free_tx.push(desc);
             p.stats.tx_no_frame.inc();
-            return;
+            return None;
         }
+        Some(desc)
+    }
+
+    /// Puts a written TX frame of port `ei` on its way (flushed with the batch).
+    fn queue_tx(&mut self, ei: usize, desc: FrameDesc) {
         self.pending_tx[ei].push(desc);
         if self.pending_tx[ei].len() >= BATCH {
             self.flush_port(ei);
         }
+    }
+
+    /// Lets frame `i` wait in a TX frame of port `ei` for next hop `nh`.
+    fn park(&mut self, ei: usize, egress: IfaceId, nh: u32, i: usize) {
+        let Some(desc) = self.copy_to_tx(ei, i, None) else { return };
+        let now = Time(u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        match self.waiting.park(egress, nh, desc, now) {
+            Ok(true) => self.neighbours.request(egress, nh),
+            Ok(false) => {}
+            Err((desc, Refused::NextHopFull | Refused::Full)) => {
+                let p = &mut self.ports[ei];
+                p.free_tx.push(desc);
+                p.stats.tx_neigh_queue_full.inc();
+            }
+        }
+    }
+
+    /// Sends the waiting frames whose next hop is now resolved and gives up those that
+    /// waited too long; runs when the neighbours changed, or every [`WAIT_CHECK`].
+    fn release_waiting(&mut self) {
+        let generation = self.neighbours.generation();
+        if generation == self.waiting_seen.0 && self.waiting_seen.1.elapsed() < WAIT_CHECK {
+            return;
+        }
+        self.waiting_seen = (generation, Instant::now());
+        let now = Time(u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        let neighbours = Arc::clone(&self.neighbours);
+        let mut waiting = std::mem::replace(&mut self.waiting, Waiting::new(0, 0));
+        waiting.release(
+            now,
+            |egress, nh| neighbours.resolved(egress, nh),
+            |egress, mut desc, macs| {
+                let Some(ei) = self.port_index(egress) else { return };
+                let Some((src_mac, dst_mac)) = macs else {
+                    // waited too long
+                    let p = &mut self.ports[ei];
+                    p.free_tx.push(desc);
+                    p.stats.tx_no_neighbour.inc();
+                    return;
+                };
+                // SAFETY: `desc` is a TX frame of this port's UMEM, written in `park` and held
+                // by the waiting queue only (in no ring) until now.
+                let mut data = unsafe { self.ports[ei].umem.data_mut(&mut desc) };
+                let frame = data.contents_mut();
+                if frame.len() >= 12 {
+                    frame[0..6].copy_from_slice(&dst_mac);
+                    frame[6..12].copy_from_slice(&src_mac);
+                }
+                self.queue_tx(ei, desc);
+            },
+        );
+        self.waiting = waiting;
     }
 
     fn flush_tx(&mut self) {
