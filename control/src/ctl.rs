@@ -455,6 +455,8 @@ fn offload_json(d: &Daemon) -> Value {
             m.insert("requested".into(), json!(t.requested.get()));
             m.insert("queue_full".into(), json!(t.queue_full.get()));
             m.insert("withdrawn".into(), json!(t.withdrawn.get()));
+            m.insert("withdraw_queued".into(), json!(t.withdraw_queued.get()));
+            m.insert("withdraw_queue_full".into(), json!(t.withdraw_queue_full.get()));
             m.extend(o.counters().into_iter().map(|(k, v)| (k.to_string(), json!(v))));
             Value::Object(m)
         }

@@ -28,7 +28,8 @@ fn route(dst: &str, len: u8, metric: u32, kind: RouteType, hops: &[(u32, &str)])
     r.header.kind = kind;
     r.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(dst.parse().expect("address"))));
     r.attributes.push(RouteAttribute::Priority(metric));
-    let gw = |g: &str| (!g.is_empty()).then(|| RouteAttribute::Gateway(RouteAddress::Inet(g.parse().expect("address"))));
+    let gw =
+        |g: &str| (!g.is_empty()).then(|| RouteAttribute::Gateway(RouteAddress::Inet(g.parse().expect("address"))));
     if let [(oif, g)] = hops {
         r.attributes.push(RouteAttribute::Oif(*oif));
         r.attributes.extend(gw(g));

@@ -6,14 +6,16 @@
 //! An entry is the flow direction's precomputed rewrite (addresses, ports or Call ID, checksum
 //! differences, egress interface, the next hop's MAC): data, no policy. Entries live in the
 //! map of the interface the direction arrives on, so a packet on another interface never
-//! matches. Installation and withdrawal both run with the flow's slot locked, so they are
-//! ordered: an entry is never installed for a flow that is gone, and the engine never
-//! forgets a flow before its entries are deleted. A full map means "not offloaded"
-//! (counted), never "dropped".
+//! matches. Installation runs with the flow's slot locked, so an entry is never installed
+//! for a flow that is gone. The control plane's withdrawals (expiry, deletion) run with the
+//! slot locked too, before the flow is forgotten. The packet path's withdrawals (a FIN, a
+//! PPTP call's end) only unmark the flow and queue the request: this thread deletes the
+//! entries without any slot lock, then folds their last counts into the flow if it is still
+//! there ([`XdpOffload::take_back`]). A full map means "not offloaded" (counted), never
+//! "dropped".
 //!
 //! Lock order: flow slot → `installed` shard → one interface's map mutex. The maps' mutexes
-//! are held for one syscall; the packet path never takes them (the engine calls
-//! `withdraw` only when a flow closes or goes).
+//! are held for one syscall; the packet path never takes them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,7 +23,7 @@ use std::time::Duration;
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use dashmap::DashMap;
-use xgw_dataplane::conntrack::offload::FastPath;
+use xgw_dataplane::conntrack::offload::{FastPath, Request};
 use xgw_dataplane::conntrack::{status, Flow};
 use xgw_dataplane::counters::SharedCounter;
 use xgw_dataplane::xsk::Neighbours;
@@ -74,6 +76,8 @@ pub struct OffloadStats {
     pub mac_changed: SharedCounter,
     /// Entries found without a live flow (never expected) and removed.
     pub orphans: SharedCounter,
+    /// Flows the packet path gave back whose entries this thread deleted.
+    pub taken_back: SharedCounter,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -140,11 +144,12 @@ impl XdpOffload {
     }
 
     /// Its counters by name (listings and metrics).
-    pub fn counters(&self) -> [(&'static str, u64); 6] {
+    pub fn counters(&self) -> [(&'static str, u64); 7] {
         let s = &self.stats;
         [
             ("installed", s.installed.get()),
             ("removed", s.removed.get()),
+            ("taken_back", s.taken_back.get()),
             ("map_full", s.map_full.get()),
             ("no_neighbour", s.no_neighbour.get()),
             ("mac_changed", s.mac_changed.get()),
@@ -205,7 +210,12 @@ impl XdpOffload {
 
     /// Reads what the fast path counted for one direction; folds the news into `flow`.
     fn fold(&self, flow: &mut Flow, d: usize, dir: &mut Direction) {
-        let Some(v) = self.map(dir.iface).and_then(|m| m.get(&dir.key, 0).ok()) else { return };
+        let v = self.map(dir.iface).and_then(|m| m.get(&dir.key, 0).ok());
+        self.fold_value(flow, d, dir, v);
+    }
+
+    fn fold_value(&self, flow: &mut Flow, d: usize, dir: &mut Direction, v: Option<FastFlow>) {
+        let Some(v) = v else { return };
         flow.packets[d] += v.packets.saturating_sub(dir.packets);
         flow.bytes[d] += v.bytes.saturating_sub(dir.bytes);
         if v.last_seen > dir.seen {
@@ -220,6 +230,29 @@ impl XdpOffload {
         (dir.packets, dir.bytes, dir.seen) = (v.packets, v.bytes, v.last_seen);
     }
 
+    /// Deletes the entries of a flow the packet path gave back (`r`, from
+    /// `Offload::pop_withdrawal`) with no slot locked, then folds their last counts into the
+    /// flow if it is still in its slot.
+    pub fn take_back(&self, shared: &Shared, r: Request) {
+        let Some((_, mut i)) = self.installed.remove(&r.id) else { return };
+        let mut last = [None, None];
+        for (d, v) in last.iter_mut().enumerate() {
+            let dir = &i.dirs[d];
+            if let Some(mut m) = self.map(dir.iface) {
+                *v = m.get(&dir.key, 0).ok();
+                let _ = m.remove(&dir.key);
+            }
+        }
+        shared.flows.with_slot(r.slot, |f| {
+            if f.id == r.id {
+                for (d, v) in last.into_iter().enumerate() {
+                    self.fold_value(f, d, &mut i.dirs[d], v);
+                }
+            }
+        });
+        self.stats.taken_back.inc();
+    }
+
     /// Folds every installed flow's counters into the table and takes back flows whose
     /// next hop's MAC changed (control thread, every second or so). Slots are locked one at
     /// a time.
@@ -229,6 +262,11 @@ impl XdpOffload {
             let live = shared.flows.with_slot(slot, |f| {
                 if f.id != id {
                     return false;
+                }
+                if f.status & status::OFFLOAD == 0 {
+                    // given back by the packet path, its withdrawal not seen yet (or lost
+                    // to a full queue): taken back below, without the slot lock
+                    return true;
                 }
                 shared.flows.offload.refresh(f);
                 let moved = self.installed.get(&id).is_some_and(|i| {
@@ -242,10 +280,18 @@ impl XdpOffload {
                 }
                 true
             });
-            if live != Some(true) {
-                if let Some((_, i)) = self.installed.remove(&id) {
-                    i.dirs.iter().for_each(|d| self.delete(d));
-                    self.stats.orphans.inc();
+            match live {
+                Some(true) => {
+                    let unmarked = shared.flows.with_slot(slot, |f| f.id == id && f.status & status::OFFLOAD == 0);
+                    if unmarked == Some(true) && self.installed.contains_key(&id) {
+                        self.take_back(shared, Request { slot, id });
+                    }
+                }
+                _ => {
+                    if let Some((_, i)) = self.installed.remove(&id) {
+                        i.dirs.iter().for_each(|d| self.delete(d));
+                        self.stats.orphans.inc();
+                    }
                 }
             }
         }
@@ -257,6 +303,11 @@ impl XdpOffload {
         let mut last_sync = std::time::Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let mut n = 0;
+            // withdrawals first: a flow given back and offered again is installed afresh
+            while let Some(r) = shared.flows.offload.pop_withdrawal() {
+                self.take_back(&shared, r);
+                n += 1;
+            }
             while let Some(r) = shared.flows.offload.pop() {
                 self.install(&shared, r.slot, r.id);
                 n += 1;

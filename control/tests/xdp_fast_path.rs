@@ -492,4 +492,31 @@ fn offload_installs_folds_back_and_refuses_when_full() {
     assert_eq!(sh.delete_flows(Time::from_secs(6), |x| x.id == g.id), 1);
     assert!(views[gi].get(&gk, 0).is_err(), "deleted flow's entry removed");
     assert_eq!(off.stats.removed.get(), 3);
+
+    // the packet path's withdrawal (a FIN) only unmarks and queues; this thread deletes the
+    // entries afterwards and folds in what the program counted until then
+    let new_mac = [2, 0, 0, 0, 3, 3];
+    let slot = slot_of(&f);
+    sh.flows.with_slot(slot, |x| x.status |= status::OFFLOAD);
+    off.install(sh, slot, f.id);
+    assert!(off.contains(f.id));
+    let (k, mut v) = entry(&f, 1, SMAC, new_mac);
+    let before = sh.flows.with_slot(slot, |x| x.packets[1]).expect("live");
+    v.packets = 50;
+    views[iface].insert(k, v, 0).expect("write counters");
+    sh.flows.with_slot(slot, |x| sh.flows.offload.withdraw_queued(slot, x));
+    assert!(views[iface].get(&k, 0).is_ok(), "the packet path deleted nothing");
+    let r = sh.flows.offload.pop_withdrawal().expect("queued");
+    off.take_back(sh, r);
+    assert!(views[iface].get(&k, 0).is_err() && !off.contains(f.id), "taken back");
+    assert_eq!(sh.flows.with_slot(slot, |x| x.packets[1]), Some(before + 50), "last counts folded in");
+    assert_eq!(off.stats.taken_back.get(), 1);
+    // a withdrawal lost to a full queue: the periodic sync finds the unmarked flow
+    sh.flows.with_slot(slot, |x| x.status |= status::OFFLOAD);
+    off.install(sh, slot, f.id);
+    assert!(views[iface].get(&k, 0).is_ok());
+    sh.flows.with_slot(slot, |x| x.status &= !status::OFFLOAD);
+    off.sync(sh);
+    assert!(views[iface].get(&k, 0).is_err() && !off.contains(f.id), "sync took it back");
+    assert_eq!(off.stats.taken_back.get(), 2);
 }

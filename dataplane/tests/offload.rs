@@ -108,12 +108,19 @@ fn tcp_is_offered_when_established_and_taken_back_at_fin() {
     established_tcp(&mut e);
     let id = flow_of(&e, &k).expect("flow").id;
     assert!(e.shared().flows.offload.pop().is_some(), "offered after the handshake");
+    let calls_before = fake.calls.lock().expect("lock").len();
     let mut fin = tcp(C1, S, 5555, 443, "FA", b"");
     assert_eq!(run(&mut e, &mut fin, INSIDE, 3), Verdict::Forward(OUTSIDE));
     let f = flow_of(&e, &k).expect("still tracked");
     assert_eq!(f.status & status::OFFLOAD, 0, "given back");
-    assert_eq!(fake.calls.lock().expect("lock").last(), Some(&("withdraw", id)));
+    // the packet path called nothing of the fast path (each call is a syscall under the
+    // slot lock): the withdrawal waits in the queue for the control plane
+    assert_eq!(fake.calls.lock().expect("lock").len(), calls_before, "no fast-path call from the packet path");
+    let w = e.shared().flows.offload.pop_withdrawal().expect("withdrawal queued");
+    assert_eq!(w.id, id);
+    assert_eq!(e.shared().flows.offload.pop_withdrawal(), None, "once");
     assert_eq!(e.shared().flows.offload.stats.withdrawn.get(), 1);
+    assert_eq!(e.shared().flows.offload.stats.withdraw_queued.get(), 1);
     let mut ack = tcp(C1, S, 5555, 443, "A", b"");
     run(&mut e, &mut ack, INSIDE, 4);
     assert_eq!(e.shared().flows.offload.pop(), None, "a closing connection is not offered again");

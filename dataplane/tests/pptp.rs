@@ -399,6 +399,47 @@ fn rst_without_cdn_ends_calls_at_the_next_sweep() {
     }
 }
 
+/// A fast path that only counts the calls made to it (each would be a bpf() syscall).
+#[derive(Default)]
+struct CountingFastPath(std::sync::atomic::AtomicUsize);
+
+impl xgw_dataplane::conntrack::offload::FastPath for CountingFastPath {
+    fn refresh(&self, _: &mut xgw_dataplane::conntrack::Flow) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn withdraw(&self, _: &mut xgw_dataplane::conntrack::Flow) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn an_offloaded_calls_end_queues_its_withdrawal_and_calls_no_fast_path() {
+    // the call ends by CDN (packet path, inspector's mutex held) or by the control
+    // connection's RST (at the sweep, the mutex held): neither may call the fast path
+    for by_rst in [false, true] {
+        let mut e = engine();
+        let fast = std::sync::Arc::new(CountingFastPath::default());
+        e.shared().flows.offload.connect(fast.clone());
+        let (mut ctl, x) = established_call(&mut e);
+        assert_eq!(gre(&mut e, C1, S, 40, true).0, Verdict::Forward(OUTSIDE));
+        assert_eq!(gre(&mut e, S, P, x, false).0, Verdict::Forward(INSIDE));
+        // both ends have sent: the call's GRE is offered to the fast path
+        let offered = std::iter::from_fn(|| e.shared().flows.offload.pop()).collect::<Vec<_>>();
+        assert_eq!(offered.len(), 1, "the GRE flow, never the control connection");
+        if by_rst {
+            let (v, _) = ctl.pns_raw(&mut e, ctl.seq_c, b"", RST | ACK);
+            assert_eq!(v, Verdict::Forward(OUTSIDE));
+            e.shared().pptp.sweep(&e.shared().flows, Time::from_millis(ctl.t + 1));
+        } else {
+            ctl.pac(&mut e, &build(MsgType::Cdn, &[(12, 40)]));
+        }
+        assert_eq!(gre(&mut e, S, P, x, false).0, Verdict::Drop(DropReason::NoMatchingGreSession));
+        assert_eq!(fast.0.load(std::sync::atomic::Ordering::Relaxed), 0, "rst {by_rst}: a fast-path call");
+        let w = e.shared().flows.offload.pop_withdrawal().expect("withdrawal queued");
+        assert_eq!(w, offered[0], "rst {by_rst}");
+    }
+}
+
 #[test]
 fn deleting_the_control_connection_ends_its_calls_and_their_gre() {
     // `xgwctl conntrack delete` on a PPTP control connection (Shared::delete_flows)

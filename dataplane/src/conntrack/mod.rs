@@ -509,7 +509,7 @@ impl FlowTable {
         if s.status & status::OFFLOAD == 0 {
             self.offload.consider(r.slot(), &mut s);
         } else if !offload::eligible(&s) {
-            self.offload.withdraw(&mut s);
+            self.offload.withdraw_queued(r.slot(), &mut s);
         }
         Some(out)
     }
@@ -656,14 +656,23 @@ impl FlowTable {
         moved
     }
 
-    /// Removes the flow in `slot` if `pred` holds for it; returns it.
+    /// Removes the flow in `slot` if `pred` holds for it; returns it. The fast path's
+    /// entries go first, their last counts folded in (control plane).
     pub fn remove_if(&self, slot: u32, now: Time, pred: impl FnOnce(&Flow) -> bool) -> Option<Flow> {
+        self.remove_slot(slot, now, pred, false)
+    }
+
+    fn remove_slot(&self, slot: u32, now: Time, pred: impl FnOnce(&Flow) -> bool, queued: bool) -> Option<Flow> {
         let flow = {
             let mut s = self.lock(slot);
             if !s.live() || !pred(&s) {
                 return None;
             }
-            self.offload.withdraw(&mut s);
+            if queued {
+                self.offload.withdraw_queued(slot, &mut s);
+            } else {
+                self.offload.withdraw(&mut s);
+            }
             s.set_live(false);
             *s
         };
@@ -677,6 +686,14 @@ impl FlowTable {
     pub fn remove_key(&self, key: &FlowKey, now: Time) -> Option<Flow> {
         let r = self.lookup(key)?;
         self.remove_if(r.slot(), now, |f| f.keys[r.dir().index()] == *key)
+    }
+
+    /// Removes the flow a key names without calling the fast path: its entries are queued
+    /// for the control plane to delete (the packet path, and whoever holds a lock workers
+    /// wait for). The destroy event carries the counts folded in so far.
+    pub fn remove_key_queued(&self, key: &FlowKey, now: Time) -> Option<Flow> {
+        let r = self.lookup(key)?;
+        self.remove_slot(r.slot(), now, |f| f.keys[r.dir().index()] == *key, true)
     }
 
     /// Examines up to `budget` slots from where the last sweep stopped and removes expired

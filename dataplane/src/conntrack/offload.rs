@@ -4,12 +4,19 @@
 //! path can carry on its own ([`eligible`]), the engine marks the flow
 //! [`status::OFFLOAD`] and queues a request; the control plane turns
 //! the flow's keys, [`Rewrite`](super::Rewrite)s and [`CsumDelta`](super::CsumDelta)s into
-//! the fast path's entries. Whenever an offloaded flow stops being live (expiry, teardown,
-//! deletion) or leaves the state it was offloaded in, the table calls
-//! [`FastPath::withdraw`] *with the flow's slot locked, before the flow is gone*, so no
-//! fast-path entry outlives its flow; [`FastPath::refresh`] folds the fast path's counters
-//! and last-seen time into the flow (before expiry is decided, and periodically for
-//! listings).
+//! the fast path's entries. Whenever an offloaded flow stops being live (expiry, deletion)
+//! on the control plane, the table calls [`FastPath::withdraw`] *with the flow's slot
+//! locked, before the flow is gone*, so no fast-path entry outlives its flow and its last
+//! counts are folded in; [`FastPath::refresh`] folds the fast path's counters and last-seen
+//! time into the flow (before expiry is decided, and periodically for listings).
+//!
+//! The packet path never calls the fast path (its calls are syscalls, and the packet path
+//! holds a slot lock, for PPTP the inspector's mutex too): when a packet takes a flow out
+//! of the state it was offloaded in (a FIN) or a PPTP call ends (CDN, control connection
+//! gone), the flow is unmarked and a withdrawal queued ([`Offload::withdraw_queued`]); the
+//! control plane deletes the entries from its own thread ([`Offload::pop_withdrawal`]).
+//! The fast path never forwards SYN, FIN or RST, so the few milliseconds until then cannot
+//! hide a state change from the engine.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -50,12 +57,18 @@ pub struct OffloadStats {
     pub queue_full: SharedCounter,
     /// Flows taken back (teardown, state change).
     pub withdrawn: SharedCounter,
+    /// Withdrawals the packet path queued for the control plane.
+    pub withdraw_queued: SharedCounter,
+    /// Withdrawals that found their queue full (the control plane's periodic sync finds the
+    /// unmarked flow's entries within a second).
+    pub withdraw_queue_full: SharedCounter,
 }
 
 /// The table's side of offloading: the switch, the request queue and the fast path.
 pub struct Offload {
     enabled: AtomicBool,
     requests: ArrayQueue<Request>,
+    withdrawals: ArrayQueue<Request>,
     fast: OnceLock<Arc<dyn FastPath>>,
     /// Counters.
     pub stats: OffloadStats,
@@ -72,6 +85,7 @@ impl Offload {
         Offload {
             enabled: AtomicBool::new(false),
             requests: ArrayQueue::new(queue.max(1)),
+            withdrawals: ArrayQueue::new(queue.max(1)),
             fast: OnceLock::new(),
             stats: OffloadStats::default(),
         }
@@ -92,6 +106,29 @@ impl Offload {
     /// Takes the oldest request (control plane).
     pub fn pop(&self) -> Option<Request> {
         self.requests.pop()
+    }
+
+    /// Takes the oldest withdrawal the packet path queued (control plane): the fast path's
+    /// entries of flow `id` are to go; the flow in `slot`, if still that one, is no longer
+    /// marked.
+    pub fn pop_withdrawal(&self) -> Option<Request> {
+        self.withdrawals.pop()
+    }
+
+    /// Takes an offloaded flow back without calling the fast path (the packet path):
+    /// unmarks it and queues the withdrawal. Called with the slot locked.
+    #[inline]
+    pub fn withdraw_queued(&self, slot: u32, flow: &mut Flow) {
+        if flow.status & status::OFFLOAD == 0 {
+            return;
+        }
+        flow.status &= !status::OFFLOAD;
+        self.stats.withdrawn.inc();
+        if self.withdrawals.push(Request { slot, id: flow.id }).is_ok() {
+            self.stats.withdraw_queued.inc();
+        } else {
+            self.stats.withdraw_queue_full.inc();
+        }
     }
 
     /// Marks `flow` (in `slot`) and queues it, if offloading is on and the flow qualifies

@@ -470,7 +470,7 @@ impl Pptp {
             let Some(sess) = st.sessions.remove(id) else { continue };
             for c in &sess.calls {
                 if let Some(k) = c.gre {
-                    flows.remove_key(&k, now);
+                    flows.remove_key_queued(&k, now);
                 }
                 let parts = st_parts(&mut st.pools, &mut st.per_host, &mut st.total_calls, &mut st.gre_index);
                 release(c, &sess, parts, &self.cfg, now);
@@ -609,7 +609,7 @@ fn apply(
             continue;
         }
         if let Some(k) = c.gre {
-            flows.remove_key(&k, now);
+            flows.remove_key_queued(&k, now);
         }
         release(&c, sess, st_parts(pools, per_host, total_calls, gre_index), cfg, now);
         stats.calls_torn_down.inc();
