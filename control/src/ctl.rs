@@ -504,6 +504,10 @@ pub fn render_metrics(d: &Daemon) -> String {
         writeln!(o, "xgw_conntrack_insert_failed_total{{reason=\"key_taken\"}} {}", fl.stats.insert_failed_key.get());
     family(&mut o, "xgw_conntrack_expired_total", "counter", "Flows expired.");
     let _ = writeln!(o, "xgw_conntrack_expired_total {}", fl.stats.expired.get());
+    family(&mut o, "xgw_outside_address_changes_total", "counter", "Times the outside address changed (address auto).");
+    let _ = writeln!(o, "xgw_outside_address_changes_total {}", d.shared.address_changes.get());
+    family(&mut o, "xgw_outside_address_flushed_total", "counter", "Flows on a vanished outside address, removed.");
+    let _ = writeln!(o, "xgw_outside_address_flushed_total {}", d.shared.address_flushed.get());
     family(&mut o, "xgw_drops_total", "counter", "Packets dropped, by reason.");
     for r in DropReason::ALL {
         let _ = writeln!(
@@ -963,6 +967,9 @@ fn handle(d: &Daemon, hub: &EventHub, req: &Request, uid: Option<u32>, w: &mut i
                         "inserted": t.inserted.get(), "insert_failed": t.insert_failed_full.get() + t.insert_failed_key.get(),
                         "expired": t.expired.get(), "events_dropped": t.events_dropped.get()},
                     "xdp": xdp, "workers": d.counters.len(),
+                    "outside": {"address": std::net::Ipv4Addr::from(d.shared.outside_addr()).to_string(),
+                        "prefix_len": d.shared.outside_net().1, "changes": d.shared.address_changes.get(),
+                        "flushed": d.shared.address_flushed.get()},
                     "xdp_steering": (d.xdp_steering)().into_iter().map(|(dev, st)| json!({"device": dev,
                         "steering": st.into_iter().map(|(n, p, _)| (n.to_string(), json!(p)))
                             .collect::<serde_json::Map<String, Value>>()})).collect::<Vec<_>>(),

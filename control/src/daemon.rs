@@ -216,6 +216,46 @@ fn rx_queues(device: &str) -> Result<u32> {
     Ok(u32::try_from(n.max(1)).unwrap_or(1))
 }
 
+/// What follows the kernel's address on the outside device (`address auto`): the engine's
+/// outside address (flows on a vanished one flushed) and every XDP instance's notion of the
+/// box's own address. A no-op for a fixed address.
+fn outside_follower(
+    cfg: &EngineConfig,
+    attached: &mut [Attached],
+    shared: Arc<Shared>,
+    base: Instant,
+) -> Result<crate::netlink::OnChange> {
+    let Some((_, o)) = cfg.outside().filter(|(_, o)| o.auto_addr) else { return Ok(Box::new(|_| {})) };
+    let device = o.device.clone();
+    let mut maps = Vec::new();
+    for a in attached.iter_mut() {
+        let m = a.bpf.take_map("CONFIG").ok_or_else(|| anyhow!("no CONFIG map"))?;
+        maps.push(Array::<aya::maps::MapData, XdpConfig>::try_from(m)?);
+    }
+    let mut xcfg = xdp_config(cfg);
+    Ok(Box::new(move |state: &crate::neigh::KernelState| {
+        // the device's first (primary) IPv4 address, as the kernel orders them
+        let (addr, len) = state.addresses(&device).first().map_or((0, 0), |(a, l)| (u32::from(*a), *l));
+        if (addr, len) == shared.outside_net() {
+            return;
+        }
+        let old = std::net::Ipv4Addr::from(shared.outside_addr());
+        let now = Time(u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        let flushed = shared.set_outside_addr(addr, len, now);
+        xcfg.outside_addr = addr;
+        for m in &mut maps {
+            if let Err(e) = m.set(0, xcfg, 0) {
+                tracing::error!(error = %e, "updating the XDP program's outside address");
+            }
+        }
+        if addr == 0 {
+            tracing::warn!(%device, %old, flushed, "the outside interface has no IPv4 address: new translations are refused until it gets one");
+        } else {
+            tracing::info!(%device, old = %old, new = %std::net::Ipv4Addr::from(addr), prefix_len = len, flushed, "outside address changed");
+        }
+    }))
+}
+
 /// The classifier's configuration for an engine configuration.
 pub fn xdp_config(cfg: &EngineConfig) -> XdpConfig {
     let mut x = XdpConfig::default();
@@ -396,12 +436,11 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let base = Instant::now();
     let mono_base = crate::offload::monotonic_ns();
-    // routes and neighbours from the kernel, followed through rtnetlink notifications
-    let (neigh, netlink_thread) = crate::netlink::start(
-        cfg.ifaces.iter().map(|i| i.device.clone()).collect(),
-        Arc::clone(&stop),
-        Box::new(|_| {}),
-    )?;
+    // routes and neighbours from the kernel, followed through rtnetlink notifications, and
+    // with `address auto` the outside address too
+    let follow = outside_follower(&cfg, &mut attached, Arc::clone(&shared), base)?;
+    let (neigh, netlink_thread) =
+        crate::netlink::start(cfg.ifaces.iter().map(|i| i.device.clone()).collect(), Arc::clone(&stop), follow)?;
     // which interfaces take the fast path's redirects: asked of the kernel before the first
     // flow is offloaded, then every 200 ms in the control loop
     let egress = if args.offload {

@@ -97,6 +97,7 @@ pub fn config(a: &ReplayArgs) -> Result<EngineConfig> {
                 role: Role::Inside,
                 addr: iaddr,
                 prefix_len: ilen,
+                auto_addr: false,
             },
             IfaceConfig {
                 name: "outside".into(),
@@ -104,6 +105,7 @@ pub fn config(a: &ReplayArgs) -> Result<EngineConfig> {
                 role: Role::Outside,
                 addr: oaddr,
                 prefix_len: olen,
+                auto_addr: false,
             },
         ],
         ..EngineConfig::default()

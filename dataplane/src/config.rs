@@ -30,11 +30,17 @@ pub struct IfaceConfig {
     pub addr: Ipv4Addr,
     /// Prefix length of the attached subnet.
     pub prefix_len: u8,
+    /// The address follows the kernel's (`address auto`, outside only): `addr` and
+    /// `prefix_len` are 0 in the configuration, and [`crate::Shared`] holds the current one.
+    pub auto_addr: bool,
 }
 
 impl IfaceConfig {
     /// True when `a` is inside this interface's subnet.
     pub fn contains(&self, a: u32) -> bool {
+        if self.auto_addr {
+            return false;
+        }
         let mask = prefix_mask(self.prefix_len);
         a & mask == u32::from(self.addr) & mask
     }
@@ -342,6 +348,7 @@ impl EngineConfig {
                     role: Role::Inside,
                     addr: Ipv4Addr::new(10, 0, 0, 1),
                     prefix_len: 24,
+                    auto_addr: false,
                 },
                 IfaceConfig {
                     name: "outside".into(),
@@ -349,6 +356,7 @@ impl EngineConfig {
                     role: Role::Outside,
                     addr: Ipv4Addr::new(203, 0, 113, 1),
                     prefix_len: 24,
+                    auto_addr: false,
                 },
             ],
             ..EngineConfig::default()

@@ -43,7 +43,12 @@ pub struct SharedCounter(AtomicU64);
 impl SharedCounter {
     /// Adds one.
     pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.add(1);
+    }
+
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Current value.
@@ -130,6 +135,8 @@ drop_reasons! {
     WrongInterface => "wrong_interface",
     /// No free outside port (or ICMP id) for a new translation.
     NatPortsExhausted => "nat_ports_exhausted",
+    /// New translation refused: the outside interface has no address yet (`address auto`).
+    NoOutsideAddress => "no_outside_address",
     /// Port-less protocol: another inside host holds the translation towards that peer.
     NatPeerTaken => "nat_peer_taken",
     /// Connection table full: new connection refused, existing ones unaffected.

@@ -179,14 +179,21 @@ impl Policy for PermitAll {
 pub struct Shared {
     config: EngineConfig,
     forwards: Forwards,
-    outside: (IfaceId, u32),
+    outside: IfaceId,
+    /// The outside address and its prefix length (`addr << 8 | len`): fixed by the rules,
+    /// or following the kernel's (`address auto`; 0 while it has none).
+    outside_net: core::sync::atomic::AtomicU64,
+    /// Times the outside address changed, and the flows flushed with an old one.
+    pub address_changes: crate::counters::SharedCounter,
+    /// Flows translated onto an outside address that went away, removed.
+    pub address_flushed: crate::counters::SharedCounter,
     /// The connection table.
     pub flows: FlowTable,
     /// The fragment table.
     pub frags: FragTable,
     /// The PPTP inspector.
     pub pptp: Pptp,
-    /// Addresses inside hosts are translated onto: the pool, or the outside address.
+    /// The pool inside hosts are translated onto (empty: the outside address).
     nat_addrs: Vec<u32>,
     /// Per inside host counts (only when a per-host or embryonic limit is set).
     pub hosts: Option<HostCounts>,
@@ -271,21 +278,20 @@ impl Shared {
     pub fn new(config: EngineConfig) -> Result<Shared, String> {
         config.validate()?;
         let (oid, oif) = config.outside().ok_or("no outside interface")?;
-        let outside = (oid, u32::from(oif.addr));
+        let outside_net = (u64::from(u32::from(oif.addr)) << 8) | u64::from(oif.prefix_len);
         Ok(Shared {
             forwards: Forwards::new(&config.forwards),
             flows: FlowTable::new(config.limits.max_flows, config.limits.event_ring),
             frags: FragTable::new(config.limits.max_fragments),
             pptp: Pptp::new(config.pptp.clone()),
-            nat_addrs: if config.nat.pool.is_empty() {
-                vec![outside.1]
-            } else {
-                config.nat.pool.iter().map(|a| u32::from(*a)).collect()
-            },
+            nat_addrs: config.nat.pool.iter().map(|a| u32::from(*a)).collect(),
             hosts: (config.limits.per_host.is_some() || config.limits.embryonic.is_some()).then(HostCounts::default),
             policy: ArcSwap::from_pointee(Box::new(PermitAll) as Box<dyn Policy>),
             asa_log: std::sync::atomic::AtomicBool::new(false),
-            outside,
+            outside: oid,
+            outside_net: core::sync::atomic::AtomicU64::new(outside_net),
+            address_changes: crate::counters::SharedCounter::default(),
+            address_flushed: crate::counters::SharedCounter::default(),
             config,
         })
     }
@@ -295,16 +301,76 @@ impl Shared {
         &self.config
     }
 
-    /// The address inside host `host` is translated onto (the same one every time).
-    pub fn nat_addr_for(&self, host: u32) -> u32 {
-        let n = self.nat_addrs.len() as u32;
-        // a multiplicative hash spreads neighbouring hosts over the pool
-        self.nat_addrs[(host.wrapping_mul(0x9e37_79b1) >> 16) as usize % n.max(1) as usize]
+    /// The outside interface.
+    pub fn outside_iface(&self) -> IfaceId {
+        self.outside
     }
 
-    /// True when `a` is one of the addresses translations use.
+    /// The outside address now (0 while `address auto` finds none on the device).
+    #[inline]
+    pub fn outside_addr(&self) -> u32 {
+        (self.outside_net.load(core::sync::atomic::Ordering::Relaxed) >> 8) as u32
+    }
+
+    /// The outside address and its prefix length now.
+    pub fn outside_net(&self) -> (u32, u8) {
+        let v = self.outside_net.load(core::sync::atomic::Ordering::Relaxed);
+        ((v >> 8) as u32, v as u8)
+    }
+
+    /// Makes `addr/len` the outside address (`address auto` following the kernel; 0: none).
+    /// Flows translated onto the old address are removed (the remote end would never answer
+    /// the new one), their PPTP calls with them; returns how many. New translations use the
+    /// new address from now on.
+    pub fn set_outside_addr(&self, addr: u32, len: u8, now: Time) -> usize {
+        let old = self.outside_addr();
+        let v = (u64::from(addr) << 8) | u64::from(len);
+        if self.outside_net.swap(v, core::sync::atomic::Ordering::Relaxed) == v || old == addr {
+            return 0;
+        }
+        self.address_changes.inc();
+        if old == 0 {
+            return 0;
+        }
+        let n = self.delete_flows(now, |f| {
+            f.keys.iter().any(|k| k.src == old || k.dst == old)
+                || f.rewrite.iter().any(|r| r.src == old || r.dst == old)
+        });
+        self.address_flushed.add(n as u64);
+        n
+    }
+
+    /// True when `a` is one of the gateway's own addresses.
+    #[inline]
+    pub fn is_local(&self, a: u32) -> bool {
+        (a != 0 && a == self.outside_addr())
+            || self.config.ifaces.iter().any(|i| i.role == Role::Inside && u32::from(i.addr) == a)
+    }
+
+    /// True when `a` is the broadcast address of an attached subnet.
+    pub fn is_subnet_broadcast(&self, a: u32) -> bool {
+        let (o, len) = self.outside_net();
+        (o != 0 && len < 31 && (o | !crate::config::prefix_mask(len)) == a)
+            || self.config.ifaces.iter().any(|i| i.role == Role::Inside && i.prefix_len < 31 && i.broadcast() == a)
+    }
+
+    /// The address inside host `host` is translated onto (the same one every time): one of
+    /// the pool, or the outside address (0 while there is none).
+    pub fn nat_addr_for(&self, host: u32) -> u32 {
+        let n = self.nat_addrs.len() as u32;
+        if n == 0 {
+            return self.outside_addr();
+        }
+        self.nat_addrs[(host.wrapping_mul(0x9e37_79b1) >> 16) as usize % n as usize]
+    }
+
+    /// True when `a` is an address inside hosts are translated onto.
     pub fn is_nat_addr(&self, a: u32) -> bool {
-        self.nat_addrs.contains(&a)
+        if self.nat_addrs.is_empty() {
+            a != 0 && a == self.outside_addr()
+        } else {
+            self.nat_addrs.contains(&a)
+        }
     }
 
     /// Replaces the access policy atomically; flows already admitted keep their verdict.
@@ -676,17 +742,23 @@ impl Worker {
             Some(i) => i,
             None => return Verdict::Drop(DropReason::UnknownInterface),
         };
-        let to_outside_addr = pkt.dst == sh.outside.1;
+        let to_outside_addr = pkt.dst == sh.outside_addr();
         let forward = if to_outside_addr && matches!(pkt.l4, L4::Tcp | L4::Udp) {
             sh.forwards.get(pkt.proto, pkt.dport).copied()
         } else {
             None
         };
-        if cfg.is_local(pkt.dst) && forward.is_none() {
+        if sh.is_local(pkt.dst) && forward.is_none() {
             // the gateway's own traffic (SSH to the box, ping, its own connections' replies)
             return Verdict::ToHost;
         }
-        if forward.is_none() && pkt.dst != sh.outside.1 && sh.is_nat_addr(pkt.dst) && ingress.role == Role::Outside {
+        if ingress.role == Role::Outside && pkt.l4 == L4::Udp && pkt.sport == 67 && pkt.dport == 68 {
+            // a DHCP server answering the box's own client, perhaps to an address the box
+            // does not have yet (`address dhcp`): the XDP program passes these to the kernel
+            return Verdict::ToHost;
+        }
+        if forward.is_none() && pkt.dst != sh.outside_addr() && sh.is_nat_addr(pkt.dst) && ingress.role == Role::Outside
+        {
             // a pool address: everything to it belongs to a translation, and this has none
             return Verdict::Drop(DropReason::UnsolicitedInbound);
         }
@@ -719,10 +791,10 @@ impl Worker {
             return Err(DropReason::UnknownInterface);
         }
         let (src, dst) = (ip.src_addr(), ip.dst_addr());
-        if is_martian_source(src) || cfg.is_local(src) {
+        if is_martian_source(src) || sh.is_local(src) {
             return Err(DropReason::MartianSource);
         }
-        if is_multicast_or_broadcast(dst) || cfg.is_subnet_broadcast(dst) {
+        if is_multicast_or_broadcast(dst) || sh.is_subnet_broadcast(dst) {
             return Ok(None);
         }
         if src == dst {
@@ -730,7 +802,7 @@ impl Worker {
         }
         let hl = ip.header_len();
         if hl > ipv4::MIN_HEADER_LEN {
-            if cfg.is_local(dst) {
+            if sh.is_local(dst) {
                 return Ok(None);
             }
             return Err(DropReason::IpOptions);
@@ -1004,11 +1076,7 @@ impl Worker {
     fn later_fragment(&mut self, sh: &Shared, frame: &mut Frame<'_>, pkt: &Pkt, now: Time) -> Verdict {
         let k = FragKey { src: pkt.src, dst: pkt.dst, ident: pkt.ident, proto: pkt.proto };
         let Some(e) = sh.frags.lookup(&k, now) else {
-            return if sh.config.is_local(pkt.dst) {
-                Verdict::ToHost
-            } else {
-                Verdict::Drop(DropReason::FragmentNoFlow)
-            };
+            return if sh.is_local(pkt.dst) { Verdict::ToHost } else { Verdict::Drop(DropReason::FragmentNoFlow) };
         };
         if e.ingress != pkt.iface {
             return Verdict::Drop(DropReason::WrongInterface);
@@ -1074,7 +1142,7 @@ impl Worker {
         // access lists name real addresses (the forward's inside host, like ASA 8.3+)
         let (real_dst, real_dport, egress) = match forward {
             Some(fw) => (u32::from(fw.inside_addr), fw.inside_port, cfg.inside_for(u32::from(fw.inside_addr))),
-            None => (pkt.dst, pkt.dport, Some(cfg.inside_for(pkt.dst).unwrap_or(shared.outside.0))),
+            None => (pkt.dst, pkt.dport, Some(cfg.inside_for(pkt.dst).unwrap_or(shared.outside))),
         };
         let nf = NewFlow {
             ingress: meta.iface,
@@ -1108,7 +1176,7 @@ impl Worker {
                 return Verdict::Drop(DropReason::ConnLimit);
             }
         }
-        let outside = shared.outside;
+        let outside = (shared.outside, shared.outside_addr());
         let seed = self.next_rand();
         // a PPTP control connection: the inspector follows it
         let alg = if pkt.l4 == L4::Tcp
@@ -1260,6 +1328,9 @@ impl Worker {
                 }
                 // paired pooling (RFC 4787 REQ-2): an inside host always gets the same address
                 let nat_addr = shared.nat_addr_for(pkt.src);
+                if nat_addr == 0 {
+                    return Verdict::Drop(DropReason::NoOutsideAddress);
+                }
                 let ports = match pkt.l4 {
                     L4::Tcp | L4::Udp | L4::IcmpQuery => PortCandidates::new(k.sport, &cfg.nat, seed),
                     _ => PortCandidates::only(0),
@@ -1392,11 +1463,7 @@ impl Worker {
             })
         };
         let Some((orig_inner, kd, rw)) = found else {
-            return if sh.config.is_local(pkt.dst) {
-                Verdict::ToHost
-            } else {
-                Verdict::Drop(DropReason::IcmpErrorNoFlow)
-            };
+            return if sh.is_local(pkt.dst) { Verdict::ToHost } else { Verdict::Drop(DropReason::IcmpErrorNoFlow) };
         };
         if pkt.dst != kd.dst {
             // the error must go to whoever sent the quoted packet
@@ -1514,7 +1581,7 @@ impl Worker {
         let Some(ingress) = sh.config.iface(meta.iface) else {
             return Verdict::Drop(DropReason::UnknownInterface);
         };
-        let from = u32::from(ingress.addr);
+        let from = if ingress.role == Role::Outside { sh.outside_addr() } else { u32::from(ingress.addr) };
         const NEW_HDR: usize = ipv4::MIN_HEADER_LEN + icmp::HEADER_LEN;
         let room = frame.buf.len().saturating_sub(pkt.l3() + NEW_HDR);
         let quote = usize::from(pkt.ip_len).min(576 - NEW_HDR).min(room);

@@ -69,6 +69,7 @@ fn ah_is_dropped_and_counted() {
                 role: xgw_dataplane::Role::Inside,
                 addr: "10.0.0.254".parse().expect("addr"),
                 prefix_len: 32,
+                auto_addr: false,
             },
             xgw_dataplane::IfaceConfig {
                 name: "out".into(),
@@ -76,6 +77,7 @@ fn ah_is_dropped_and_counted() {
                 role: xgw_dataplane::Role::Outside,
                 addr: "203.0.113.1".parse().expect("addr"),
                 prefix_len: 24,
+                auto_addr: false,
             },
         ],
         ..EngineConfig::default()

@@ -660,3 +660,51 @@ fn icmp_errors_from_an_inside_router_leave_with_the_outside_address() {
         }
     }
 }
+
+/// `address auto`: no outside address yet refuses new translations (counted); an address
+/// that appears is used at once; when it changes, flows on the old one are flushed, their
+/// replies are not delivered, and new translations use the new one.
+#[test]
+fn an_outside_address_that_follows_the_kernel() {
+    let mut cfg = EngineConfig::example();
+    let o = cfg.ifaces.iter_mut().find(|i| i.role == xgw_dataplane::Role::Outside).expect("outside");
+    (o.addr, o.prefix_len, o.auto_addr) = (std::net::Ipv4Addr::UNSPECIFIED, 0, true);
+    let mut e = engine_with(cfg);
+    let sh = std::sync::Arc::clone(e.shared());
+    let mut q = udp(C1, S, 5000, 53, b"q");
+    assert_eq!(run(&mut e, &mut q, INSIDE, 0), Verdict::Drop(DropReason::NoOutsideAddress));
+    // a DHCP server's offer to the address the box is about to get is the box's
+    let mut offer = udp(S, [203, 0, 113, 50], 67, 68, b"offer");
+    assert_eq!(run(&mut e, &mut offer, OUTSIDE, 0), Verdict::ToHost);
+
+    let first = u32::from_be_bytes(P);
+    assert_eq!(sh.set_outside_addr(first, 24, Time::from_millis(1)), 0);
+    let mut q = udp(C1, S, 5000, 53, b"q");
+    assert_eq!(run(&mut e, &mut q, INSIDE, 2), Verdict::Forward(OUTSIDE));
+    assert_eq!(tuple(&q).src, std::net::Ipv4Addr::from(P));
+    let mapped = tuple(&q).sport;
+    let mut t = tcp(C2, S, 6000, 80, "S", b"");
+    assert_eq!(run(&mut e, &mut t, INSIDE, 3), Verdict::Forward(OUTSIDE));
+    // the box's own address is the new one: a ping of it is the host's, so is a broadcast
+    let mut ping = echo(S, P, 1, 1, false);
+    assert_eq!(run(&mut e, &mut ping, OUTSIDE, 4), Verdict::ToHost);
+    assert_eq!(sh.flows.len(), 2);
+
+    // the address changes: both translations go, the reply to the old address finds nothing
+    let second = [203, 0, 113, 77];
+    assert_eq!(sh.set_outside_addr(u32::from_be_bytes(second), 24, Time::from_millis(5)), 2);
+    assert_eq!(sh.flows.len(), 0);
+    assert_eq!((sh.address_changes.get(), sh.address_flushed.get()), (2, 2));
+    let mut reply = udp(S, P, 53, mapped, b"a");
+    assert_ne!(run(&mut e, &mut reply, OUTSIDE, 6), Verdict::Forward(INSIDE), "nothing on the old address");
+    let mut q = udp(C1, S, 5000, 53, b"q2");
+    assert_eq!(run(&mut e, &mut q, INSIDE, 7), Verdict::Forward(OUTSIDE));
+    assert_eq!(tuple(&q).src, std::net::Ipv4Addr::from(second), "new translations use the new address");
+    let mut reply = udp(S, second, 53, tuple(&q).sport, b"a");
+    assert_eq!(run(&mut e, &mut reply, OUTSIDE, 8), Verdict::Forward(INSIDE));
+    let mut ping = echo(S, P, 1, 2, false);
+    assert_ne!(run(&mut e, &mut ping, OUTSIDE, 9), Verdict::ToHost, "the old address is not the box's any more");
+    // the same address again changes nothing
+    assert_eq!(sh.set_outside_addr(u32::from_be_bytes(second), 24, Time::from_millis(10)), 0);
+    assert_eq!(sh.address_changes.get(), 2);
+}

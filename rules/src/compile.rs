@@ -152,7 +152,7 @@ pub fn compile(name: &str, text: &str, loader: Loader<'_>) -> Result<Compiled, V
         match stmt {
             Stmt::Include(_) => {}
             Stmt::Broken(kind, name) => broken.push((kind, name.v)),
-            Stmt::Interface { name, device, role, addr } => {
+            Stmt::Interface { name, device, role, addr, addr_span } => {
                 if let Some((_, f0, s0)) = ifaces.iter().find(|(n, _, _)| *n == name.v) {
                     let first = cx.location(*f0, s0.start);
                     cx.err(fi, name.span.clone(), format!("interface `{}` is defined twice", name.v)).hint =
@@ -173,12 +173,19 @@ pub fn compile(name: &str, text: &str, loader: Loader<'_>) -> Result<Compiled, V
                         Some("xgw translates onto one outside interface; give this one `role inside`".into());
                     continue;
                 }
+                if addr.is_none() && role == Role::Inside {
+                    cx.err(fi, addr_span, "`address auto` on an inside interface").hint = Some(
+                        "only the outside address may follow the kernel (DHCP, PPP); give the inside one A/LEN".into(),
+                    );
+                }
+                let (a, len) = addr.unwrap_or((std::net::Ipv4Addr::UNSPECIFIED, 0));
                 engine.ifaces.push(IfaceConfig {
                     name: name.v.clone(),
                     device: device.v,
                     role,
-                    addr: addr.0,
-                    prefix_len: addr.1,
+                    addr: a,
+                    prefix_len: len,
+                    auto_addr: addr.is_none(),
                 });
                 ifaces.push((name.v, fi, name.span));
             }
@@ -375,7 +382,10 @@ pub fn compile(name: &str, text: &str, loader: Loader<'_>) -> Result<Compiled, V
 
     // a NAT pool must be on the outside subnet (the gateway answers for it there)
     if let (Some((fi, span)), Some((_, o))) = (&nat_span, engine.outside()) {
-        if let Some(a) = engine.nat.pool.iter().find(|a| !o.contains(u32::from(**a))) {
+        if o.auto_addr {
+            cx.err(*fi, span.clone(), "a NAT pool with `address auto` on the outside").hint =
+                Some("a pool must sit on a known outside subnet: give the outside interface A/LEN".into());
+        } else if let Some(a) = engine.nat.pool.iter().find(|a| !o.contains(u32::from(**a))) {
             let msg = format!("pool address {a} is not on the outside subnet {}/{}", o.addr, o.prefix_len);
             cx.err(*fi, span.clone(), msg).hint =
                 Some("pool addresses must be reachable on the outside interface".into());

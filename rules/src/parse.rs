@@ -114,7 +114,7 @@ pub enum RoleAst {
 pub enum Stmt {
     /// `include "FILE"`
     Include(Spanned<String>),
-    /// `interface NAME device DEV role ROLE address A/LEN`
+    /// `interface NAME device DEV role ROLE address A/LEN|auto|dhcp`
     Interface {
         /// Name used by the rest of the file.
         name: Spanned<String>,
@@ -122,8 +122,11 @@ pub enum Stmt {
         device: Spanned<String>,
         /// Role.
         role: RoleAst,
-        /// Address and prefix length.
-        addr: (Ipv4Addr, u8),
+        /// Address and prefix length, or `None` for `auto` (`dhcp`): whatever the kernel
+        /// has on the device, followed as it changes.
+        addr: Option<(Ipv4Addr, u8)>,
+        /// Where `address auto` stood (for errors about it).
+        addr_span: Range<usize>,
     },
     /// `nat overload [ports LO-HI] [preserve-port on|off] [host-ports LO-HI|none]` / `nat off`
     Nat {
@@ -718,6 +721,7 @@ impl<'a> Parser<'a> {
                 self.pos += 1;
                 let name = self.word("an interface name")?;
                 let (mut device, mut role, mut addr) = (None, None, None);
+                let mut addr_span = 0..0;
                 while !self.at_eol() {
                     let k = self.keyword(&["device", "role", "address"])?;
                     match k.v.as_str() {
@@ -726,7 +730,15 @@ impl<'a> Parser<'a> {
                             let r = self.keyword(&["inside", "outside"])?;
                             role = Some(if r.v == "inside" { RoleAst::Inside } else { RoleAst::Outside });
                         }
-                        _ => addr = Some(self.prefix()?),
+                        _ => {
+                            addr_span = self.here();
+                            addr = Some(if matches!(self.peek_word(), Some("auto" | "dhcp")) {
+                                self.pos += 1;
+                                None
+                            } else {
+                                Some(self.prefix()?)
+                            });
+                        }
                     }
                 }
                 let span = self.here();
@@ -735,7 +747,7 @@ impl<'a> Parser<'a> {
                     let missing: Vec<&str> = [
                         ("device DEV", missing_flags[0]),
                         ("role inside|outside", missing_flags[1]),
-                        ("address A/LEN", missing_flags[2]),
+                        ("address A/LEN|auto", missing_flags[2]),
                     ]
                     .into_iter()
                     .filter(|(_, m)| *m)
@@ -744,7 +756,7 @@ impl<'a> Parser<'a> {
                     self.error(span, format!("interface `{}` is incomplete", name.v), &missing.join(", "), None);
                     return Err(());
                 };
-                Ok(Stmt::Interface { name, device, role, addr })
+                Ok(Stmt::Interface { name, device, role, addr, addr_span })
             }
             "nat" => {
                 self.pos += 1;

@@ -398,6 +398,11 @@ fn classify(ctx: &XdpContext) -> Option<(u32, Steer)> {
             let h: [u8; 8] = read(ctx, l4)?;
             let (sp, dp) = (u16::from_be_bytes([h[0], h[1]]), u16::from_be_bytes([h[2], h[3]]));
             let udp_len = u16::from_be_bytes([h[4], h[5]]);
+            if sp == 67 && dp == 68 {
+                // a DHCP server answering the box's own client, perhaps to an address the
+                // box does not have yet (`address dhcp`): the host's, as in the engine
+                return Some((class::UDP, Steer::Kernel));
+            }
             let cls = if sp == 500 || dp == 500 {
                 class::IKE
             } else if sp == 4500 || dp == 4500 {
