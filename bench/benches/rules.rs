@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
-use xgw_dataplane::pipeline::NewFlow;
+use xgw_dataplane::policy::NewFlow;
 use xgw_dataplane::IfaceId;
 
 fn policy(body: &str) -> xgw_rules::Compiled {

@@ -4,11 +4,12 @@
 //! over frame bytes ([`wire`]), RFC 1624 checksum arithmetic ([`checksum`]), the
 //! connection table ([`conntrack`]), port address translation ([`nat`]), IPv4 fragment
 //! tracking ([`frag`]), the named drop reasons and counters ([`counters`]) and the
-//! pipeline that ties them together ([`pipeline::Engine`]).
+//! engine that ties them together ([`engine::Engine`]), and the access policy's interface
+//! ([`policy`]).
 //!
-//! The engine is sans-IO: [`pipeline::Engine::process`] takes one frame (borrowed, rewritten
+//! The engine is sans-IO: [`engine::Engine::process`] takes one frame (borrowed, rewritten
 //! in place), the interface it arrived on and the current time, and returns a
-//! [`pipeline::Verdict`]. It never reads a clock, opens a socket or allocates per packet.
+//! [`engine::Verdict`]. It never reads a clock, opens a socket or allocates per packet.
 //! The outer layers — offline pcap replay ([`replay`]), the AF_XDP workers (`xsk`, behind
 //! the `xsk` feature, the only module allowed `unsafe`), the daemon — feed it.
 #![deny(unsafe_code)]
@@ -18,11 +19,12 @@ pub mod checksum;
 pub mod config;
 pub mod conntrack;
 pub mod counters;
+pub mod engine;
 pub mod frag;
 pub mod mem;
 pub mod nat;
 pub mod neighbour;
-pub mod pipeline;
+pub mod policy;
 pub mod replay;
 pub mod time;
 pub mod wire;
@@ -31,5 +33,5 @@ pub mod xsk;
 
 pub use config::{EngineConfig, IfaceConfig, IfaceId, Role};
 pub use counters::{Counters, DropReason};
-pub use pipeline::{Engine, Frame, RxMeta, Shared, Verdict};
+pub use engine::{Engine, Frame, RxMeta, Shared, Verdict};
 pub use time::Time;

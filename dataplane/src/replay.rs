@@ -19,7 +19,7 @@ use pcap_parser::traits::PcapNGPacketBlock;
 use pcap_parser::{create_reader, PcapBlockOwned, PcapError};
 
 use crate::config::IfaceId;
-use crate::pipeline::{Engine, Frame, RxMeta, Verdict};
+use crate::engine::{Engine, Frame, RxMeta, Verdict};
 use crate::time::Time;
 use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 

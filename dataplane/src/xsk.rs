@@ -27,9 +27,9 @@ use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
 
 use crate::config::IfaceId;
 use crate::counters::{Counter, SharedCounter};
+use crate::engine::{Engine, Frame, RxMeta, Verdict};
 pub use crate::neighbour::Neighbours;
 use crate::neighbour::{flow_hash, Macs, NextHop, Refused, Waiting};
-use crate::pipeline::{Engine, Frame, RxMeta, Verdict};
 use crate::time::Time;
 
 /// Why a port could not be opened.

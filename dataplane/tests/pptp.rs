@@ -1078,7 +1078,7 @@ fn icmp_errors_from_an_inside_router_about_gre_leave_with_the_outside_address() 
 fn reload_that_denies_the_server_tears_the_call_down() {
     // scenario 37 at the engine: flows keep their verdict across a reload, and a reload that
     // tears down what the new policy refuses takes the call's GRE with its control connection
-    use xgw_dataplane::pipeline::{Decision, NewFlow, Policy};
+    use xgw_dataplane::policy::{Decision, NewFlow, Policy};
     #[derive(Debug)]
     struct DenyServer;
     impl Policy for DenyServer {

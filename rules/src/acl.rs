@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use xgw_dataplane::pipeline::{Decision, NewFlow, Policy};
+use xgw_dataplane::policy::{Decision, NewFlow, Policy};
 
 /// One expanded piece of a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use xgw_dataplane::pipeline::{Decision, NewFlow, Policy};
+use xgw_dataplane::policy::{Decision, NewFlow, Policy};
 use xgw_dataplane::{IfaceId, Role};
 use xgw_rules::compile;
 

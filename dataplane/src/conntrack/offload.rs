@@ -180,7 +180,7 @@ pub fn eligible(f: &Flow) -> bool {
     match (f.proto(), f.l4) {
         (proto::TCP, L4State::Tcp(TcpState::Established)) => f.assured(),
         (proto::UDP, L4State::Udp) => f.assured(),
-        (proto::GRE, L4State::Other) => f.keys[0].sport == crate::pipeline::GRE_V1 && f.seen_reply(),
+        (proto::GRE, L4State::Other) => f.keys[0].sport == crate::wire::gre::GRE_V1 && f.seen_reply(),
         _ => false,
     }
 }

@@ -184,21 +184,21 @@ impl Session {
     /// GRE flow of a call: keys and rewrites for both directions.
     fn gre_flow(&self, c: &Call, pac_id: u16) -> ([FlowKey; 2], [Rewrite; 2]) {
         let (k, r) = (&self.ctl_keys, &self.ctl_rewrite);
-        let key = |src, dst, id| FlowKey { src, dst, sport: crate::pipeline::GRE_V1, dport: id, proto: proto::GRE };
+        let key = |src, dst, id| FlowKey { src, dst, sport: crate::wire::gre::GRE_V1, dport: id, proto: proto::GRE };
         (
             [key(k[0].src, k[0].dst, pac_id), key(k[1].src, k[1].dst, c.xlat_id)],
             [
                 Rewrite {
                     src: r[0].src,
                     dst: r[0].dst,
-                    sport: crate::pipeline::GRE_V1,
+                    sport: crate::wire::gre::GRE_V1,
                     dport: pac_id,
                     egress: r[0].egress,
                 },
                 Rewrite {
                     src: r[1].src,
                     dst: r[1].dst,
-                    sport: crate::pipeline::GRE_V1,
+                    sport: crate::wire::gre::GRE_V1,
                     dport: c.pns_id,
                     egress: r[1].egress,
                 },

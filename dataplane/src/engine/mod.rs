@@ -1,0 +1,357 @@
+//! The engine: one frame in, one verdict out.
+//!
+//! This module holds the API ([`Engine`], [`Frame`], [`RxMeta`], [`Verdict`]) and the
+//! per-packet driver (parse stage, batched lookups, decide stage). Its parts: `parse` (the
+//! checked view of a frame, once), `fast` (a flow hit: rewrite, PPTP inspection, fragments),
+//! `slow` (a miss: policy, NAT planning, flow creation), `icmp_error` (errors quoting a flow's
+//! packet, and the errors the gateway generates), `shared` ([`Shared`]: the state every
+//! worker shares, reload, sweep, deletion).
+//!
+//! ```text
+//!  frame ─► Ethernet ─► not IPv4 ─────────────────────────────────────────► ToHost
+//!              │
+//!              ▼
+//!           IPv4 checks (length, checksum, martians, options) ──bad──► Drop(reason)
+//!              │
+//!              ├─ later fragment ─► fragment table ─► L3 rewrite ──────────► Forward
+//!              ▼
+//!           L4 key ─► flow table hit? ──yes──► TCP state, counters, rewrite ─► Forward
+//!              │ no
+//!              ├─ ICMP error ─► flow of the quoted packet ─► inside-out rewrite ► Forward
+//!              ├─ to the gateway itself, no forward ──────────────────────────► ToHost
+//!              ▼
+//!           slow path: policy check, PAT port reservation / forward / hairpin,
+//!           flow insertion ─► rewrite ───────────────────────────────────────► Forward
+//! ```
+//!
+//! The fast path (a flow hit) does a hash lookup, locks one flow, copies its precomputed
+//! [`Rewrite`] and applies it with incremental checksum updates. Nothing on it allocates.
+
+use std::sync::Arc;
+
+use crate::config::{IfaceId, Role};
+use crate::conntrack::index::Probe;
+use crate::conntrack::{FlowKey, FlowRef};
+use crate::counters::{Counters, DropReason};
+use crate::time::Time;
+
+mod fast;
+mod icmp_error;
+mod parse;
+mod shared;
+mod slow;
+
+pub use crate::policy::{Decision, NewFlow, PermitAll, Policy};
+use icmp_error::*;
+use parse::*;
+pub use shared::{flow_as_new, HostCounts, ReloadReport, Shared};
+
+/// A frame in a buffer that may be larger than the frame (an AF_XDP chunk, a pcap record
+/// copied into a scratch buffer). The engine may shorten or lengthen `len` (when it turns
+/// the frame into an ICMP error) but never beyond `buf.len()`.
+#[derive(Debug)]
+pub struct Frame<'a> {
+    /// The buffer.
+    pub buf: &'a mut [u8],
+    /// Bytes of `buf` that hold the frame.
+    pub len: usize,
+}
+
+impl<'a> Frame<'a> {
+    /// A frame filling the whole buffer.
+    pub fn new(buf: &'a mut [u8]) -> Frame<'a> {
+        let len = buf.len();
+        Frame { buf, len }
+    }
+
+    /// The frame's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len.min(self.buf.len())]
+    }
+}
+
+/// Where a frame came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxMeta {
+    /// Ingress interface.
+    pub iface: IfaceId,
+}
+
+/// What to do with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Verdict {
+    /// Transmit on this interface (the frame was rewritten).
+    Forward(IfaceId),
+    /// Hand to the host's own stack, unchanged.
+    ToHost,
+    /// Drop, for this reason.
+    Drop(DropReason),
+}
+
+/// One worker's engine. Cheap to create; share [`Shared`] between workers.
+#[derive(Debug)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    w: Worker,
+}
+
+/// The per-worker part of an engine: counters, the port-choice generator, the ICMP
+/// token bucket. Kept apart from [`Shared`] so that the per-packet path borrows the shared
+/// state without touching its reference count.
+#[derive(Debug)]
+struct Worker {
+    counters: Arc<Counters>,
+    /// Scratch for the bytes an inspector changed in a segment (reused; grows once).
+    changes: Vec<crate::alg::pptp::stream::Change>,
+    rng: u32,
+    icmp_tokens: u64,
+    icmp_refill: Time,
+    log_second: u64,
+    log_budget: u32,
+}
+
+impl Engine {
+    /// A worker engine over shared state, with its own counters.
+    pub fn new(shared: Arc<Shared>) -> Engine {
+        let burst = u64::from(shared.config.limits.icmp_burst);
+        let w = Worker {
+            counters: Arc::new(Counters::default()),
+            changes: Vec::with_capacity(64),
+            rng: 0x9e37_79b9,
+            icmp_tokens: burst,
+            icmp_refill: Time::ZERO,
+            log_second: u64::MAX,
+            log_budget: 0,
+        };
+        Engine { shared, w }
+    }
+
+    /// This worker's counters (the control plane keeps a clone of the `Arc`).
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.w.counters
+    }
+
+    /// The shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Seeds the port-choice generator (workers seed from the OS; tests keep the default).
+    pub fn seed(&mut self, seed: u32) {
+        self.w.rng = seed | 1;
+    }
+
+    /// Processes a batch: `verdicts[i]` is the verdict for `frames[i]`.
+    /// Processes a batch: `verdicts[i]` is the verdict for `frames[i]`.
+    ///
+    /// In stages, so that a batch's memory accesses overlap instead of waiting one after
+    /// another: every frame is parsed and its index buckets requested, then every frame is
+    /// looked up and its flow slot requested, then every frame is processed — by which time
+    /// its lines are (mostly) in cache.
+    pub fn process_batch(&mut self, frames: &mut [Frame<'_>], metas: &[RxMeta], now: Time, verdicts: &mut [Verdict]) {
+        const STAGE: usize = 64;
+        let n = frames.len().min(metas.len()).min(verdicts.len());
+        let mut start = 0;
+        while start < n {
+            let end = (start + STAGE).min(n);
+            let sh: &Shared = &self.shared;
+            let w = &mut self.w;
+            let mut parsed: [Option<(Pkt, FlowKey, Probe)>; STAGE] = [None; STAGE];
+            for i in start..end {
+                w.counters.rx.inc();
+                match w.stage_parse(sh, &mut frames[i], metas[i], now) {
+                    Ok((pkt, key)) => {
+                        let p = sh.flows.probe(&key);
+                        sh.flows.touch(&p);
+                        parsed[i - start] = Some((pkt, key, p));
+                    }
+                    Err(v) => {
+                        w.count(v);
+                        verdicts[i] = v;
+                    }
+                }
+            }
+            let mut hits: [Option<FlowRef>; STAGE] = [None; STAGE];
+            for (j, slot) in parsed[..end - start].iter().enumerate() {
+                if let Some((_, _, p)) = slot {
+                    hits[j] = sh.flows.lookup_probe(p);
+                    if let Some(r) = hits[j] {
+                        sh.flows.touch_slot(r);
+                    }
+                }
+            }
+            for i in start..end {
+                if let Some((pkt, key, _)) = &parsed[i - start] {
+                    let v = w.stage_decide(sh, &mut frames[i], pkt, key, hits[i - start], false);
+                    w.count(v);
+                    verdicts[i] = v;
+                }
+            }
+            start = end;
+        }
+    }
+
+    /// Processes one frame: rewrites it in place and returns the verdict.
+    pub fn process(&mut self, frame: &mut Frame<'_>, meta: RxMeta, now: Time) -> Verdict {
+        let sh: &Shared = &self.shared;
+        let w = &mut self.w;
+        w.counters.rx.inc();
+        let v = w.process_inner(sh, frame, meta, now);
+        w.count(v);
+        v
+    }
+}
+
+impl Worker {
+    #[inline]
+    pub(super) fn count(&self, v: Verdict) {
+        match v {
+            Verdict::Forward(_) => self.counters.forwarded.inc(),
+            Verdict::ToHost => self.counters.to_host.inc(),
+            Verdict::Drop(r) => self.counters.count_drop(r),
+        }
+    }
+
+    pub(super) fn next_rand(&mut self) -> u32 {
+        // xorshift32: port choice only needs to be unpredictable-ish and cheap
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.rng = x;
+        x
+    }
+
+    pub(super) fn process_inner(&mut self, sh: &Shared, frame: &mut Frame<'_>, meta: RxMeta, now: Time) -> Verdict {
+        match self.stage_parse(sh, frame, meta, now) {
+            Ok((pkt, key)) => {
+                // both buckets, then all the slot's lines, requested before the first is
+                // read: their misses overlap instead of following one another
+                let p = sh.flows.probe(&key);
+                sh.flows.touch(&p);
+                let hit = sh.flows.lookup_probe(&p);
+                if let Some(r) = hit {
+                    sh.flows.touch_slot(r);
+                }
+                self.stage_decide(sh, frame, &pkt, &key, hit, true)
+            }
+            Err(v) => v,
+        }
+    }
+
+    /// First stage: parse and validate; the flow key, or the verdict of a frame that needs
+    /// no lookup (host traffic, malformed, later fragments). Inlined into the batch loop, so
+    /// the packet's fields stay in registers instead of a returned struct in memory.
+    #[inline(always)]
+    pub(super) fn stage_parse(
+        &mut self,
+        sh: &Shared,
+        frame: &mut Frame<'_>,
+        meta: RxMeta,
+        now: Time,
+    ) -> Result<(Pkt, FlowKey), Verdict> {
+        let len = frame.len.min(frame.buf.len());
+        let pkt = match self.parse(sh, &frame.buf[..len], meta) {
+            Ok(Some(p)) => Pkt { now, ..p },
+            Ok(None) => return Err(Verdict::ToHost),
+            Err(r) => return Err(Verdict::Drop(r)),
+        };
+        // Later fragments: no L4 header, use what the first fragment decided.
+        if pkt.later_frag {
+            return Err(self.later_fragment(sh, frame, &pkt, now));
+        }
+        if matches!(pkt.l4, L4::Tcp | L4::Udp) && !pkt.first_frag && finish_partial_csum(frame, &pkt) {
+            self.counters.l4_csum_completed.inc();
+        }
+        Ok((pkt, flow_key(&pkt)))
+    }
+
+    /// Last stage: the flow's packet (`hit`), or the slow path. `fresh` says `hit` was
+    /// looked up just now; a batch's earlier look may predate a flow created (or removed)
+    /// by an earlier packet of the same batch, so then a miss is looked up again.
+    pub(super) fn stage_decide(
+        &mut self,
+        sh: &Shared,
+        frame: &mut Frame<'_>,
+        pkt: &Pkt,
+        key: &FlowKey,
+        hit: Option<FlowRef>,
+        fresh: bool,
+    ) -> Verdict {
+        let (pkt, key, now) = (*pkt, *key, pkt.now);
+        let meta = RxMeta { iface: pkt.iface };
+        let cfg = &sh.config;
+        if let Some(r) = hit {
+            if let Some(v) = self.established(sh, frame, &pkt, r, &key) {
+                return v;
+            }
+        }
+        // the index's candidate was another key with the same tag (or the flow went away),
+        // or a batch's look predates this packet: settle it with a confirmed lookup
+        if !fresh || hit.is_some() {
+            if let Some(r) = sh.flows.lookup(&key).filter(|r| Some(*r) != hit) {
+                if let Some(v) = self.established(sh, frame, &pkt, r, &key) {
+                    return v;
+                }
+            }
+        }
+        if pkt.l4 == L4::Esp {
+            if let Some(v) = self.esp_miss(sh, frame, &pkt) {
+                return v;
+            }
+        }
+        if pkt.l4 == L4::IcmpError {
+            return self.icmp_error(sh, frame, &pkt, now);
+        }
+        if pkt.l4 == L4::GrePptp {
+            // PPTP GRE flows exist only for calls the inspector saw being set up
+            return Verdict::Drop(DropReason::NoMatchingGreSession);
+        }
+
+        let ingress = match cfg.iface(meta.iface) {
+            Some(i) => i,
+            None => return Verdict::Drop(DropReason::UnknownInterface),
+        };
+        let to_outside_addr = pkt.dst == sh.outside_addr();
+        let forward = if to_outside_addr && matches!(pkt.l4, L4::Tcp | L4::Udp) {
+            sh.forwards.get(pkt.proto, pkt.dport).copied()
+        } else {
+            None
+        };
+        if sh.is_local(pkt.dst) && forward.is_none() {
+            // the gateway's own traffic (SSH to the box, ping, its own connections' replies)
+            return Verdict::ToHost;
+        }
+        if ingress.role == Role::Outside && pkt.l4 == L4::Udp && pkt.sport == 67 && pkt.dport == 68 {
+            // a DHCP server answering the box's own client, perhaps to an address the box
+            // does not have yet (`address dhcp`): the XDP program passes these to the kernel
+            return Verdict::ToHost;
+        }
+        if forward.is_none() && pkt.dst != sh.outside_addr() && sh.is_nat_addr(pkt.dst) && ingress.role == Role::Outside
+        {
+            // a pool address: everything to it belongs to a translation, and this has none
+            return Verdict::Drop(DropReason::UnsolicitedInbound);
+        }
+        if ingress.role == Role::Outside && forward.is_none() {
+            return Verdict::Drop(DropReason::UnsolicitedInbound);
+        }
+        if pkt.ttl <= 1 {
+            return self.time_exceeded(sh, frame, &pkt, meta, now);
+        }
+        self.new_flow(sh, frame, &pkt, &key, forward)
+    }
+
+    /// Rate limit for per-packet log lines (deny logs): 10 per second per worker.
+    pub(super) fn take_log_token(&mut self, now: Time) -> bool {
+        let sec = now.as_nanos() / 1_000_000_000;
+        if sec != self.log_second {
+            self.log_second = sec;
+            self.log_budget = 10;
+        }
+        if self.log_budget == 0 {
+            return false;
+        }
+        self.log_budget -= 1;
+        true
+    }
+}
