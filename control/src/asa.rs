@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use xgw_dataplane::EngineConfig;
 
-use crate::ctl::{hms, FlowView};
+use xgw_control_proto::{hms, FlowView};
 
 /// The name of the interface whose subnet holds `addr`; the outside interface otherwise.
 pub fn iface_of(cfg: &EngineConfig, addr: &str) -> String {
@@ -126,7 +126,7 @@ mod tests {
             state: Some("TIME_WAIT".into()),
             reply: ("198.51.100.20".into(), "203.0.113.1".into(), 443, 1025),
             age: 65,
-            ..crate::ctl::sample_view()
+            ..FlowView::example()
         }
     }
 

@@ -22,7 +22,7 @@ use xgw_ebpf_common::{class, declined, steer, Counter, HostService, XdpConfig, M
 
 use crate::egress::EgressGuard;
 use crate::offload::XdpOffload;
-use crate::rules_cmd::{compile_file, CheckError};
+use xgw_rules::file::{compile_file, CheckError};
 
 /// How to attach XDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,6 +1,8 @@
-//! xgw's control plane: command-line parsing shared by the binaries and the offline replay
-//! front end. The daemon's kernel wiring (XDP, AF_XDP workers, control socket) lands here
-//! too; this crate is the only place `anyhow` is used.
+//! xgwd, the daemon: its settings and start-up (`daemon`), the XDP and AF_XDP wiring, the
+//! kernel's tables through rtnetlink (`netlink`, `neigh`), the egresses the fast path may use
+//! (`egress`), the fast path's userspace half (`offload`), the control socket and metrics
+//! (`ctl`), ASA-style log lines (`asa`) and the offline replay front end (`replay_cmd`).
+//! The CLI is its own package (`cli`), speaking `xgw-control-proto`.
 #![deny(unsafe_code)]
 
 pub mod asa;
@@ -11,4 +13,3 @@ pub mod neigh;
 pub mod netlink;
 pub mod offload;
 pub mod replay_cmd;
-pub mod rules_cmd;

@@ -1,8 +1,8 @@
 //! The kernel's links, addresses, IPv4 routes and neighbours as the workers need them.
 //!
 //! [`KernelState`] is the netlink thread's copy of the kernel's tables, changed one
-//! rtnetlink message at a time (a dump at start, then every notification: see
-//! [`crate::netlink`]). From it [`Tables`] are built: per interface of the engine, its MAC
+//! rtnetlink message at a time (a dump at start, then every notification, read by
+//! the netlink thread). From it [`Tables`] are built: per interface of the engine, its MAC
 //! address, a longest-prefix-match trie of the main table's routes through it (a multipath
 //! route keeps the next hops on that interface) and its neighbours. Workers read the
 //! newest [`Tables`] through [`KernelNeighbours`] without a lock; a next hop without a MAC

@@ -129,10 +129,10 @@ fn load(path: &PathBuf) -> Result<Vec<replay::Record>> {
 /// Runs `xgwd replay`.
 pub fn run(a: &ReplayArgs) -> Result<()> {
     let (cfg, policy) = match &a.rules {
-        Some(path) => match crate::rules_cmd::compile_file(path) {
+        Some(path) => match xgw_rules::file::compile_file(path) {
             Ok(c) => (c.engine, Some(c.acl)),
-            Err(crate::rules_cmd::CheckError::Read(e)) => bail!("cannot read rules file: {e}"),
-            Err(crate::rules_cmd::CheckError::Invalid(d)) => {
+            Err(xgw_rules::file::CheckError::Read(e)) => bail!("cannot read rules file: {e}"),
+            Err(xgw_rules::file::CheckError::Invalid(d)) => {
                 bail!("rules file refused:\n{}", xgw_rules::diag::render_all(&d))
             }
         },

@@ -194,6 +194,18 @@ impl Default for Limits {
     }
 }
 
+/// What the PPTP inspector does with an invalid control message (`inspect pptp on-invalid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub enum InvalidPolicy {
+    /// Count and log it, stop inspecting that direction, let bytes through.
+    Log,
+    /// Count and log it, drop the segment carrying it.
+    #[default]
+    Drop,
+    /// Count and log it, replace the segment with a TCP reset and end the session.
+    Reset,
+}
+
 /// PPTP inspection ("fixup protocol pptp 1723") settings.
 #[derive(Debug, Clone)]
 pub struct PptpConfig {
@@ -215,7 +227,7 @@ pub struct PptpConfig {
     /// How long calls outlive their control connection's FIN or RST.
     pub teardown_grace: Duration,
     /// What to do with an invalid control message.
-    pub on_invalid: crate::alg::pptp::InvalidPolicy,
+    pub on_invalid: InvalidPolicy,
     /// Inspect control connections arriving on these interfaces only (None: all).
     pub interfaces: Option<Vec<IfaceId>>,
 }
@@ -238,7 +250,7 @@ impl Default for PptpConfig {
             id_limit: u16::MAX,
             id_quarantine: Duration::from_secs(30),
             teardown_grace: Duration::from_secs(4),
-            on_invalid: crate::alg::pptp::InvalidPolicy::Drop,
+            on_invalid: InvalidPolicy::Drop,
             interfaces: None,
         }
     }

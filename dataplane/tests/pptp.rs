@@ -844,7 +844,7 @@ fn real_linux_pns_rras_pac_teardown() {
 #[test]
 fn invalid_policy_log_passes_and_stops_inspecting() {
     let mut cfg = EngineConfig::example();
-    cfg.pptp.on_invalid = xgw_dataplane::alg::pptp::InvalidPolicy::Log;
+    cfg.pptp.on_invalid = xgw_dataplane::config::InvalidPolicy::Log;
     let mut e = engine_with(cfg);
     let mut ctl = Ctl::open(&mut e, C1, 40001, S);
     let mut bad = build(MsgType::Ocrq, &[(12, 1)]);
@@ -860,7 +860,7 @@ fn invalid_policy_log_passes_and_stops_inspecting() {
 #[test]
 fn invalid_policy_reset_turns_the_segment_into_a_reset() {
     let mut cfg = EngineConfig::example();
-    cfg.pptp.on_invalid = xgw_dataplane::alg::pptp::InvalidPolicy::Reset;
+    cfg.pptp.on_invalid = xgw_dataplane::config::InvalidPolicy::Reset;
     let mut e = engine_with(cfg);
     let (mut ctl, x) = established_call(&mut e);
     let mut bad = build(MsgType::Wen, &[(12, 1)]);

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use xgw_dataplane::alg::pptp::InvalidPolicy;
+use xgw_dataplane::config::InvalidPolicy;
 use xgw_dataplane::config::{IfaceConfig, PortForward, Role};
 use xgw_dataplane::{EngineConfig, IfaceId};
 

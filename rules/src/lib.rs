@@ -3,13 +3,15 @@
 //!
 //! It owns lexing ([`lexer`]), parsing with every error collected ([`parse`]), diagnostics
 //! with source, caret and hints ([`diag`]) and compilation into the engine's configuration
-//! and an immutable first-match access-list matcher ([`compile`], [`acl`]). It does no I/O:
-//! included files are read through a loader the caller passes in.
+//! and an immutable first-match access-list matcher ([`compile`], [`acl`]). The compiler does
+//! no I/O: included files are read through a loader the caller passes in ([`file`] is that
+//! loader for the binaries).
 #![forbid(unsafe_code)]
 
 pub mod acl;
 pub mod compile;
 pub mod diag;
+pub mod file;
 pub mod lexer;
 pub mod parse;
 

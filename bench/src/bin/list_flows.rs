@@ -8,7 +8,8 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Instant;
 
-use xgw_control::ctl::{conntrack_line, serve, Daemon, FlowView, Request, VERSION};
+use xgw_control::ctl::{serve, Daemon};
+use xgw_control_proto::{conntrack_line, FlowView, Request, VERSION};
 
 fn vm_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")

@@ -28,7 +28,7 @@ pub mod stream;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::config::PptpConfig;
+use crate::config::{InvalidPolicy, PptpConfig};
 use crate::conntrack::{Flow, FlowKey, FlowKind, FlowTable, L4State, Rewrite};
 use crate::counters::SharedCounter;
 use crate::time::Time;
@@ -36,18 +36,6 @@ use crate::wire::proto;
 use msg::{Field, MsgType, Side};
 use pool::Pool;
 use stream::{Change, SegOutcome, Stream, Sync, Translator};
-
-/// What to do with an invalid control message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-pub enum InvalidPolicy {
-    /// Count and log it, stop inspecting that direction, let bytes through.
-    Log,
-    /// Count and log it, drop the segment carrying it.
-    #[default]
-    Drop,
-    /// Count and log it, replace the segment with a TCP reset and end the session.
-    Reset,
-}
 
 /// PPTP inspector counters (names as operators know them from A10/ASA).
 #[derive(Debug, Default)]

@@ -9,8 +9,8 @@ use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
-use xgw_control::ctl::{conntrack_line, xlate_line, Filter, FlowView, Request, XlateView, VERSION};
-use xgw_control::rules_cmd::{compile_file, CheckError};
+use xgw_control_proto::{conntrack_line, xlate_line, Filter, FlowView, Request, XlateView, VERSION};
+use xgw_rules::file::{compile_file, CheckError};
 
 #[derive(Debug, Parser)]
 #[command(name = "xgwctl", version, about = "Inspect and manage the xgw gateway")]

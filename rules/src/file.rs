@@ -1,4 +1,5 @@
-//! Loading rules files from disk for the binaries (the rules crate itself does no I/O).
+//! Rules files from disk, for the binaries: the one place this crate reads files (the
+//! compiler itself takes a loader, so tests and fuzzers need no file system).
 
 use std::path::Path;
 
@@ -8,10 +9,10 @@ pub fn load(path: &str) -> Result<String, String> {
 }
 
 /// Compiles the rules file at `path`.
-pub fn compile_file(path: &Path) -> Result<xgw_rules::Compiled, CheckError> {
+pub fn compile_file(path: &Path) -> Result<crate::Compiled, CheckError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| CheckError::Read(format!("{name}: {e}")))?;
-    xgw_rules::compile(&name, &text, &load).map_err(CheckError::Invalid)
+    crate::compile(&name, &text, &load).map_err(CheckError::Invalid)
 }
 
 /// Why a rules file could not be used.
@@ -20,5 +21,5 @@ pub enum CheckError {
     /// The file could not be read.
     Read(String),
     /// The file has errors (and maybe warnings).
-    Invalid(Vec<xgw_rules::Diagnostic>),
+    Invalid(Vec<crate::Diagnostic>),
 }
