@@ -26,7 +26,7 @@ use dashmap::DashMap;
 use xgw_dataplane::conntrack::offload::{FastPath, Request};
 use xgw_dataplane::conntrack::{status, Flow};
 use xgw_dataplane::counters::SharedCounter;
-use xgw_dataplane::xsk::Neighbours;
+use xgw_dataplane::neighbour::Neighbours;
 use xgw_dataplane::{IfaceId, Shared, Time};
 use xgw_ebpf_common::{FastFlow, FastKey};
 

@@ -16,215 +16,32 @@
 #![allow(unsafe_code)]
 
 use std::io::Write;
-use std::num::NonZeroU32;
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use xsk_rs::config::{BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig, XdpFlags};
-use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
+use xsk_rs::FrameDesc;
 
 use crate::config::IfaceId;
-use crate::counters::{Counter, SharedCounter};
+use crate::counters::SharedCounter;
 use crate::engine::{Engine, Frame, RxMeta, Verdict};
-pub use crate::neighbour::Neighbours;
+use crate::neighbour::Neighbours;
 use crate::neighbour::{flow_hash, Macs, NextHop, Refused, Waiting};
 use crate::time::Time;
 
-/// Why a port could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum XskError {
-    /// A size was refused by xsk-rs.
-    #[error("bad AF_XDP configuration: {0}")]
-    Config(String),
-    /// UMEM creation failed.
-    #[error("cannot create UMEM: {0}")]
-    Umem(String),
-    /// Socket creation failed.
-    #[error("cannot create AF_XDP socket on {device} queue {queue}: {reason}")]
-    Socket {
-        /// Device.
-        device: String,
-        /// Queue.
-        queue: u32,
-        /// What went wrong.
-        reason: String,
-    },
-}
+mod port;
 
-/// How to open a port.
-#[derive(Debug, Clone)]
-pub struct PortConfig {
-    /// The engine's interface id of the device.
-    pub iface: IfaceId,
-    /// Kernel device name.
-    pub device: String,
-    /// Receive queue.
-    pub queue: u32,
-    /// UMEM frames (half for receiving, half for transmitting).
-    pub frames: u32,
-    /// Try zero-copy (falls back to copy mode when the driver refuses).
-    pub zero_copy: bool,
-}
+pub use port::{Port, PortConfig, PortStats, XskError};
+use port::{BATCH, FRAME_SIZE};
 
-/// Per-port counters.
-#[derive(Debug, Default)]
-pub struct PortStats {
-    /// Frames received.
-    pub rx: Counter,
-    /// Frames transmitted.
-    pub tx: Counter,
-    /// Frames not transmitted: no free TX frame.
-    pub tx_no_frame: Counter,
-    /// Frames not transmitted: their next hop was not resolved within 3 s of waiting.
-    pub tx_no_neighbour: Counter,
-    /// Frames that waited for their next hop to be resolved (sent later, or counted in
-    /// `tx_no_neighbour`).
-    pub tx_neigh_waited: Counter,
-    /// Frames not transmitted: too many frames already waited for their next hop (64) or
-    /// for any next hop of the worker (512).
-    pub tx_neigh_queue_full: Counter,
-    /// Frames not transmitted: the route to their destination is a blackhole, unreachable or
-    /// prohibit route.
-    pub tx_no_route: Counter,
-    /// Frames the engine handed to the host after they reached userspace (lost: the XDP
-    /// program should have passed them to the kernel).
-    pub to_host_lost: Counter,
-    /// Frames the kernel redirected to this socket but dropped before it (the kernel's
-    /// `rx_dropped`: a frame larger than a UMEM frame — a neighbour's GSO super-frame seen
-    /// by generic XDP — or no free receive buffer). Read from the kernel once a second.
-    pub xsk_rx_dropped: Counter,
-    /// Frames the kernel dropped because the socket's receive ring was full (its
-    /// `rx_ring_full`). Read once a second.
-    pub xsk_rx_ring_full: Counter,
-}
-
-const FRAME_SIZE: u32 = 2048;
-const BATCH: usize = 64;
 /// Frames that may wait for one next hop (the kernel's `unres_qlen_bytes` holds about 140
 /// full-sized frames), and for all next hops of a worker.
 const WAIT_PER_NEXT_HOP: usize = 64;
+
 const WAIT_TOTAL: usize = 512;
+
 /// How often waiting frames are looked at when no neighbour changed (to give up old ones).
 const WAIT_CHECK: Duration = Duration::from_millis(50);
-
-/// One AF_XDP socket with its UMEM and rings.
-pub struct Port {
-    /// The engine's interface id.
-    pub iface: IfaceId,
-    /// Device name.
-    pub device: String,
-    /// Receive queue.
-    pub queue: u32,
-    umem: Umem,
-    fq: FillQueue,
-    cq: CompQueue,
-    tx: TxQueue,
-    rx: RxQueue,
-    free_tx: Vec<FrameDesc>,
-    in_fill: usize,
-    outstanding_tx: usize,
-    rx_frames: usize,
-    tx_frames: usize,
-    /// Counters.
-    pub stats: Arc<PortStats>,
-}
-
-impl core::fmt::Debug for Port {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Port").field("device", &self.device).field("queue", &self.queue).finish()
-    }
-}
-
-fn qsize(n: u32) -> Result<QueueSize, XskError> {
-    QueueSize::new(n).map_err(|e| XskError::Config(e.to_string()))
-}
-
-impl Port {
-    /// Opens an AF_XDP socket on `cfg.device` queue `cfg.queue`. libxdp does not load a
-    /// program: the caller puts [`Port::raw_fd`] into its own XSKMAP.
-    pub fn open(cfg: &PortConfig) -> Result<Port, XskError> {
-        let frames = cfg.frames.next_power_of_two().max(64);
-        let half = frames / 2;
-        let umem_cfg = UmemConfig::builder()
-            .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| XskError::Config(e.to_string()))?)
-            .fill_queue_size(qsize(half)?)
-            .comp_queue_size(qsize(half)?)
-            .build()
-            .map_err(|e| XskError::Config(e.to_string()))?;
-        let count = NonZeroU32::new(frames).ok_or_else(|| XskError::Config("zero frames".into()))?;
-        let (umem, mut descs) = Umem::new(umem_cfg, count, false).map_err(|e| XskError::Umem(e.to_string()))?;
-        let iface =
-            Interface::new(std::ffi::CString::new(cfg.device.clone()).map_err(|e| XskError::Config(e.to_string()))?);
-        let mut last_err = String::new();
-        let binds: &[BindFlags] =
-            if cfg.zero_copy { &[BindFlags::XDP_ZEROCOPY, BindFlags::XDP_COPY] } else { &[BindFlags::XDP_COPY] };
-        for bind in binds {
-            let sock_cfg = SocketConfig::builder()
-                .rx_queue_size(qsize(half)?)
-                .tx_queue_size(qsize(half)?)
-                .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-                .xdp_flags(XdpFlags::empty())
-                .bind_flags(*bind | BindFlags::XDP_USE_NEED_WAKEUP)
-                .build();
-            // SAFETY: the UMEM is new and not shared with any other socket, so the shared-UMEM
-            // precondition of `Socket::new` (inhibit prog load when the pair is already
-            // bound) does not arise; and we inhibit prog load anyway.
-            match unsafe { xsk_rs::Socket::new(sock_cfg, &umem, &iface, cfg.queue) } {
-                Ok((tx, rx, Some((mut fq, cq)))) => {
-                    let rx_descs = descs.split_off(half as usize);
-                    // SAFETY: these descriptors belong to `umem` and are in no ring yet.
-                    let filled = unsafe { fq.produce(&rx_descs) };
-                    return Ok(Port {
-                        iface: cfg.iface,
-                        device: cfg.device.clone(),
-                        queue: cfg.queue,
-                        umem,
-                        fq,
-                        cq,
-                        tx,
-                        rx,
-                        free_tx: descs,
-                        in_fill: filled,
-                        outstanding_tx: 0,
-                        rx_frames: half as usize,
-                        tx_frames: half as usize,
-                        stats: Arc::new(PortStats::default()),
-                    });
-                }
-                Ok(_) => last_err = "the UMEM's fill and completion rings went to another socket".into(),
-                Err(e) => last_err = e.to_string(),
-            }
-        }
-        Err(XskError::Socket { device: cfg.device.clone(), queue: cfg.queue, reason: last_err })
-    }
-
-    /// The socket's file descriptor, for the XDP program's XSKMAP.
-    pub fn raw_fd(&self) -> RawFd {
-        self.rx.fd().as_raw_fd()
-    }
-
-    /// (receive frames the kernel holds, transmit frames free or in flight), against the
-    /// numbers set at start: equal when no frame leaked.
-    pub fn frames_accounted(&self) -> ((usize, usize), (usize, usize)) {
-        ((self.in_fill, self.rx_frames), (self.free_tx.len() + self.outstanding_tx, self.tx_frames))
-    }
-
-    /// Takes back transmitted frames from the completion ring.
-    fn reap(&mut self) {
-        let mut done = [FrameDesc::default(); BATCH];
-        loop {
-            // SAFETY: descriptors from this port's completion ring belong to its UMEM.
-            let n = unsafe { self.cq.consume(&mut done) };
-            if n == 0 {
-                break;
-            }
-            self.free_tx.extend_from_slice(&done[..n]);
-            self.outstanding_tx -= n.min(self.outstanding_tx);
-        }
-    }
-}
 
 /// Number of class codes the XDP program can put in a frame's metadata.
 pub const CLASSES: usize = 32;
