@@ -9,8 +9,9 @@ use xgw_dataplane::config::{IfaceConfig, PortForward, Role};
 use xgw_dataplane::{EngineConfig, IfaceId};
 
 use crate::acl::{Acl, Atom, List, RuleInfo};
+use crate::ast::{AddrSpec, GroupKind, Located, Ports, ProtoSpec, RoleAst, ServiceItem, Spanned, Stmt};
 use crate::diag::{did_you_mean, Diagnostic, Severity, SourceFile};
-use crate::parse::{parse_file, AddrSpec, GroupKind, Located, Ports, ProtoSpec, RoleAst, ServiceItem, Spanned, Stmt};
+use crate::parse::parse_file;
 
 /// A compiled rules file.
 #[derive(Debug)]
@@ -139,7 +140,7 @@ pub fn compile(name: &str, text: &str, loader: Loader<'_>) -> Result<Compiled, V
     let mut engine = EngineConfig::default();
     let mut ifaces: Vec<(String, usize, std::ops::Range<usize>)> = Vec::new();
     let mut groups: HashMap<String, Group> = HashMap::new();
-    let mut rules: Vec<(String, usize, crate::parse::RuleAst, std::ops::Range<usize>)> = Vec::new();
+    let mut rules: Vec<(String, usize, crate::ast::RuleAst, std::ops::Range<usize>)> = Vec::new();
     let mut binds: Vec<(usize, Spanned<String>, bool, Spanned<String>)> = Vec::new();
     let mut forwards: Vec<(usize, std::ops::Range<usize>, PortForward)> = Vec::new();
     let mut pptp_ifaces: Vec<(usize, Spanned<String>)> = Vec::new();
