@@ -4,13 +4,7 @@
 //! value by the difference between the old and the new 16-bit words (RFC 1624, eqn. 3:
 //! `HC' = ~(~HC + ~m + m')`). Full computation is here for building packets and for tests.
 
-/// Folds a 32-bit one's-complement accumulator into 16 bits.
-#[inline]
-pub fn fold(mut sum: u32) -> u16 {
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum as u16
-}
+pub use xgw_ebpf_common::csum::fold;
 
 /// Adds `data` (big-endian 16-bit words, odd tail padded with zero) to `acc`.
 ///
@@ -55,9 +49,10 @@ pub fn pseudo_header(src: [u8; 4], dst: [u8; 4], proto: u8, l4_len: u16) -> u32 
 /// AF_XDP see such bytes without the kernel's mark. A finished checksum equals this value
 /// only by a 1-in-65536 chance, and then finishing it again gives the same value: finishing
 /// is always correct, merely not always needed.
+/// A UDP checksum of 0 means "none" and is never partial (`udp`).
 #[inline]
-pub fn is_partial(field: u16, pseudo: u32) -> bool {
-    field == fold(pseudo)
+pub fn is_partial(field: u16, pseudo: u32, udp: bool) -> bool {
+    xgw_ebpf_common::csum::is_partial(field, pseudo, udp)
 }
 
 /// Finishes a partial TCP or UDP checksum: the full checksum of `seg` (the L4 header and
@@ -69,8 +64,8 @@ pub fn finish_l4(seg: &mut [u8], field: usize, pseudo: u32, udp: bool) {
     }
     seg[field..field + 2].copy_from_slice(&[0, 0]);
     let mut c = !fold(accumulate(seg, pseudo));
-    if udp && c == 0 {
-        c = 0xffff;
+    if udp {
+        c = xgw_ebpf_common::csum::udp_on_wire(c);
     }
     seg[field..field + 2].copy_from_slice(&c.to_be_bytes());
 }
@@ -124,7 +119,7 @@ impl Delta {
     /// Applies the difference to a stored checksum.
     #[inline]
     pub fn apply(self, csum: u16) -> u16 {
-        !fold(u32::from(!csum) + self.0)
+        xgw_ebpf_common::csum::apply(csum, fold(self.0))
     }
 
     /// The folded 16-bit difference (what a BPF map stores).

@@ -227,7 +227,7 @@ pub(super) fn finish_partial_csum(frame: &mut Frame<'_>, pkt: &Pkt) -> bool {
         return false;
     };
     let pseudo = checksum::pseudo_header(pkt.src.to_be_bytes(), pkt.dst.to_be_bytes(), pkt.proto, seg.len() as u16);
-    if (udp && c == 0) || !checksum::is_partial(c, pseudo) {
+    if !checksum::is_partial(c, pseudo, udp) {
         return false;
     }
     checksum::finish_l4(seg, field, pseudo, udp);

@@ -197,8 +197,7 @@ pub fn emit_pptp(out: &mut [u8], call_id: u16, seq: Option<u32>, ack: Option<u32
     n
 }
 
-/// `FlowKey::sport` of PPTP (version 1) GRE flows.
-pub const GRE_V1: u16 = 1;
+pub use xgw_ebpf_common::proto::GRE_V1;
 
 #[cfg(test)]
 mod tests {

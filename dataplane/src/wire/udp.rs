@@ -89,7 +89,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         if c != 0 {
             // RFC 768: a computed 0 is sent as all ones; 0 means "no checksum".
             let n = f(c);
-            put16(self.buf.as_mut(), field::CHECKSUM, if n == 0 { 0xffff } else { n });
+            put16(self.buf.as_mut(), field::CHECKSUM, xgw_ebpf_common::csum::udp_on_wire(n));
         }
     }
 

@@ -1,7 +1,55 @@
-//! Types shared byte for byte by xgw's XDP program and userspace: the classifier's
-//! configuration, its per-class counters and the class codes that travel to userspace in
-//! each frame's XDP metadata.
+//! What xgw's XDP program and its userspace share, byte for byte and rule for rule: the
+//! classifier's configuration, its per-class counters and the class codes that travel to
+//! userspace in each frame's XDP metadata; the checksum arithmetic both the fast path and
+//! the engine apply ([`csum`]); the protocol constants both test ([`proto`]).
 #![no_std]
+
+/// RFC 1624 checksum arithmetic, the one implementation the XDP fast path and the engine
+/// (`dataplane::checksum`) both call, so that both write the same bytes.
+pub mod csum {
+    /// Folds a 32-bit one's-complement accumulator into 16 bits.
+    #[inline(always)]
+    pub fn fold(mut sum: u32) -> u16 {
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum as u16
+    }
+
+    /// Applies a precomputed difference `delta` (the folded sum of `~old + new` over every
+    /// changed word) to a stored checksum: RFC 1624 eqn. 3, `HC' = ~(~HC + delta)`.
+    #[inline(always)]
+    pub fn apply(csum: u16, delta: u16) -> u16 {
+        !fold(u32::from(!csum) + u32::from(delta))
+    }
+
+    /// A UDP checksum after an adjustment: 0 means "no checksum" on the wire, so a computed
+    /// 0 is sent as all ones (RFC 768).
+    #[inline(always)]
+    pub fn udp_on_wire(c: u16) -> u16 {
+        if c == 0 {
+            0xffff
+        } else {
+            c
+        }
+    }
+
+    /// True when a TCP or UDP checksum field holds only the folded pseudo-header sum
+    /// `pseudo` (a sender's transmit checksum offload left it to be finished). A UDP
+    /// checksum of 0 means "none" and is never partial.
+    #[inline(always)]
+    pub fn is_partial(field: u16, pseudo: u32, udp: bool) -> bool {
+        field == fold(pseudo) && !(udp && field == 0)
+    }
+}
+
+/// Protocol constants the XDP program and the engine both test.
+pub mod proto {
+    /// The PPTP control connection's TCP port.
+    pub const PPTP_PORT: u16 = 1723;
+    /// `FlowKey::sport` of PPTP (version 1) GRE flows: keeps them apart from GRE v0's
+    /// address-pair flows (sport 0), since Call ID 0 is common.
+    pub const GRE_V1: u16 = 1;
+}
 
 /// What the classifier makes of a frame. The value travels in the 4 bytes of XDP metadata
 /// in front of the frame.

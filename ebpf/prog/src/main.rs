@@ -27,6 +27,8 @@ use aya_ebpf::{
     maps::{Array, DevMap, HashMap, PerCpuArray, XskMap},
     programs::XdpContext,
 };
+use xgw_ebpf_common::csum::{self, fold};
+use xgw_ebpf_common::proto::{GRE_V1, PPTP_PORT};
 use xgw_ebpf_common::{
     class, declined, steer, Counter, FastFlow, FastKey, HostService, XdpConfig, MAX_IFACES, MAX_INSIDE_ADDRS,
 };
@@ -134,19 +136,6 @@ fn write<const N: usize>(ctx: &XdpContext, off: usize, v: [u8; N]) -> Option<()>
 }
 
 #[inline(always)]
-fn fold(mut sum: u32) -> u16 {
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum as u16
-}
-
-/// RFC 1624 eqn. 3 with a precomputed difference — the engine's `Delta::apply`.
-#[inline(always)]
-fn adjust(csum: u16, delta: u16) -> u16 {
-    !fold(u32::from(!csum) + u32::from(delta))
-}
-
-#[inline(always)]
 fn be16(b0: u8, b1: u8) -> u16 {
     u16::from_be_bytes([b0, b1])
 }
@@ -213,7 +202,7 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
             if hl > l4_len {
                 return None;
             }
-            FastKey { src, dst, sport: 1, dport: be16(g[6], g[7]), proto: 47 }
+            FastKey { src, dst, sport: GRE_V1, dport: be16(g[6], g[7]), proto: 47 }
         }
         _ => return None,
     };
@@ -223,8 +212,8 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
         // finishes such checksums (a UDP checksum of 0 means none and is never partial).
         let c: [u8; 2] = read(ctx, L4 + if proto == 6 { 16 } else { 6 })?;
         let field = be16(c[0], c[1]);
-        let pseudo = fold((src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) + u32::from(proto) + l4_len as u32);
-        if field == pseudo && (proto == 6 || field != 0) {
+        let pseudo = (src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) + u32::from(proto) + l4_len as u32;
+        if csum::is_partial(field, pseudo, proto == 17) {
             count(&FAST_DECLINED, declined::PARTIAL_CSUM, l4_len as u64);
             return None;
         }
@@ -252,7 +241,7 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
     match proto {
         6 => {
             let c: [u8; 2] = read(ctx, L4 + 16)?;
-            let n = adjust(be16(c[0], c[1]), fl.l4_delta);
+            let n = csum::apply(be16(c[0], c[1]), fl.l4_delta);
             let p = fl.sport.to_be_bytes();
             let q = fl.dport.to_be_bytes();
             write(ctx, L4, [p[0], p[1], q[0], q[1]])?;
@@ -266,13 +255,13 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
             let old = be16(c[0], c[1]);
             if old != 0 {
                 // 0 means "no checksum"; a computed 0 is sent as all ones (RFC 768)
-                let n = adjust(old, fl.l4_delta);
-                write(ctx, L4 + 6, (if n == 0 { 0xffff } else { n }).to_be_bytes())?;
+                let n = csum::apply(old, fl.l4_delta);
+                write(ctx, L4 + 6, csum::udp_on_wire(n).to_be_bytes())?;
             }
         }
         _ => write(ctx, L4 + 6, fl.dport.to_be_bytes())?,
     }
-    let csum = adjust(be16(ip[10], ip[11]), fl.ip_delta);
+    let csum = csum::apply(be16(ip[10], ip[11]), fl.ip_delta);
     let c = csum.to_be_bytes();
     let s = fl.src.to_be_bytes();
     let d = fl.dst.to_be_bytes();
@@ -392,7 +381,7 @@ fn classify(ctx: &XdpContext) -> Option<(u32, Steer)> {
         6 => {
             let h: [u8; 4] = read(ctx, l4)?;
             let (sp, dp) = (u16::from_be_bytes([h[0], h[1]]), u16::from_be_bytes([h[2], h[3]]));
-            (if sp == 1723 || dp == 1723 { class::PPTP_CONTROL } else { class::TCP }, Some(dp))
+            (if sp == PPTP_PORT || dp == PPTP_PORT { class::PPTP_CONTROL } else { class::TCP }, Some(dp))
         }
         17 => {
             let h: [u8; 8] = read(ctx, l4)?;

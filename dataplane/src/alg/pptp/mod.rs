@@ -117,7 +117,7 @@ pub struct Pptp {
 }
 
 /// The PPTP control port.
-pub const PORT: u16 = 1723;
+pub use xgw_ebpf_common::proto::PPTP_PORT as PORT;
 
 impl Pptp {
     /// An inspector with `cfg`.
