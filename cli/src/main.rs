@@ -102,10 +102,16 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             let c = &end["conntrack"];
             match out {
                 Format::Json => println!("{c}"),
-                _ => println!(
-                    "entries={} limit={} inserted={} insert_failed={} expired={} events_dropped={}",
-                    c["entries"], c["limit"], c["inserted"], c["insert_failed"], c["expired"], c["events_dropped"]
-                ),
+                _ => {
+                    // the table's size first, then every counter of the family
+                    let mut parts = vec![format!("entries={}", c["entries"]), format!("limit={}", c["limit"])];
+                    for (k, v) in c.as_object().into_iter().flatten() {
+                        if k != "entries" && k != "limit" {
+                            parts.push(format!("{k}={v}"));
+                        }
+                    }
+                    println!("{}", parts.join(" "));
+                }
             }
         }
         Cmd::Conntrack { cmd: ConntrackCmd::Delete(f) } => {
@@ -312,6 +318,11 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                     if let Some(c) = end["conntrack"].as_object() {
                         for (k, v) in c {
                             println!("conntrack.{k:<12} {v}");
+                        }
+                    }
+                    if let Some(c) = end["pptp"].as_object() {
+                        for (k, v) in c {
+                            println!("pptp.{k:<25} {v}");
                         }
                     }
                     if let Some(d) = end["drops"].as_object() {

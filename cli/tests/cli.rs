@@ -327,7 +327,7 @@ fn metrics_endpoint_serves_prometheus_text() {
     has("# TYPE xgw_drops_total counter");
     has("xgw_nat_ports_in_use{address=\"198.51.100.1\"} 4");
     has("xgw_pptp_calls_in_progress 0");
-    has("xgw_port_frames_total{device=\"xgw-out\",queue=\"0\",what=\"tx_no_frame\"} 3");
+    has("xgw_port_tx_no_frame_total{device=\"xgw-out\",queue=\"0\"} 3");
     has("xgw_xdp_fast_declined_packets_total{device=\"xgw-out\",reason=\"partial_csum\"} 7");
     has("xgw_xdp_fast_declined_packets_total{device=\"xgw-out\",reason=\"egress_unproven\"} 2");
     has("xgw_worker_packets_total{worker=\"0\",what=\"rx\"} 7");
@@ -343,11 +343,57 @@ fn metrics_endpoint_serves_prometheus_text() {
     assert!(get("/other").contains(" 404 "));
 }
 
+/// Every counter of every family the fixture has is in `xgwctl stats` text, its JSON and
+/// `/metrics`: the three are rendered from each family's one list, so a counter the code
+/// increments cannot be left out of any of them.
+#[test]
+fn every_counter_is_exported_to_text_json_and_metrics() {
+    use std::io::{Read, Write};
+    use xgw_dataplane::alg::pptp::PptpStats;
+    use xgw_dataplane::conntrack::TableStats;
+    use xgw_dataplane::xsk::PortStats;
+    let f = daemon();
+    let text = stdout(&ctl(&f.socket, &["stats"]));
+    let j = json_lines(&ctl(&f.socket, &["-o", "json", "stats"]));
+    let addr = xgw_control::ctl::serve_metrics("127.0.0.1:0".parse().expect("addr"), Arc::clone(&f.daemon))
+        .expect("metrics endpoint");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").expect("send");
+    let mut metrics = String::new();
+    s.read_to_string(&mut metrics).expect("read");
+    let families: [(&str, &[&str], &Value, &str); 3] = [
+        ("conntrack", TableStats::NAMES, &j[0]["conntrack"], "xgw_conntrack_"),
+        ("pptp", PptpStats::NAMES, &j[0]["pptp"], "xgw_pptp_"),
+        ("port.xgw-out.q0", PortStats::NAMES, &j[0]["ports"][0]["counters"], "xgw_port_"),
+    ];
+    for (family, names, json, metric) in families {
+        assert!(!names.is_empty());
+        for n in names {
+            assert!(json.get(n).is_some_and(Value::is_u64), "{family}.{n} missing from the JSON: {json}");
+            assert!(
+                text.lines().any(|l| l.split_whitespace().next() == Some(&format!("{family}.{n}"))),
+                "{family}.{n} missing from the text:\n{text}"
+            );
+            assert!(
+                metrics.lines().any(|l| l.starts_with(&format!("{metric}{n}_total"))),
+                "{metric}{n}_total missing from the metrics"
+            );
+        }
+    }
+    // the counters the last round found counted and never shown
+    for n in ["removed", "sessions", "split_field_ambiguous", "unsynced_sessions"] {
+        assert!(text.contains(&format!(".{n} ")), "{n}:\n{text}");
+    }
+}
+
 #[test]
 fn stats_version_and_pptp() {
     let f = daemon();
     let s = stdout(&ctl(&f.socket, &["conntrack", "stats"]));
-    assert_eq!(s.trim(), "entries=4 limit=262144 inserted=4 insert_failed=0 expired=0 events_dropped=0");
+    assert_eq!(
+        s.trim(),
+        "entries=4 limit=262144 events_dropped=0 expired=0 insert_failed_full=0 insert_failed_key=0 inserted=4 removed=0"
+    );
     let j = json_lines(&ctl(&f.socket, &["-o", "json", "conntrack", "stats"]));
     assert_eq!(j[0]["entries"], 4);
     let text = stdout(&ctl(&f.socket, &["stats"]));

@@ -61,23 +61,24 @@ pub fn ingress_of(flow: &Flow, dir: usize) -> IfaceId {
     flow.rewrite[1 - dir].egress
 }
 
-/// Offload counters (`xgwctl stats`, metrics).
-#[derive(Debug, Default)]
-pub struct OffloadStats {
-    /// Flows whose both directions were installed.
-    pub installed: SharedCounter,
-    /// Flows refused because an interface's map was full.
-    pub map_full: SharedCounter,
-    /// Requests put off because a next hop was not resolved yet (asked again later).
-    pub no_neighbour: SharedCounter,
-    /// Flows whose entries were removed.
-    pub removed: SharedCounter,
-    /// Flows taken back because their next hop's MAC changed (offered again afterwards).
-    pub mac_changed: SharedCounter,
-    /// Entries found without a live flow (never expected) and removed.
-    pub orphans: SharedCounter,
-    /// Flows the packet path gave back whose entries this thread deleted.
-    pub taken_back: SharedCounter,
+xgw_dataplane::counter_family! {
+    /// Offload counters (`xgwctl stats`, metrics).
+    pub struct FastPathStats: SharedCounter {
+        /// Flows whose both directions were installed.
+        installed,
+        /// Flows refused because an interface's map was full.
+        map_full,
+        /// Requests put off because a next hop was not resolved yet (asked again later).
+        no_neighbour,
+        /// Flows whose entries were removed.
+        removed,
+        /// Flows taken back because their next hop's MAC changed (offered again afterwards).
+        mac_changed,
+        /// Entries found without a live flow (never expected) and removed.
+        orphans,
+        /// Flows the packet path gave back whose entries this thread deleted.
+        taken_back,
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -105,7 +106,7 @@ pub struct XdpOffload {
     /// CLOCK_MONOTONIC (what `bpf_ktime_get_ns` reads) at engine time zero.
     mono_base: u64,
     /// Counters.
-    pub stats: OffloadStats,
+    pub stats: FastPathStats,
 }
 
 impl core::fmt::Debug for XdpOffload {
@@ -129,7 +130,7 @@ impl XdpOffload {
             installed: DashMap::new(),
             neigh,
             mono_base,
-            stats: OffloadStats::default(),
+            stats: FastPathStats::default(),
         }
     }
 
@@ -141,20 +142,6 @@ impl XdpOffload {
     /// True when no flow is installed.
     pub fn is_empty(&self) -> bool {
         self.installed.is_empty()
-    }
-
-    /// Its counters by name (listings and metrics).
-    pub fn counters(&self) -> [(&'static str, u64); 7] {
-        let s = &self.stats;
-        [
-            ("installed", s.installed.get()),
-            ("removed", s.removed.get()),
-            ("taken_back", s.taken_back.get()),
-            ("map_full", s.map_full.get()),
-            ("no_neighbour", s.no_neighbour.get()),
-            ("mac_changed", s.mac_changed.get()),
-            ("orphans", s.orphans.get()),
-        ]
     }
 
     /// True when the flow with this id is installed.

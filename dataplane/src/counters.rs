@@ -57,6 +57,50 @@ impl SharedCounter {
     }
 }
 
+/// A counter that reads as a number (both counter kinds do).
+pub trait Read {
+    /// Current value.
+    fn read(&self) -> u64;
+}
+
+impl Read for Counter {
+    fn read(&self) -> u64 {
+        self.get()
+    }
+}
+
+impl Read for SharedCounter {
+    fn read(&self) -> u64 {
+        self.get()
+    }
+}
+
+/// Defines a family of counters: the struct (one public field per counter, its doc line the
+/// help text) and [`list`](#method.list), the one list every exporter — `xgwctl stats`, its
+/// JSON and `/metrics` — renders from, so a counter cannot be counted and never shown.
+#[macro_export]
+macro_rules! counter_family {
+    ($(#[doc = $sdoc:literal])* $vis:vis struct $name:ident: $ty:ty {
+        $( $(#[doc = $doc:literal])+ $field:ident, )*
+    }) => {
+        $(#[doc = $sdoc])*
+        #[derive(Debug, Default)]
+        $vis struct $name {
+            $( $(#[doc = $doc])+ pub $field: $ty, )*
+        }
+
+        impl $name {
+            /// The counters' names, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            /// Every counter: (name, help text, value), in declaration order.
+            pub fn list(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$( (stringify!($field), concat!($($doc),+).trim_ascii(), $crate::counters::Read::read(&self.$field)) ),*]
+            }
+        }
+    };
+}
+
 macro_rules! drop_reasons {
     ($( $(#[doc = $doc:literal])* $variant:ident => $name:literal, )*) => {
         /// Why the engine dropped a packet. Each variant's doc line is its metric help text.

@@ -197,7 +197,7 @@ fn icmp_errors_from_beyond_and_from_the_gateway() {
     assert!(m.lines().any(|l| l.starts_with("xgw_xdp_packets_total{device=\"xgw-in\",class=\"icmp\"} ")), "{m}");
     assert!(m.lines().any(|l| l.starts_with("xgw_conntrack_entries ")), "{m}");
     assert!(m.lines().any(|l| l.starts_with("xgw_offload_flows ")), "{m}");
-    assert!(m.lines().any(|l| l.starts_with("xgw_offload_events_total{event=\"installed\"} ")), "{m}");
+    assert!(m.lines().any(|l| l.starts_with("xgw_offload_installed_total ")), "{m}");
     assert!(m.lines().any(|l| l.starts_with("xgw_xdp_steered_packets_total{device=\"xgw-in\",to=\"fast\"} ")), "{m}");
     let log = lab.stop(gw, "xgwd.log");
     let lines: Vec<serde_json::Value> =

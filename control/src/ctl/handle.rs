@@ -232,18 +232,15 @@ pub(super) fn handle(
             end(
                 w,
                 true,
-                json!({"counters": {
-                    "calls_in_progress": d.shared.pptp.calls_in_progress(),
-                    "calls_created": st.calls_created.get(), "calls_torn_down": st.calls_torn_down.get(),
-                    "call_creation_failure": st.call_creation_failure.get(),
-                    "truncated_pns_message": st.truncated_pns_message.get(), "truncated_pac_message": st.truncated_pac_message.get(),
-                    "mismatched_pns_call_id": st.mismatched_pns_call_id.get(), "mismatched_pac_call_id": st.mismatched_pac_call_id.get(),
-                    "retransmitted_pac_message": st.retransmitted_pac_message.get(),
-                    "out_of_order_segments": st.out_of_order_segments.get(),
-                    "no_matching_gre_session": d.counters.iter().map(|c| c.drops(DropReason::NoMatchingGreSession)).sum::<u64>(),
-                    "truncated_gre": d.counters.iter().map(|c| c.drops(DropReason::GreTruncated)).sum::<u64>(),
-                    "unknown_gre": d.counters.iter().map(|c| c.drops(DropReason::GreMalformed)).sum::<u64>(),
-                }}),
+                json!({"counters": ({
+                    let mut m = family_json(&st.list());
+                    m.insert("calls_in_progress".into(), json!(d.shared.pptp.calls_in_progress()));
+                    // the GRE drops the ASA lists with its PPTP counters
+                    for r in [DropReason::NoMatchingGreSession, DropReason::GreTruncated, DropReason::GreMalformed] {
+                        m.insert(r.name().into(), json!(d.counters.iter().map(|c| c.drops(r)).sum::<u64>()));
+                    }
+                    m
+                })}),
             )
         }
         "stats" => {
@@ -265,6 +262,11 @@ pub(super) fn handle(
                 })
                 .collect();
             let t = &d.shared.flows.stats;
+            let mut conntrack = family_json(&t.list());
+            conntrack.insert("entries".into(), json!(d.shared.flows.len()));
+            conntrack.insert("limit".into(), json!(d.shared.flows.capacity()));
+            let mut pptp = family_json(&d.shared.pptp.stats.list());
+            pptp.insert("calls_in_progress".into(), json!(d.shared.pptp.calls_in_progress()));
             end(
                 w,
                 true,
@@ -272,9 +274,7 @@ pub(super) fn handle(
                     "rx": sum(|c| c.rx.get()), "forwarded": sum(|c| c.forwarded.get()), "to_host": sum(|c| c.to_host.get()),
                     "icmp_generated": sum(|c| c.icmp_generated.get()), "flow_hits": sum(|c| c.flow_hits.get()),
                     "l4_csum_completed": sum(|c| c.l4_csum_completed.get()), "drops": drops,
-                    "conntrack": {"entries": d.shared.flows.len(), "limit": d.shared.flows.capacity(),
-                        "inserted": t.inserted.get(), "insert_failed": t.insert_failed_full.get() + t.insert_failed_key.get(),
-                        "expired": t.expired.get(), "events_dropped": t.events_dropped.get()},
+                    "conntrack": conntrack, "pptp": pptp,
                     "xdp": xdp, "workers": d.counters.len(),
                     "outside": {"address": std::net::Ipv4Addr::from(d.shared.outside_addr()).to_string(),
                         "prefix_len": d.shared.outside_net().1, "changes": d.shared.address_changes.get(),
@@ -293,8 +293,7 @@ pub(super) fn handle(
                         .collect::<serde_json::Map<String, Value>>(),
                     "worker_unclassified": d.workers.iter().map(|w| w.unclassified.get()).sum::<u64>(),
                     "ports": d.ports.iter().map(|(dev, q, st)| {
-                        let c: serde_json::Map<String, Value> =
-                            port_counters(st).into_iter().map(|(n, v)| (n.to_string(), json!(v))).collect();
+                        let c = family_json(&st.list());
                         json!({"device": dev, "queue": q, "counters": c})
                     }).collect::<Vec<_>>(),
                 }),

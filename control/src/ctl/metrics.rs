@@ -8,10 +8,14 @@ use xgw_dataplane::DropReason;
 use super::*;
 
 /// One sample per event name of a counter family labelled `event`.
-pub(super) fn events(o: &mut String, metric: &str, rows: &[(&str, u64)]) {
+/// One metric per counter of a family: `PREFIX_NAME_total`, its help the counter's doc.
+pub(super) fn counters(o: &mut String, prefix: &str, list: &[(&'static str, &'static str, u64)]) {
     use std::fmt::Write as _;
-    for (k, v) in rows {
-        let _ = writeln!(o, "{metric}{{event=\"{k}\"}} {v}");
+    for (name, help, v) in list {
+        let _ = writeln!(
+            o,
+            "# HELP {prefix}_{name}_total {help}\n# TYPE {prefix}_{name}_total counter\n{prefix}_{name}_total {v}"
+        );
     }
 }
 
@@ -30,14 +34,7 @@ pub fn render_metrics(d: &Daemon) -> String {
     let _ = writeln!(o, "xgw_conntrack_entries {}", fl.len());
     family(&mut o, "xgw_conntrack_limit", "gauge", "Capacity of the connection table.");
     let _ = writeln!(o, "xgw_conntrack_limit {}", fl.capacity());
-    family(&mut o, "xgw_conntrack_inserted_total", "counter", "Flows created.");
-    let _ = writeln!(o, "xgw_conntrack_inserted_total {}", fl.stats.inserted.get());
-    family(&mut o, "xgw_conntrack_insert_failed_total", "counter", "Flows refused: table full or key taken.");
-    let _ = writeln!(o, "xgw_conntrack_insert_failed_total{{reason=\"full\"}} {}", fl.stats.insert_failed_full.get());
-    let _ =
-        writeln!(o, "xgw_conntrack_insert_failed_total{{reason=\"key_taken\"}} {}", fl.stats.insert_failed_key.get());
-    family(&mut o, "xgw_conntrack_expired_total", "counter", "Flows expired.");
-    let _ = writeln!(o, "xgw_conntrack_expired_total {}", fl.stats.expired.get());
+    counters(&mut o, "xgw_conntrack", &fl.stats.list());
     family(&mut o, "xgw_outside_address_changes_total", "counter", "Times the outside address changed (address auto).");
     let _ = writeln!(o, "xgw_outside_address_changes_total {}", d.shared.address_changes.get());
     family(&mut o, "xgw_outside_address_flushed_total", "counter", "Flows on a vanished outside address, removed.");
@@ -83,22 +80,7 @@ pub fn render_metrics(d: &Daemon) -> String {
     let p = &d.shared.pptp;
     family(&mut o, "xgw_pptp_calls_in_progress", "gauge", "PPTP calls set up through the inspector.");
     let _ = writeln!(o, "xgw_pptp_calls_in_progress {}", p.calls_in_progress());
-    family(&mut o, "xgw_pptp_events_total", "counter", "PPTP inspector counters.");
-    events(
-        &mut o,
-        "xgw_pptp_events_total",
-        &[
-            ("calls_created", p.stats.calls_created.get()),
-            ("calls_torn_down", p.stats.calls_torn_down.get()),
-            ("call_creation_failure", p.stats.call_creation_failure.get()),
-            ("truncated_pns_message", p.stats.truncated_pns_message.get()),
-            ("truncated_pac_message", p.stats.truncated_pac_message.get()),
-            ("mismatched_pns_call_id", p.stats.mismatched_pns_call_id.get()),
-            ("mismatched_pac_call_id", p.stats.mismatched_pac_call_id.get()),
-            ("retransmitted_pac_message", p.stats.retransmitted_pac_message.get()),
-            ("out_of_order_segments", p.stats.out_of_order_segments.get()),
-        ],
-    );
+    counters(&mut o, "xgw_pptp", &p.stats.list());
     let policy = d.shared.policy();
     if let Some(acl) = policy.as_any().and_then(|a| a.downcast_ref::<xgw_rules::acl::Acl>()) {
         family(&mut o, "xgw_rule_hits_total", "counter", "Flows each access rule decided.");
@@ -116,8 +98,8 @@ pub fn render_metrics(d: &Daemon) -> String {
     if let Some(off) = &d.offload {
         family(&mut o, "xgw_offload_flows", "gauge", "Flows the XDP fast path carries now.");
         let _ = writeln!(o, "xgw_offload_flows {}", off.len());
-        family(&mut o, "xgw_offload_events_total", "counter", "Fast path installs, removals and refusals.");
-        events(&mut o, "xgw_offload_events_total", &off.counters());
+        counters(&mut o, "xgw_offload", &d.shared.flows.offload.stats.list());
+        counters(&mut o, "xgw_offload", &off.stats.list());
     }
     family(
         &mut o,
@@ -182,15 +164,11 @@ pub fn render_metrics(d: &Daemon) -> String {
             }
         }
     }
-    family(
-        &mut o,
-        "xgw_port_frames_total",
-        "counter",
-        "AF_XDP socket frames per interface and queue: received, transmitted, and not transmitted (no free frame, next hop unknown, handed to the host too late).",
-    );
-    for (dev, q, st) in &d.ports {
-        for (n, v) in port_counters(st) {
-            let _ = writeln!(o, "xgw_port_frames_total{{device=\"{dev}\",queue=\"{q}\",what=\"{n}\"}} {v}");
+    for (i, (name, help, _)) in xgw_dataplane::xsk::PortStats::default().list().into_iter().enumerate() {
+        let metric = format!("xgw_port_{name}_total");
+        family(&mut o, &metric, "counter", help);
+        for (dev, q, st) in &d.ports {
+            let _ = writeln!(o, "{metric}{{device=\"{dev}\",queue=\"{q}\"}} {}", st.list()[i].2);
         }
     }
     o

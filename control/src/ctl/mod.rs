@@ -23,7 +23,7 @@ use events::*;
 pub use events::{EventHub, Subscription};
 use handle::*;
 pub use metrics::{render_metrics, serve_metrics};
-pub use stats::port_counters;
+pub use stats::family_json;
 use stats::*;
 use views::*;
 pub use views::{view, xlate};

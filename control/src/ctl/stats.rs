@@ -5,20 +5,9 @@ use serde_json::{json, Value};
 
 use super::*;
 
-/// An AF_XDP socket's counters by name.
-pub fn port_counters(s: &xgw_dataplane::xsk::PortStats) -> [(&'static str, u64); 10] {
-    [
-        ("rx", s.rx.get()),
-        ("tx", s.tx.get()),
-        ("tx_no_frame", s.tx_no_frame.get()),
-        ("tx_no_neighbour", s.tx_no_neighbour.get()),
-        ("tx_neigh_waited", s.tx_neigh_waited.get()),
-        ("tx_neigh_queue_full", s.tx_neigh_queue_full.get()),
-        ("tx_no_route", s.tx_no_route.get()),
-        ("to_host_lost", s.to_host_lost.get()),
-        ("xsk_rx_dropped", s.xsk_rx_dropped.get()),
-        ("xsk_rx_ring_full", s.xsk_rx_ring_full.get()),
-    ]
+/// A family's counters as a JSON object, from the family's one list.
+pub fn family_json(list: &[(&'static str, &'static str, u64)]) -> serde_json::Map<String, Value> {
+    list.iter().map(|(n, _, v)| (n.to_string(), json!(v))).collect()
 }
 
 /// The fast path's state and counters (null when it is off).
@@ -29,12 +18,8 @@ pub(super) fn offload_json(d: &Daemon) -> Value {
         Some(o) => {
             let mut m = serde_json::Map::new();
             m.insert("flows".into(), json!(o.len()));
-            m.insert("requested".into(), json!(t.requested.get()));
-            m.insert("queue_full".into(), json!(t.queue_full.get()));
-            m.insert("withdrawn".into(), json!(t.withdrawn.get()));
-            m.insert("withdraw_queued".into(), json!(t.withdraw_queued.get()));
-            m.insert("withdraw_queue_full".into(), json!(t.withdraw_queue_full.get()));
-            m.extend(o.counters().into_iter().map(|(k, v)| (k.to_string(), json!(v))));
+            m.extend(family_json(&t.list()));
+            m.extend(family_json(&o.stats.list()));
             Value::Object(m)
         }
     }

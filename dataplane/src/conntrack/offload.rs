@@ -48,20 +48,21 @@ pub struct Request {
     pub id: u64,
 }
 
-/// Offload counters.
-#[derive(Debug, Default)]
-pub struct OffloadStats {
-    /// Requests queued.
-    pub requested: SharedCounter,
-    /// Requests lost because the queue was full (the flow asks again with a later packet).
-    pub queue_full: SharedCounter,
-    /// Flows taken back (teardown, state change).
-    pub withdrawn: SharedCounter,
-    /// Withdrawals the packet path queued for the control plane.
-    pub withdraw_queued: SharedCounter,
-    /// Withdrawals that found their queue full (the control plane's periodic sync finds the
-    /// unmarked flow's entries within a second).
-    pub withdraw_queue_full: SharedCounter,
+crate::counter_family! {
+    /// Offload counters.
+    pub struct OffloadQueueStats: SharedCounter {
+        /// Requests queued.
+        requested,
+        /// Requests lost because the queue was full (the flow asks again with a later packet).
+        queue_full,
+        /// Flows taken back (teardown, state change).
+        withdrawn,
+        /// Withdrawals the packet path queued for the control plane.
+        withdraw_queued,
+        /// Withdrawals that found their queue full (the control plane's periodic sync finds the
+        /// unmarked flow's entries within a second).
+        withdraw_queue_full,
+    }
 }
 
 /// The table's side of offloading: the switch, the request queue and the fast path.
@@ -71,7 +72,7 @@ pub struct Offload {
     withdrawals: ArrayQueue<Request>,
     fast: OnceLock<Arc<dyn FastPath>>,
     /// Counters.
-    pub stats: OffloadStats,
+    pub stats: OffloadQueueStats,
 }
 
 impl core::fmt::Debug for Offload {
@@ -87,7 +88,7 @@ impl Offload {
             requests: ArrayQueue::new(queue.max(1)),
             withdrawals: ArrayQueue::new(queue.max(1)),
             fast: OnceLock::new(),
-            stats: OffloadStats::default(),
+            stats: OffloadQueueStats::default(),
         }
     }
 

@@ -25,21 +25,22 @@ pub enum InsertError {
     Exists(FlowRef),
 }
 
-/// Table-wide counters (several writers).
-#[derive(Debug, Default)]
-pub struct TableStats {
-    /// Flows inserted.
-    pub inserted: SharedCounter,
-    /// Insertions refused because the table was full.
-    pub insert_failed_full: SharedCounter,
-    /// Insertions refused because no reply key was free.
-    pub insert_failed_key: SharedCounter,
-    /// Flows removed by expiry.
-    pub expired: SharedCounter,
-    /// Flows removed explicitly.
-    pub removed: SharedCounter,
-    /// Events lost because the ring was full.
-    pub events_dropped: SharedCounter,
+crate::counter_family! {
+    /// Table-wide counters (several writers).
+    pub struct TableStats: SharedCounter {
+        /// Flows inserted.
+        inserted,
+        /// Insertions refused because the table was full.
+        insert_failed_full,
+        /// Insertions refused because no reply key was free.
+        insert_failed_key,
+        /// Flows removed by expiry.
+        expired,
+        /// Flows removed explicitly.
+        removed,
+        /// Events lost because the ring was full.
+        events_dropped,
+    }
 }
 
 /// How much of a slot a packet of the flow reads or writes: the lock, `live` and the hot

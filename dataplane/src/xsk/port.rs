@@ -48,36 +48,37 @@ pub struct PortConfig {
     pub zero_copy: bool,
 }
 
-/// Per-port counters.
-#[derive(Debug, Default)]
-pub struct PortStats {
-    /// Frames received.
-    pub rx: Counter,
-    /// Frames transmitted.
-    pub tx: Counter,
-    /// Frames not transmitted: no free TX frame.
-    pub tx_no_frame: Counter,
-    /// Frames not transmitted: their next hop was not resolved within 3 s of waiting.
-    pub tx_no_neighbour: Counter,
-    /// Frames that waited for their next hop to be resolved (sent later, or counted in
-    /// `tx_no_neighbour`).
-    pub tx_neigh_waited: Counter,
-    /// Frames not transmitted: too many frames already waited for their next hop (64) or
-    /// for any next hop of the worker (512).
-    pub tx_neigh_queue_full: Counter,
-    /// Frames not transmitted: the route to their destination is a blackhole, unreachable or
-    /// prohibit route.
-    pub tx_no_route: Counter,
-    /// Frames the engine handed to the host after they reached userspace (lost: the XDP
-    /// program should have passed them to the kernel).
-    pub to_host_lost: Counter,
-    /// Frames the kernel redirected to this socket but dropped before it (the kernel's
-    /// `rx_dropped`: a frame larger than a UMEM frame — a neighbour's GSO super-frame seen
-    /// by generic XDP — or no free receive buffer). Read from the kernel once a second.
-    pub xsk_rx_dropped: Counter,
-    /// Frames the kernel dropped because the socket's receive ring was full (its
-    /// `rx_ring_full`). Read once a second.
-    pub xsk_rx_ring_full: Counter,
+crate::counter_family! {
+    /// Per-port counters.
+    pub struct PortStats: Counter {
+        /// Frames received.
+        rx,
+        /// Frames transmitted.
+        tx,
+        /// Frames not transmitted: no free TX frame.
+        tx_no_frame,
+        /// Frames not transmitted: their next hop was not resolved within 3 s of waiting.
+        tx_no_neighbour,
+        /// Frames that waited for their next hop to be resolved (sent later, or counted in
+        /// `tx_no_neighbour`).
+        tx_neigh_waited,
+        /// Frames not transmitted: too many frames already waited for their next hop (64) or
+        /// for any next hop of the worker (512).
+        tx_neigh_queue_full,
+        /// Frames not transmitted: the route to their destination is a blackhole, unreachable or
+        /// prohibit route.
+        tx_no_route,
+        /// Frames the engine handed to the host after they reached userspace (lost: the XDP
+        /// program should have passed them to the kernel).
+        to_host_lost,
+        /// Frames the kernel redirected to this socket but dropped before it (the kernel's
+        /// `rx_dropped`: a frame larger than a UMEM frame — a neighbour's GSO super-frame seen
+        /// by generic XDP — or no free receive buffer). Read from the kernel once a second.
+        xsk_rx_dropped,
+        /// Frames the kernel dropped because the socket's receive ring was full (its
+        /// `rx_ring_full`). Read once a second.
+        xsk_rx_ring_full,
+    }
 }
 
 pub(super) const FRAME_SIZE: u32 = 2048;

@@ -42,33 +42,34 @@ mod translate;
 pub use session::{Call, CallState, Session, SessionState};
 use translate::*;
 
-/// PPTP inspector counters (names as operators know them from A10/ASA).
-#[derive(Debug, Default)]
-pub struct PptpStats {
-    /// Control sessions created.
-    pub sessions: SharedCounter,
-    /// Calls that got GRE flows.
-    pub calls_created: SharedCounter,
-    /// Calls ended (CDN, clear, stop, control close, GRE idle).
-    pub calls_torn_down: SharedCounter,
-    /// New calls refused (caps, pool exhaustion, table full).
-    pub call_creation_failure: SharedCounter,
-    /// Invalid messages from the PNS.
-    pub truncated_pns_message: SharedCounter,
-    /// Invalid messages from the PAC.
-    pub truncated_pac_message: SharedCounter,
-    /// PNS messages naming a call that does not exist.
-    pub mismatched_pns_call_id: SharedCounter,
-    /// PAC messages naming a call that does not exist.
-    pub mismatched_pac_call_id: SharedCounter,
-    /// PAC replies repeated for a call already set up.
-    pub retransmitted_pac_message: SharedCounter,
-    /// Segments refused because they arrived out of order.
-    pub out_of_order_segments: SharedCounter,
-    /// Fields split between segments whose first byte fitted several calls.
-    pub split_field_ambiguous: SharedCounter,
-    /// Sessions whose start was not seen (no inspection possible).
-    pub unsynced_sessions: SharedCounter,
+crate::counter_family! {
+    /// PPTP inspector counters (names as operators know them from A10/ASA).
+    pub struct PptpStats: SharedCounter {
+        /// Control sessions created.
+        sessions,
+        /// Calls that got GRE flows.
+        calls_created,
+        /// Calls ended (CDN, clear, stop, control close, GRE idle).
+        calls_torn_down,
+        /// New calls refused (caps, pool exhaustion, table full).
+        call_creation_failure,
+        /// Invalid messages from the PNS.
+        truncated_pns_message,
+        /// Invalid messages from the PAC.
+        truncated_pac_message,
+        /// PNS messages naming a call that does not exist.
+        mismatched_pns_call_id,
+        /// PAC messages naming a call that does not exist.
+        mismatched_pac_call_id,
+        /// PAC replies repeated for a call already set up.
+        retransmitted_pac_message,
+        /// Segments refused because they arrived out of order.
+        out_of_order_segments,
+        /// Fields split between segments whose first byte fitted several calls.
+        split_field_ambiguous,
+        /// Sessions whose start was not seen (no inspection possible).
+        unsynced_sessions,
+    }
 }
 
 /// What a segment of a control connection means for the packet carrying it.
