@@ -2,16 +2,16 @@
 //! reference resolved and every problem reported.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use xgw_dataplane::config::InvalidPolicy;
-use xgw_dataplane::config::{IfaceConfig, PortForward, Role};
+use xgw_dataplane::config::Role;
 use xgw_dataplane::{EngineConfig, IfaceId};
 
 use crate::acl::{Acl, Atom, List, RuleInfo};
-use crate::ast::{AddrSpec, GroupKind, Located, Ports, ProtoSpec, RoleAst, ServiceItem, Spanned, Stmt};
+use crate::ast::{AddrSpec, GroupKind, Located, Ports, ProtoSpec, ServiceItem, Spanned, Stmt};
 use crate::diag::{did_you_mean, Diagnostic, Severity, SourceFile};
 use crate::parse::parse_file;
+
+mod collect;
 
 /// A compiled rules file.
 #[derive(Debug)]
@@ -137,219 +137,13 @@ pub fn compile(name: &str, text: &str, loader: Loader<'_>) -> Result<Compiled, V
     let mut stmts = Vec::new();
     cx.load(name, text.to_string(), &mut Vec::new(), &mut stmts);
 
-    let mut engine = EngineConfig::default();
-    let mut ifaces: Vec<(String, usize, std::ops::Range<usize>)> = Vec::new();
-    let mut groups: HashMap<String, Group> = HashMap::new();
-    let mut rules: Vec<(String, usize, crate::ast::RuleAst, std::ops::Range<usize>)> = Vec::new();
-    let mut binds: Vec<(usize, Spanned<String>, bool, Spanned<String>)> = Vec::new();
-    let mut forwards: Vec<(usize, std::ops::Range<usize>, PortForward)> = Vec::new();
-    let mut pptp_ifaces: Vec<(usize, Spanned<String>)> = Vec::new();
-    let mut seen_timeouts: HashMap<String, (usize, usize)> = HashMap::new();
-    let mut nat_span: Option<(usize, std::ops::Range<usize>)> = None;
-    // names declared by statements that had errors: defined, but nothing else is said of them
-    let mut broken: Vec<(&'static str, String)> = Vec::new();
-
-    for (fi, Located { stmt, span }) in stmts {
-        match stmt {
-            Stmt::Include(_) => {}
-            Stmt::Broken(kind, name) => broken.push((kind, name.v)),
-            Stmt::Interface { name, device, role, addr, addr_span } => {
-                if let Some((_, f0, s0)) = ifaces.iter().find(|(n, _, _)| *n == name.v) {
-                    let first = cx.location(*f0, s0.start);
-                    cx.err(fi, name.span.clone(), format!("interface `{}` is defined twice", name.v)).hint =
-                        Some(format!("first defined at {first}"));
-                    continue;
-                }
-                if let Some(prev) = engine.ifaces.iter().find(|i| i.device == device.v) {
-                    let msg = format!("device `{}` is already interface `{}`", device.v, prev.name);
-                    cx.err(fi, device.span.clone(), msg);
-                    continue;
-                }
-                let role = match role {
-                    RoleAst::Inside => Role::Inside,
-                    RoleAst::Outside => Role::Outside,
-                };
-                if role == Role::Outside && engine.ifaces.iter().any(|i| i.role == Role::Outside) {
-                    cx.err(fi, name.span.clone(), "a second outside interface").hint =
-                        Some("xgw translates onto one outside interface; give this one `role inside`".into());
-                    continue;
-                }
-                if addr.is_none() && role == Role::Inside {
-                    cx.err(fi, addr_span, "`address auto` on an inside interface").hint = Some(
-                        "only the outside address may follow the kernel (DHCP, PPP); give the inside one A/LEN".into(),
-                    );
-                }
-                let (a, len) = addr.unwrap_or((std::net::Ipv4Addr::UNSPECIFIED, 0));
-                engine.ifaces.push(IfaceConfig {
-                    name: name.v.clone(),
-                    device: device.v,
-                    role,
-                    addr: a,
-                    prefix_len: len,
-                    auto_addr: addr.is_none(),
-                });
-                ifaces.push((name.v, fi, name.span));
-            }
-            Stmt::Nat { on, ports, preserve, host_ports, pool } => {
-                engine.nat.enabled = on;
-                if !pool.is_empty() {
-                    engine.nat.pool = pool;
-                    nat_span = Some((fi, span.clone()));
-                }
-                if let Some(p) = ports {
-                    engine.nat.port_range = p;
-                }
-                if let Some(p) = preserve {
-                    engine.nat.preserve_port = p;
-                }
-                if let Some(h) = host_ports {
-                    engine.nat.host_ports = h;
-                }
-            }
-            Stmt::Forward { proto, outside_port, host, inside_port } => {
-                if let Some((f0, s0, _)) =
-                    forwards.iter().find(|(_, _, f)| f.proto == proto && f.outside_port == outside_port)
-                {
-                    let first = cx.location(*f0, s0.start);
-                    let p = if proto == 6 { "tcp" } else { "udp" };
-                    cx.err(fi, span.clone(), format!("{p} port {outside_port} is forwarded twice")).hint =
-                        Some(format!("first forwarded at {first}"));
-                    continue;
-                }
-                forwards.push((fi, span, PortForward { proto, outside_port, inside_addr: host, inside_port }));
-            }
-            Stmt::Inspect { what, on, interfaces, options } => {
-                if what.v == "ipsec" {
-                    engine.esp_by_spi = on;
-                    continue;
-                }
-                engine.pptp.enabled = on;
-                pptp_ifaces.extend(interfaces.into_iter().map(|i| (fi, i)));
-                for (k, v) in options {
-                    let num = |cx: &mut Ctx<'_>, max: u64| -> Option<u64> {
-                        match v.v.parse::<u64>() {
-                            Ok(n) if n >= 1 && n <= max => Some(n),
-                            _ => {
-                                cx.err(fi, v.span.clone(), format!("`{}` is not a valid value for {}", v.v, k.v))
-                                    .expected = Some(format!("a number from 1 to {max}"));
-                                None
-                            }
-                        }
-                    };
-                    match k.v.as_str() {
-                        "max-calls-per-session" => {
-                            if let Some(n) = num(&mut cx, 255) {
-                                engine.pptp.max_calls_per_session = n as usize;
-                            }
-                        }
-                        "max-calls-per-host" => {
-                            if let Some(n) = num(&mut cx, 65535) {
-                                engine.pptp.max_calls_per_host = n as usize;
-                            }
-                        }
-                        "max-calls" => {
-                            if let Some(n) = num(&mut cx, 1 << 20) {
-                                engine.pptp.max_calls_total = n as usize;
-                            }
-                        }
-                        "on-invalid" => match v.v.as_str() {
-                            "drop" => engine.pptp.on_invalid = InvalidPolicy::Drop,
-                            "log" => engine.pptp.on_invalid = InvalidPolicy::Log,
-                            "reset" => engine.pptp.on_invalid = InvalidPolicy::Reset,
-                            other => {
-                                let h = did_you_mean(other, ["drop", "log", "reset"])
-                                    .map(|s| format!("did you mean `{s}`?"));
-                                let d = cx.err(fi, v.span.clone(), format!("unknown policy `{other}`"));
-                                d.expected = Some("`drop`, `log` or `reset`".into());
-                                d.hint = h;
-                            }
-                        },
-                        "grace" | "quarantine" => {
-                            let d = crate::parse::parse_duration(&v.v);
-                            if d.is_zero() || !v.v.ends_with(['s', 'm', 'h', 'd']) {
-                                cx.err(fi, v.span.clone(), format!("`{}` is not a duration", v.v)).expected =
-                                    Some("a duration such as 5s".into());
-                            } else if k.v == "grace" {
-                                engine.pptp.teardown_grace = d;
-                            } else {
-                                engine.pptp.id_quarantine = d;
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            Stmt::Timeout(name, d) => {
-                if let Some(&(f0, at)) = seen_timeouts.get(&name.v) {
-                    let first = cx.location(f0, at);
-                    cx.warn(fi, name.span.clone(), format!("timeout `{}` is set again; this value wins", name.v))
-                        .hint = Some(format!("also set at {first}"));
-                }
-                seen_timeouts.insert(name.v.clone(), (fi, name.span.start));
-                if d.v.is_zero() {
-                    cx.err(fi, d.span.clone(), "a timeout of zero").expected = Some("a duration above zero".into());
-                    continue;
-                }
-                let t = &mut engine.timeouts;
-                let min = match name.v.as_str() {
-                    "tcp-established" => Some((Duration::from_secs(7440), "RFC 5382 asks for at least 2h4m")),
-                    "udp" | "udp-stream" => Some((Duration::from_secs(120), "RFC 4787 asks for at least 2m")),
-                    "icmp" => Some((Duration::from_secs(60), "RFC 5508 asks for at least 60s")),
-                    _ => None,
-                };
-                if let Some((m, why)) = min {
-                    if d.v < m {
-                        cx.warn(
-                            fi,
-                            d.span.clone(),
-                            format!("timeout `{}` is shorter than the standard's minimum", name.v),
-                        )
-                        .hint = Some(why.into());
-                    }
-                }
-                let slot = match name.v.as_str() {
-                    "tcp-syn-sent" => &mut t.tcp_syn_sent,
-                    "tcp-syn-recv" => &mut t.tcp_syn_recv,
-                    "tcp-established" => &mut t.tcp_established,
-                    "tcp-fin-wait" => &mut t.tcp_fin_wait,
-                    "tcp-close-wait" => &mut t.tcp_close_wait,
-                    "tcp-last-ack" => &mut t.tcp_last_ack,
-                    "tcp-time-wait" => &mut t.tcp_time_wait,
-                    "tcp-close" => &mut t.tcp_close,
-                    "udp" => &mut t.udp_unreplied,
-                    "udp-stream" => &mut t.udp_stream,
-                    "icmp" => &mut t.icmp,
-                    "generic" => &mut t.generic,
-                    "pptp-gre" => &mut t.pptp_gre,
-                    _ => &mut t.fragment,
-                };
-                *slot = d.v;
-            }
-            Stmt::Limit(name, n) => {
-                if n.v == 0 {
-                    cx.err(fi, n.span.clone(), "a limit of zero").expected = Some("a number above zero".into());
-                    continue;
-                }
-                match name.v.as_str() {
-                    "connections" => engine.limits.max_flows = n.v as usize,
-                    "per-host" => engine.limits.per_host = Some(n.v as u32),
-                    "embryonic" => engine.limits.embryonic = Some(n.v as u32),
-                    _ => engine.limits.max_fragments = n.v as usize,
-                }
-            }
-            Stmt::Group { kind, name, nets, services } => {
-                if let Some(g) = groups.get(&name.v) {
-                    let first = cx.location(g.file, g.span.start);
-                    cx.err(fi, name.span.clone(), format!("object-group `{}` is defined twice", name.v)).hint =
-                        Some(format!("first defined at {first}"));
-                    continue;
-                }
-                groups.insert(name.v.clone(), Group { kind, file: fi, span: name.span.clone(), nets, services });
-            }
-            Stmt::Rule { list, rule } => rules.push((list.v, fi, rule, span)),
-            Stmt::Bind { list, inbound, iface } => binds.push((fi, list, inbound, iface)),
-        }
+    let mut c = collect::Collected::default();
+    for (fi, located) in stmts {
+        c.statement(&mut cx, fi, located);
     }
+    let collect::Collected {
+        mut engine, ifaces, groups, rules, binds, forwards, pptp_ifaces, nat_span, broken, ..
+    } = c;
 
     // interfaces
     let broken_iface = broken.iter().any(|(k, _)| *k == "interface");
