@@ -34,7 +34,7 @@ fn total(m: &PerCpuArray<&aya::maps::MapData, u64>, i: u32) -> u64 {
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let arg = |i: usize| a.get(i).map(String::as_str).unwrap_or_else(|| panic!("argument {i} missing; see the source"));
-    let mut bpf = aya::Ebpf::load(xgw_control::daemon::xdp_object()).expect("load xgw's XDP object");
+    let mut bpf = aya::Ebpf::load(xgw_control::daemon::xdp_bench_object()).expect("load xgw's benchmark XDP object");
     match arg(1) {
         "gen" => {
             let dev = arg(2);

@@ -26,6 +26,8 @@ mod xdp;
 
 use preflight::*;
 pub use settings::{Mode, RunArgs, Settings, SettingsFile, Switch};
+#[cfg(feature = "bench-xdp")]
+pub use xdp::xdp_bench_object;
 use xdp::*;
 pub use xdp::{xdp_config, xdp_object};
 

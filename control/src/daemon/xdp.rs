@@ -125,6 +125,13 @@ pub fn xdp_object() -> &'static [u8] {
     aya::include_bytes_aligned!(env!("XGW_XDP_OBJECT"))
 }
 
+/// The benchmark's XDP object: xgw's program plus the generator and sink (`xgw_gen`,
+/// `xgw_sink`) bench/nat-compare drives. Never attached by xgwd.
+#[cfg(feature = "bench-xdp")]
+pub fn xdp_bench_object() -> &'static [u8] {
+    aya::include_bytes_aligned!(env!("XGW_XDP_BENCH_OBJECT"))
+}
+
 pub(super) fn attach(cfg: &EngineConfig, args: &Settings, services: &[HostService]) -> Result<Vec<Attached>> {
     let obj = xdp_object();
     let xcfg = xdp_config(cfg);
