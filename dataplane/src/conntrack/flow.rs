@@ -28,6 +28,21 @@ pub struct FlowKey {
     pub proto: u8,
 }
 
+impl FlowKey {
+    /// The key of the opposite direction when nothing is translated.
+    pub fn mirror(&self) -> FlowKey {
+        use crate::wire::proto;
+        let k = self;
+        match k.proto {
+            proto::TCP | proto::UDP => {
+                FlowKey { src: k.dst, dst: k.src, sport: k.dport, dport: k.sport, proto: k.proto }
+            }
+            proto::ICMP => FlowKey { src: k.dst, dst: k.src, sport: k.sport, dport: 0, proto: k.proto },
+            _ => FlowKey { src: k.dst, dst: k.src, sport: 0, dport: 0, proto: k.proto },
+        }
+    }
+}
+
 impl Hash for FlowKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write_u64((u64::from(self.src) << 32) | u64::from(self.dst));

@@ -54,7 +54,7 @@ impl Worker {
                 })
             })
         } else {
-            let lk = mirror(&inner_key);
+            let lk = inner_key.mirror();
             sh.flows.lookup(&lk).and_then(|r| {
                 sh.flows.with_flow(r, &lk, |f, dir| {
                     (f.keys[dir.opposite().index()], f.keys[dir.index()], f.rewrite[dir.index()])

@@ -205,15 +205,6 @@ pub(super) fn flow_key(p: &Pkt) -> FlowKey {
     }
 }
 
-/// The key of the opposite direction when nothing is translated.
-pub(super) fn mirror(k: &FlowKey) -> FlowKey {
-    match k.proto {
-        proto::TCP | proto::UDP => FlowKey { src: k.dst, dst: k.src, sport: k.dport, dport: k.sport, proto: k.proto },
-        proto::ICMP => FlowKey { src: k.dst, dst: k.src, sport: k.sport, dport: 0, proto: k.proto },
-        _ => FlowKey { src: k.dst, dst: k.src, sport: 0, dport: 0, proto: k.proto },
-    }
-}
-
 /// Finishes the TCP or UDP checksum of a whole (unfragmented) packet when it holds only
 /// the pseudo-header sum (a sender's transmit checksum offload), so that the incremental
 /// updates that follow — the rewrite, the PPTP inspector's byte changes — start from a

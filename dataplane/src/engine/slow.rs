@@ -4,9 +4,9 @@
 use crate::alg::pptp::{self};
 use crate::config::{EngineConfig, IfaceConfig, IfaceId, Role};
 use crate::conntrack::tcp::{TcpEvent, TcpState};
-use crate::conntrack::{status, Flow, FlowKey, FlowKind, InsertError, L4State, Rewrite};
+use crate::conntrack::{status, Flow, FlowKey, InsertError, L4State};
 use crate::counters::DropReason;
-use crate::nat::PortCandidates;
+use crate::nat::plan::Shape;
 use crate::wire::{icmp, proto, tcp};
 
 use super::*;
@@ -144,195 +144,45 @@ impl Worker {
         let k = if by_pair { FlowKey { sport: 0, dport: 0, ..*key } } else { *key };
         let key = &k;
 
-        let result = if let Some(fw) = forward {
+        // the translation's shape: which reply keys it may take, which rewrites follow
+        let shape = if let Some(fw) = forward {
             let host = u32::from(fw.inside_addr);
             let Some(host_if) = cfg.inside_for(host) else {
                 return Verdict::Drop(DropReason::UnsolicitedInbound);
             };
             if ingress.role == Role::Outside {
-                // DNAT: remote -> P:fport becomes remote -> host:hport
-                let reply = FlowKey { src: host, dst: k.src, sport: fw.inside_port, dport: k.sport, proto: k.proto };
-                shared.flows.insert(
-                    k,
-                    [reply],
-                    |r| {
-                        let mut f = Flow::new(
-                            [k, r],
-                            [
-                                Rewrite {
-                                    src: k.src,
-                                    dst: host,
-                                    sport: k.sport,
-                                    dport: fw.inside_port,
-                                    egress: host_if,
-                                },
-                                Rewrite {
-                                    src: outside.1,
-                                    dst: k.src,
-                                    sport: k.dport,
-                                    dport: k.sport,
-                                    egress: meta.iface,
-                                },
-                            ],
-                            l4state,
-                            FlowKind::Dnat,
-                            now,
-                        );
-                        f.rule = rule;
-                        f.status |= alg;
-                        f
-                    },
-                    now,
-                )
+                Shape::Dnat { host, port: fw.inside_port, host_if, outside: outside.1 }
             } else {
-                // hairpin: inside -> P:fport becomes P:p -> host:hport, replies go back inside
-                let cands = PortCandidates::new(k.sport, &cfg.nat, seed).map(|p| FlowKey {
-                    src: host,
-                    dst: outside.1,
-                    sport: fw.inside_port,
-                    dport: p,
-                    proto: k.proto,
-                });
-                shared.flows.insert(
-                    k,
-                    cands,
-                    |r| {
-                        let mut f = Flow::new(
-                            [k, r],
-                            [
-                                Rewrite {
-                                    src: outside.1,
-                                    dst: host,
-                                    sport: r.dport,
-                                    dport: fw.inside_port,
-                                    egress: host_if,
-                                },
-                                Rewrite {
-                                    src: outside.1,
-                                    dst: k.src,
-                                    sport: k.dport,
-                                    dport: k.sport,
-                                    egress: meta.iface,
-                                },
-                            ],
-                            l4state,
-                            FlowKind::Hairpin,
-                            now,
-                        );
-                        f.rule = rule;
-                        f.status |= alg;
-                        f
-                    },
-                    now,
-                )
+                Shape::Hairpin { host, port: fw.inside_port, host_if, outside: outside.1 }
             }
         } else if let Some(dst_if) = cfg.inside_for(pkt.dst) {
             // between inside interfaces: tracked, not translated
-            let reply = mirror(&k);
-            shared.flows.insert(
-                k,
-                [reply],
-                |r| {
-                    let mut f = Flow::new(
-                        [k, r],
-                        [
-                            Rewrite { src: k.src, dst: k.dst, sport: k.sport, dport: k.dport, egress: dst_if },
-                            Rewrite { src: r.src, dst: r.dst, sport: r.sport, dport: r.dport, egress: meta.iface },
-                        ],
-                        l4state,
-                        FlowKind::Routed,
-                        now,
-                    );
-                    f.rule = rule;
-                    f.status |= alg;
-                    f
-                },
-                now,
-            )
+            Shape::Routed { egress: dst_if }
+        } else if !cfg.nat.enabled {
+            Shape::Routed { egress: outside.0 }
         } else {
-            // PAT onto the outside address
-            if !cfg.nat.enabled {
-                let reply = mirror(&k);
-                shared.flows.insert(
-                    k,
-                    [reply],
-                    |r| {
-                        let mut f = Flow::new(
-                            [k, r],
-                            [
-                                Rewrite { src: k.src, dst: k.dst, sport: k.sport, dport: k.dport, egress: outside.0 },
-                                Rewrite { src: r.src, dst: r.dst, sport: r.sport, dport: r.dport, egress: meta.iface },
-                            ],
-                            l4state,
-                            FlowKind::Routed,
-                            now,
-                        );
-                        f.rule = rule;
-                        f.status |= alg;
-                        f
-                    },
-                    now,
-                )
-            } else {
-                if pkt.proto == proto::AH {
-                    return Verdict::Drop(DropReason::AhNotTranslatable);
-                }
-                // paired pooling (RFC 4787 REQ-2): an inside host always gets the same address
-                let nat_addr = shared.nat_addr_for(pkt.src);
-                if nat_addr == 0 {
-                    return Verdict::Drop(DropReason::NoOutsideAddress);
-                }
-                let ports = match pkt.l4 {
-                    L4::Tcp | L4::Udp | L4::IcmpQuery => PortCandidates::new(k.sport, &cfg.nat, seed),
-                    _ => PortCandidates::only(0),
-                };
-                let icmp_q = pkt.l4 == L4::IcmpQuery;
-                let esp = pkt.l4 == L4::Esp;
-                let cands = ports.map(|p| {
-                    if esp {
-                        // the placeholder until the peer's inbound SPI is learnt
-                        FlowKey { src: k.dst, dst: nat_addr, sport: 0, dport: 0, proto: k.proto }
-                    } else if icmp_q {
-                        FlowKey { src: k.dst, dst: nat_addr, sport: p, dport: 0, proto: k.proto }
-                    } else {
-                        FlowKey { src: k.dst, dst: nat_addr, sport: k.dport, dport: p, proto: k.proto }
-                    }
-                });
-                shared.flows.insert(
-                    k,
-                    cands,
-                    |r| {
-                        let (nsport, orig_back) = if esp {
-                            (k.sport, (0, 0))
-                        } else if icmp_q {
-                            (r.sport, (k.sport, 0))
-                        } else {
-                            (r.dport, (k.dport, k.sport))
-                        };
-                        let mut f = Flow::new(
-                            [k, r],
-                            [
-                                Rewrite { src: nat_addr, dst: k.dst, sport: nsport, dport: k.dport, egress: outside.0 },
-                                Rewrite {
-                                    src: k.dst,
-                                    dst: k.src,
-                                    sport: orig_back.0,
-                                    dport: orig_back.1,
-                                    egress: meta.iface,
-                                },
-                            ],
-                            l4state,
-                            FlowKind::Snat,
-                            now,
-                        );
-                        f.rule = rule;
-                        f.status |= alg;
-                        f
-                    },
-                    now,
-                )
+            if pkt.proto == proto::AH {
+                return Verdict::Drop(DropReason::AhNotTranslatable);
             }
+            // paired pooling (RFC 4787 REQ-2): an inside host always gets the same address
+            let addr = shared.nat_addr_for(pkt.src);
+            if addr == 0 {
+                return Verdict::Drop(DropReason::NoOutsideAddress);
+            }
+            Shape::Snat { addr, egress: outside.0, icmp_query: pkt.l4 == L4::IcmpQuery, esp: pkt.l4 == L4::Esp }
         };
+        let cands = shape.ports(&k, &cfg.nat, seed).map(|p| shape.reply_key(&k, p));
+        let result = shared.flows.insert(
+            k,
+            cands,
+            |r| {
+                let mut f = Flow::new([k, r], shape.rewrites(&k, &r, meta.iface), l4state, shape.kind(), now);
+                f.rule = rule;
+                f.status |= alg;
+                f
+            },
+            now,
+        );
         match result {
             Ok((r, flow)) => {
                 self.counters.flows_created.inc();

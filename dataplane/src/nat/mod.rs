@@ -1,9 +1,12 @@
-//! Port address translation: choosing outside ports (and ICMP ids), and static forwards.
+//! Port address translation: choosing outside ports (and ICMP ids), static forwards, and
+//! the shape of a new flow's translation ([`plan`]).
 //!
 //! Uniqueness is that of the reply key (remote address, remote port, outside address,
 //! outside port), as in netfilter: the same outside port can serve two inside hosts that
 //! talk to different remote endpoints. Reservation is atomic because it *is* the insertion
 //! of the reply key into the connection table's index.
+
+pub mod plan;
 
 use std::collections::HashMap;
 
