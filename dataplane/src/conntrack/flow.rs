@@ -28,6 +28,10 @@ pub struct FlowKey {
     pub proto: u8,
 }
 
+/// A TCP segment the connection's state does not allow (counted `tcp_invalid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidSegment;
+
 impl FlowKey {
     /// The key of the opposite direction when nothing is translated.
     pub fn mirror(&self) -> FlowKey {
@@ -278,6 +282,49 @@ impl Flow {
     /// True when idle longer than its timeout.
     pub fn expired(&self, now: Time, t: &Timeouts) -> bool {
         now > self.last_seen.plus(self.timeout(t))
+    }
+
+    /// Counts a packet of direction `dir` (its TCP flags, `len` bytes of IP packet) at
+    /// `now`: the TCP state machine's transition (a port pair reused after TIME_WAIT starts
+    /// a new connection on the old mapping), assured and seen-reply status, packets, bytes,
+    /// last seen. True when the flow just left the embryonic (half-open) count, which the
+    /// caller keeps per inside host. An invalid TCP transition changes nothing.
+    pub fn count_packet(&mut self, dir: Dir, tcp_flags: u8, len: u16, now: Time) -> Result<bool, InvalidSegment> {
+        use tcp::{transition, TcpEvent, Transition};
+        let mut left_embryonic = false;
+        if let L4State::Tcp(state) = self.l4 {
+            match transition(state, dir == Dir::Reply, TcpEvent::from_flags(tcp_flags)) {
+                Transition::Invalid => return Err(InvalidSegment),
+                Transition::Ignore => {}
+                Transition::To(next) => {
+                    if next == TcpState::SynSent && matches!(state, TcpState::TimeWait | TcpState::Close) {
+                        // (OFFLOAD stays until the fast path has given the flow back)
+                        self.status &= status::ALG_PPTP | status::HOST_COUNTED | status::EMBRYONIC | status::OFFLOAD;
+                        self.created = now;
+                    }
+                    self.l4 = L4State::Tcp(next);
+                    if self.status & status::EMBRYONIC != 0
+                        && !matches!(next, TcpState::SynSent | TcpState::SynRecv | TcpState::SynSent2)
+                    {
+                        self.status &= !status::EMBRYONIC;
+                        left_embryonic = true;
+                    }
+                    if next == TcpState::Established && self.seen_reply() {
+                        self.status |= status::ASSURED;
+                    }
+                }
+            }
+        } else if self.seen_reply() && self.l4 == L4State::Udp {
+            self.status |= status::ASSURED;
+        }
+        if dir == Dir::Reply {
+            self.status |= status::SEEN_REPLY;
+        }
+        let d = dir.index();
+        self.packets[d] += 1;
+        self.bytes[d] += u64::from(len);
+        self.last_seen = now;
+        Ok(left_embryonic)
     }
 }
 

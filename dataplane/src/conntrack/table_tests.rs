@@ -122,3 +122,49 @@ fn stale_index_entry_is_reclaimed() {
     let (_, f) = t.insert(key(2, 1000), [r1], build, Time::ZERO).expect("reclaims");
     assert_eq!(f.keys[1], r1);
 }
+
+/// `Flow::count_packet`, one row per case: the flow's state and status before, the packet
+/// (direction, TCP flags), and what the flow holds after.
+#[test]
+fn counting_a_packet_moves_state_status_and_counters() {
+    use crate::wire::tcp::flags::{ACK, FIN, RST, SYN};
+    let t = Time::from_millis(5);
+    let embryonic = status::EMBRYONIC | status::HOST_COUNTED;
+    /// (state, status) before, direction, TCP flags, result, (state, status) after
+    type Row = (L4State, u8, Dir, u8, Result<bool, InvalidSegment>, L4State, u8);
+    #[rustfmt::skip]
+    let rows: [Row; 8] = [
+        // a SYN-ACK: the handshake half done, still half-open; the reply is seen
+        (L4State::Tcp(TcpState::SynSent), embryonic, Dir::Reply, SYN | ACK, Ok(false),
+            L4State::Tcp(TcpState::SynRecv), embryonic | status::SEEN_REPLY),
+        // the final ACK: established, assured (a reply was seen), no longer half-open
+        (L4State::Tcp(TcpState::SynRecv), embryonic | status::SEEN_REPLY, Dir::Orig, ACK, Ok(true),
+            L4State::Tcp(TcpState::Established), status::HOST_COUNTED | status::SEEN_REPLY | status::ASSURED),
+        // an RST in a half-open connection leaves the embryonic count too
+        (L4State::Tcp(TcpState::SynSent), embryonic, Dir::Reply, RST | ACK, Ok(true),
+            L4State::Tcp(TcpState::Close), status::HOST_COUNTED | status::SEEN_REPLY),
+        // a FIN from the inside
+        (L4State::Tcp(TcpState::Established), status::SEEN_REPLY | status::ASSURED, Dir::Orig, FIN | ACK, Ok(false),
+            L4State::Tcp(TcpState::FinWait), status::SEEN_REPLY | status::ASSURED),
+        // a SYN on a closed port pair: a new connection on the old mapping, status reset
+        (L4State::Tcp(TcpState::TimeWait), status::SEEN_REPLY | status::ASSURED | status::HOST_COUNTED, Dir::Orig, SYN,
+            Ok(false), L4State::Tcp(TcpState::SynSent), status::HOST_COUNTED),
+        // a SYN-ACK from the inside's side to an established connection: refused, nothing moves
+        (L4State::Tcp(TcpState::Established), status::SEEN_REPLY, Dir::Orig, SYN | ACK, Err(InvalidSegment),
+            L4State::Tcp(TcpState::Established), status::SEEN_REPLY),
+        // UDP: the first reply marks it seen, the next packet after it makes it assured
+        (L4State::Udp, 0, Dir::Reply, 0, Ok(false), L4State::Udp, status::SEEN_REPLY),
+        (L4State::Udp, status::SEEN_REPLY, Dir::Orig, 0, Ok(false), L4State::Udp, status::SEEN_REPLY | status::ASSURED),
+    ];
+    for (i, (l4, st, dir, flags, want, l4_after, st_after)) in rows.into_iter().enumerate() {
+        let mut f = build(key(1, 1));
+        f.l4 = l4;
+        f.status = st;
+        let got = f.count_packet(dir, flags, 100, t);
+        assert_eq!(got, want, "row {i}");
+        assert_eq!((f.l4, f.status), (l4_after, st_after), "row {i}");
+        let counted = u64::from(want.is_ok());
+        assert_eq!((f.packets[dir.index()], f.bytes[dir.index()]), (counted, 100 * counted), "row {i}");
+        assert_eq!(f.last_seen == t, want.is_ok(), "row {i}");
+    }
+}

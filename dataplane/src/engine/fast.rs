@@ -4,8 +4,7 @@
 use crate::alg::pptp::SegmentVerdict;
 use crate::checksum;
 use crate::config::IfaceId;
-use crate::conntrack::tcp::{self as tcpsm, TcpEvent, TcpState, Transition};
-use crate::conntrack::{status, CsumDelta, Dir, FlowKey, FlowKind, FlowRef, L4State, Rewrite};
+use crate::conntrack::{status, CsumDelta, Dir, FlowKey, FlowKind, FlowRef, Rewrite};
 use crate::counters::DropReason;
 use crate::frag::{FragEntry, FragKey};
 use crate::time::Time;
@@ -45,42 +44,16 @@ impl Worker {
                 // is spoofed
                 return Err(DropReason::WrongInterface);
             }
-            if let L4State::Tcp(state) = f.l4 {
-                let reply = dir == Dir::Reply;
-                match tcpsm::transition(state, reply, TcpEvent::from_flags(pkt.tcp_flags)) {
-                    Transition::Invalid => return Err(DropReason::TcpInvalid),
-                    Transition::Ignore => {}
-                    Transition::To(next) => {
-                        if next == TcpState::SynSent && matches!(state, TcpState::TimeWait | TcpState::Close) {
-                            // the port pair is reused: a new connection on the old mapping
-                            // (OFFLOAD stays until the fast path has given the flow back)
-                            f.status &= status::ALG_PPTP | status::HOST_COUNTED | status::EMBRYONIC | status::OFFLOAD;
-                            f.created = now;
-                        }
-                        f.l4 = L4State::Tcp(next);
-                        if f.status & status::EMBRYONIC != 0
-                            && !matches!(next, TcpState::SynSent | TcpState::SynRecv | TcpState::SynSent2)
-                        {
-                            f.status &= !status::EMBRYONIC;
-                            if let Some(hosts) = &sh.hosts {
-                                hosts.leave_embryonic(f.inside_host());
-                            }
-                        }
-                        if next == TcpState::Established && f.seen_reply() {
-                            f.status |= status::ASSURED;
-                        }
+            match f.count_packet(dir, pkt.tcp_flags, pkt.ip_len, now) {
+                Err(_) => return Err(DropReason::TcpInvalid),
+                Ok(true) => {
+                    if let Some(hosts) = &sh.hosts {
+                        hosts.leave_embryonic(f.inside_host());
                     }
                 }
-            } else if f.seen_reply() && f.l4 == L4State::Udp {
-                f.status |= status::ASSURED;
-            }
-            if dir == Dir::Reply {
-                f.status |= status::SEEN_REPLY;
+                Ok(false) => {}
             }
             let d = dir.index();
-            f.packets[d] += 1;
-            f.bytes[d] += u64::from(pkt.ip_len);
-            f.last_seen = now;
             if f.status & status::ALG_PPTP != 0 {
                 return Ok(Step::Inspect(f.rewrite[d], f.csum[d], f.id, dir == Dir::Orig));
             }
