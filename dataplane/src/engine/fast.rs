@@ -16,13 +16,22 @@ use super::*;
 pub(super) enum Step {
     /// Rewritten already (under the flow's lock): transmit.
     Done(IfaceId),
-    /// Apply this rewrite through [`Worker::forward`] (a first fragment, remembered there).
+    /// Apply this rewrite through [`WorkerState::forward`] (a first fragment, remembered there).
     Forward(Rewrite, CsumDelta),
-    /// A PPTP control segment: inspect it (flow id, sent by the PNS), then apply this rewrite.
-    Inspect(Rewrite, CsumDelta, u64, bool),
+    /// A PPTP control segment: inspect it, then apply the rewrite.
+    Inspect {
+        /// The direction's rewrite.
+        rewrite: Rewrite,
+        /// Its checksum differences.
+        csum: CsumDelta,
+        /// The control connection's flow.
+        flow_id: u64,
+        /// Sent by the PNS (the client side).
+        from_pns: bool,
+    },
 }
 
-impl Worker {
+impl WorkerState {
     /// The fast path. Returns `None` when the flow vanished between lookup and lock.
     pub(super) fn established(
         &mut self,
@@ -55,7 +64,12 @@ impl Worker {
             }
             let d = dir.index();
             if f.status & status::ALG_PPTP != 0 {
-                return Ok(Step::Inspect(f.rewrite[d], f.csum[d], f.id, dir == Dir::Orig));
+                return Ok(Step::Inspect {
+                    rewrite: f.rewrite[d],
+                    csum: f.csum[d],
+                    flow_id: f.id,
+                    from_pns: dir == Dir::Orig,
+                });
             }
             if pkt.first_frag {
                 return Ok(Step::Forward(f.rewrite[d], f.csum[d]));
@@ -69,7 +83,7 @@ impl Worker {
         Some(match outcome {
             Ok(Step::Done(egress)) => Verdict::Forward(egress),
             Ok(Step::Forward(rw, csum)) => self.forward(sh, frame, pkt, &rw, csum, now),
-            Ok(Step::Inspect(rw, csum, flow_id, from_pns)) => {
+            Ok(Step::Inspect { rewrite: rw, csum, flow_id, from_pns }) => {
                 match self.inspect_pptp(sh, frame, pkt, flow_id, from_pns) {
                     Ok(()) => self.forward(sh, frame, pkt, &rw, csum, now),
                     Err(v) => v,

@@ -10,7 +10,7 @@ use crate::wire::{be16, be32, ethernet, icmp, ipv4, proto, put16, tcp};
 
 use super::*;
 
-impl Worker {
+impl WorkerState {
     /// An ICMP error matching no flow directly: find the flow of the packet it quotes and
     /// translate the error (outer header and quote) the way that flow's replies go.
     pub(super) fn icmp_error(&mut self, sh: &Shared, frame: &mut Frame<'_>, pkt: &Pkt, _now: Time) -> Verdict {

@@ -92,14 +92,14 @@ pub enum Verdict {
 #[derive(Debug)]
 pub struct Engine {
     shared: Arc<Shared>,
-    w: Worker,
+    w: WorkerState,
 }
 
 /// The per-worker part of an engine: counters, the port-choice generator, the ICMP
 /// token bucket. Kept apart from [`Shared`] so that the per-packet path borrows the shared
 /// state without touching its reference count.
 #[derive(Debug)]
-struct Worker {
+struct WorkerState {
     counters: Arc<Counters>,
     /// Scratch for the bytes an inspector changed in a segment (reused; grows once).
     changes: Vec<crate::alg::pptp::stream::Change>,
@@ -114,7 +114,7 @@ impl Engine {
     /// A worker engine over shared state, with its own counters.
     pub fn new(shared: Arc<Shared>) -> Engine {
         let burst = u64::from(shared.config.limits.icmp_burst);
-        let w = Worker {
+        let w = WorkerState {
             counters: Arc::new(Counters::default()),
             changes: Vec::with_capacity(64),
             rng: 0x9e37_79b9,
@@ -202,7 +202,7 @@ impl Engine {
     }
 }
 
-impl Worker {
+impl WorkerState {
     #[inline]
     pub(super) fn count(&self, v: Verdict) {
         match v {

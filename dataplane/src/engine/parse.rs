@@ -70,7 +70,7 @@ pub(super) enum L4 {
     Other,
 }
 
-impl Worker {
+impl WorkerState {
     #[inline(always)]
     pub(super) fn parse(&self, sh: &Shared, frame: &[u8], meta: RxMeta) -> Result<Option<Pkt>, DropReason> {
         let eth = ethernet::Frame::new_checked(frame).map_err(|_| DropReason::EthTruncated)?;

@@ -45,7 +45,7 @@ pub(super) fn log_deny(
     }
 }
 
-impl Worker {
+impl WorkerState {
     /// The slow path: policy, translation choice, insertion.
     pub(super) fn new_flow(
         &mut self,

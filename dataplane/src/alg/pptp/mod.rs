@@ -30,7 +30,7 @@ use crate::counters::SharedCounter;
 use crate::time::Time;
 use msg::Side;
 use pool::Pool;
-use stream::{Change, SegOutcome, Stream, Sync};
+use stream::{Change, SegOutcome, Stream, StreamSync};
 
 pub mod msg;
 pub mod pool;
@@ -204,7 +204,7 @@ impl Pptp {
         // then lost; the server may answer the client's retransmitted SYN with a new initial
         // sequence number — SYN cookies do — and only the client's ACK tells which one
         // the connection uses. Parsing from the wrong one would refuse every segment.)
-        if flags & f::SYN != 0 && (sess.streams[d].sync() == Sync::Unsynced || sess.streams[d].untouched()) {
+        if flags & f::SYN != 0 && (sess.streams[d].sync() == StreamSync::Unsynced || sess.streams[d].untouched()) {
             sess.streams[d].start(seq.wrapping_add(1));
         }
         let other = 1 - d;

@@ -3,7 +3,7 @@
 use crate::conntrack::{FlowKey, Rewrite};
 use crate::time::Time;
 use crate::wire::proto;
-use stream::{Stream, Sync};
+use stream::{Stream, StreamSync};
 
 use super::*;
 
@@ -101,7 +101,7 @@ impl Session {
     }
 
     /// Synchronisation of the PNS→PAC and PAC→PNS streams.
-    pub fn sync(&self) -> [Sync; 2] {
+    pub fn sync(&self) -> [StreamSync; 2] {
         [self.streams[0].sync(), self.streams[1].sync()]
     }
 

@@ -53,7 +53,7 @@ const RECORDS: usize = 32;
 
 /// Whether the parser knows where messages start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum Sync {
+pub enum StreamSync {
     /// The stream's first sequence number is not known yet (no SYN seen).
     Unsynced,
     /// Following message boundaries.
@@ -66,7 +66,7 @@ pub enum Sync {
 #[derive(Debug, Clone)]
 pub struct Stream {
     side: Side,
-    sync: Sync,
+    sync: StreamSync,
     /// Sequence number of the stream's first data byte (where `start` put it).
     first: u32,
     next: u32,
@@ -89,7 +89,7 @@ impl Stream {
     pub fn new(side: Side) -> Stream {
         Stream {
             side,
-            sync: Sync::Unsynced,
+            sync: StreamSync::Unsynced,
             first: 0,
             next: 0,
             msg_start: 0,
@@ -106,7 +106,7 @@ impl Stream {
     /// Starts following the stream: its first data byte has sequence number `seq`
     /// (the SYN's sequence number plus one).
     pub fn start(&mut self, seq: u32) {
-        self.sync = Sync::Synced;
+        self.sync = StreamSync::Synced;
         self.first = seq;
         self.next = seq;
         self.msg_start = seq;
@@ -117,16 +117,16 @@ impl Stream {
     /// start may still be corrected (a SYN-ACK that never reached the client, answered by
     /// another with a new initial sequence number, as a server under SYN-cookie load does).
     pub fn untouched(&self) -> bool {
-        self.sync == Sync::Synced && self.next == self.first && self.msg.is_none()
+        self.sync == StreamSync::Synced && self.next == self.first && self.msg.is_none()
     }
 
     /// Stops inspecting (log-only policy after an invalid message).
     pub fn desync(&mut self) {
-        self.sync = Sync::Desynced;
+        self.sync = StreamSync::Desynced;
     }
 
     /// Synchronisation state.
-    pub fn sync(&self) -> Sync {
+    pub fn sync(&self) -> StreamSync {
         self.sync
     }
 
@@ -157,7 +157,7 @@ impl Stream {
         tr: &mut impl Translator,
         changes: &mut Vec<Change>,
     ) -> SegOutcome {
-        if payload.is_empty() || self.sync != Sync::Synced {
+        if payload.is_empty() || self.sync != StreamSync::Synced {
             return SegOutcome::Pass;
         }
         let Ok(len) = u32::try_from(payload.len()) else { return SegOutcome::Pass };
