@@ -24,7 +24,7 @@ use netlink_packet_core::{
     DecodeError, DefaultNla, Emitable, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla, NlaBuffer, NlasIterator,
     Parseable, ParseableParametrized, NLM_F_REQUEST,
 };
-use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
+use netlink_packet_generic::ctrl::nlas::{GenlCtrlAttrs, McastGrpAttrs};
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
 use netlink_packet_generic::{GenlFamily, GenlHeader, GenlMessage};
 use netlink_sys::{protocols::NETLINK_GENERIC, Socket, SocketAddr};
@@ -81,6 +81,8 @@ impl ParseableParametrized<[u8], GenlHeader> for Netdev {
 pub struct XdpFeatures {
     sock: Socket,
     family: u16,
+    /// The family's `mgmt` multicast group: device added, removed or changed.
+    mgmt_group: Option<u32>,
     seq: u32,
     buf: Vec<u8>,
 }
@@ -144,7 +146,17 @@ impl XdpFeatures {
                 None
             }
         });
-        Ok(family.map(|family| XdpFeatures { sock, family, seq: 2, buf }))
+        let mgmt_group = answers.iter().flat_map(|a| a.nlas.iter()).find_map(|n| match n {
+            GenlCtrlAttrs::McastGroups(groups) => groups.iter().find_map(|g| {
+                let named = g.iter().any(|a| matches!(a, McastGrpAttrs::Name(n) if n == "mgmt"));
+                g.iter().find_map(|a| match a {
+                    McastGrpAttrs::Id(id) if named => Some(*id),
+                    _ => None,
+                })
+            }),
+            _ => None,
+        });
+        Ok(family.map(|family| XdpFeatures { sock, family, mgmt_group, seq: 2, buf }))
     }
 
     /// The `xdp_features` bits of device `ifindex`.
@@ -266,8 +278,43 @@ impl EgressGuard {
         &self.egress
     }
 
+    /// Follows the `netdev` family's `mgmt` notifications (a device's XDP features changed:
+    /// a veth peer turned GRO on or off) and checks again at once, until `stop`; returns at
+    /// once when the kernel has no such group. The control loop's 200 ms check stays as the
+    /// fallback.
+    pub fn watch(self: std::sync::Arc<Self>, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        let group = self.features.lock().unwrap_or_else(PoisonError::into_inner).as_ref().and_then(|f| f.mgmt_group);
+        let Some(group) = group else { return };
+        let sock = Socket::new(NETLINK_GENERIC).and_then(|mut s| {
+            s.bind_auto()?;
+            s.add_membership(group)?;
+            s.set_non_blocking(true)?;
+            Ok(s)
+        });
+        let sock = match sock {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "netdev notifications not available: egresses are checked every 200 ms");
+                return;
+            }
+        };
+        let mut buf = vec![0u8; 8192];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut fds = [rustix::event::PollFd::new(&sock, rustix::event::PollFlags::IN)];
+            let timeout = rustix::time::Timespec { tv_sec: 0, tv_nsec: 200_000_000 };
+            let _ = rustix::event::poll(&mut fds, Some(&timeout));
+            let mut any = false;
+            while sock.recv(&mut &mut buf[..], 0).is_ok() {
+                any = true;
+            }
+            if any {
+                self.check();
+            }
+        }
+    }
+
     /// Asks the kernel about every interface and updates the devmaps where the answer
-    /// changed (control thread: at start-up, then every 200 ms).
+    /// changed (at start-up, on every `mgmt` notification, and every 200 ms).
     pub fn check(&self) {
         let mut features = self.features.lock().unwrap_or_else(PoisonError::into_inner);
         for (i, e) in self.egress.iter().enumerate() {

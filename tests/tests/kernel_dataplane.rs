@@ -428,3 +428,45 @@ fn pptp_call_counts_and_teardown_offloaded_peers_at_defaults() {
 fn pptp_call_counts_and_teardown_without_offload() {
     pptp_call_counts_and_teardown("off", Peers::Defaults);
 }
+
+/// The state of `device` as an egress of the fast path, as `xgwctl stats` shows it.
+fn egress_state(sock: &str, device: &str) -> String {
+    let stats = &xgwctl_json(sock, &["stats"])[0];
+    stats["egress"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["device"] == device))
+        .and_then(|e| e["state"].as_str())
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// A peer that turns GRO on and off while xgwd runs (this test is about that setting of the
+/// peer): the kernel's netdev notification makes xgwd check the egress again at once, so the
+/// fast path starts and stops using it within milliseconds, not at the next 200 ms poll.
+#[test]
+fn a_peers_gro_change_is_followed_at_once() {
+    let mut lab = Lab::new();
+    topology(&mut lab);
+    let sock = lab.dir.join("xgw.sock").to_string_lossy().to_string();
+    lab.start_xgwd("gw", RULES, &["--socket", &sock, "--xdp-mode", "native"]);
+    assert_eq!(egress_state(&sock, "xgw-out"), "redirect_refused", "the peer is at its defaults (GRO off)");
+    let mut took = Vec::new();
+    for round in 0..3 {
+        for (gro, want) in [("on", "redirect_ok"), ("off", "redirect_refused")] {
+            lab.exec_ok("rtr", &["ethtool", "-K", "o0", "gro", gro]);
+            let t0 = std::time::Instant::now();
+            while egress_state(&sock, "xgw-out") != want {
+                assert!(
+                    t0.elapsed() < std::time::Duration::from_secs(1),
+                    "round {round}: GRO {gro} not followed within 1 s:\n{}",
+                    lab.log("xgwd.log")
+                );
+            }
+            took.push(t0.elapsed().as_millis());
+        }
+    }
+    println!("egress state followed the peer's GRO after {took:?} ms (each including one xgwctl call)");
+    // the 200 ms poll alone would give a median near 100 ms
+    took.sort_unstable();
+    assert!(took[took.len() / 2] < 100, "not notified: {took:?} ms");
+}

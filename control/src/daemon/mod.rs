@@ -55,6 +55,7 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
     }
     let mut attached = attach(&cfg, args, &services)?;
     let mut offload_thread = None;
+    let mut egress_thread = None;
     let mut class_maps: Vec<(String, ClassMap, ClassMap, ClassMap)> = Vec::new();
     for a in &mut attached {
         let c = a.bpf.take_map("CLASS_STATS").ok_or_else(|| anyhow!("no CLASS_STATS map"))?;
@@ -100,6 +101,8 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
             cfg.ifaces.iter().map(|i| Ok((i.device.clone(), ifindex(&i.device)?))).collect::<Result<Vec<_>>>()?;
         let g = Arc::new(EgressGuard::new(devices, native_ok).context("asking the kernel for XDP features")?);
         g.check();
+        let (g2, st) = (Arc::clone(&g), Arc::clone(&stop));
+        egress_thread = Some(std::thread::Builder::new().name("xgw-egress".into()).spawn(move || g2.watch(st))?);
         Some(g)
     } else {
         None
@@ -285,6 +288,9 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
         let _ = t.join();
     }
     let _ = netlink_thread.join();
+    if let Some(t) = egress_thread {
+        let _ = t.join();
+    }
     for w in workers {
         let ports = w.join().map_err(|_| anyhow!("a worker panicked"))?;
         for p in &ports {
