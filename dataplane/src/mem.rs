@@ -15,7 +15,7 @@ pub fn table<T>(n: usize, mut f: impl FnMut(usize) -> T) -> Box<[T]> {
 }
 
 #[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
+#[allow(unsafe_code, reason = "madvise(2) on memory this module mapped")]
 fn advise_huge(p: *mut u8, len: usize) {
     const HUGE: usize = 2 << 20;
     let start = (p as usize).div_ceil(HUGE) * HUGE;

@@ -119,7 +119,7 @@ pub(crate) fn prefetch_addr(p: *const u8) {
         // SAFETY: the call is unsafe only because it needs SSE, which is part of the x86_64
         // baseline every x86_64 CPU has. PREFETCHT0 itself only hints the cache: it has no
         // architectural effect and never faults, whatever address it is given.
-        #[allow(unsafe_code)]
+        #[allow(unsafe_code, reason = "the prefetch intrinsic is unsafe to call; it only hints the cache")]
         unsafe {
             _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>())
         }

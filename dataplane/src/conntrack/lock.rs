@@ -26,7 +26,7 @@ pub const HEADER: usize = 8;
 /// Aligned to a cache line: a slot's head (the lock, then the start of the value) always
 /// begins a line, so the first 128 bytes of a slot are exactly two lines.
 #[repr(C, align(64))]
-#[allow(missing_debug_implementations)]
+#[allow(missing_debug_implementations, reason = "printing would need the lock; the table prints flows instead")]
 pub struct SlotLock<T> {
     held: AtomicBool,
     // an atomic only so it can sit outside the `UnsafeCell`; every access is made by the
@@ -39,11 +39,11 @@ pub struct SlotLock<T> {
 // time (taking one requires swinging `held` from false to true, and only its drop stores
 // false again), so sharing the lock between threads shares the value with one thread at a
 // time, which is sound for any `T: Send` — exactly std's `Mutex<T>: Sync` bound.
-#[allow(unsafe_code)]
+#[allow(unsafe_code, reason = "a lock shares its value between threads: Sync is asserted by hand")]
 unsafe impl<T: Send> Sync for SlotLock<T> {}
 
 /// Exclusive access to a locked value; unlocks when dropped.
-#[allow(missing_debug_implementations)]
+#[allow(missing_debug_implementations, reason = "a guard is a borrow of the value, printed through it")]
 pub struct SlotGuard<'a, T> {
     lock: &'a SlotLock<T>,
 }
@@ -105,7 +105,7 @@ impl<T> Deref for SlotGuard<'_, T> {
         // SAFETY: a guard exists only while `held` is true and was set by this guard's
         // `lock()` with Acquire ordering; no other guard can exist until this one's drop
         // releases it, so nothing else reads or writes the value meanwhile.
-        #[allow(unsafe_code)]
+        #[allow(unsafe_code, reason = "the guard's exclusive access, argued above")]
         unsafe {
             &*self.lock.value.get()
         }
@@ -117,7 +117,7 @@ impl<T> DerefMut for SlotGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`: this guard is the only access to the value while it lives,
         // and `&mut self` makes this the only reference derived from the guard.
-        #[allow(unsafe_code)]
+        #[allow(unsafe_code, reason = "the guard's exclusive access, argued above")]
         unsafe {
             &mut *self.lock.value.get()
         }

@@ -13,7 +13,7 @@
 //! This is the only module of the crate that uses `unsafe`: xsk-rs's ring and frame
 //! accessors are `unsafe fn`s whose contract is that descriptors belong to the UMEM they are
 //! used with and are not in two rings at once — which the frame bookkeeping here guarantees.
-#![allow(unsafe_code)]
+#![allow(unsafe_code, reason = "xsk-rs's ring and frame accessors are unsafe fns; every block says why it holds")]
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};

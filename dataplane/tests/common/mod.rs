@@ -1,7 +1,7 @@
 //! Frame builders and independent checksum checks for engine tests. Frames are built
 //! with etherparse and checked with etherparse (or a plain RFC 1071 sum written here),
 //! never with the engine's own checksum code.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test file uses a different part of these helpers")]
 
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use std::net::Ipv4Addr;
