@@ -86,8 +86,13 @@ fn main() {
             prog.load().expect("verifier");
             prog.attach(dev, XdpMode::Driver).expect("attach the sink");
             let counts = PerCpuArray::try_from(bpf.map("GEN_COUNT").expect("count")).expect("percpu");
+            // written whole, then renamed over the file: a reader never sees it half-written
+            // (an empty read counted as 0 made differences negative)
+            let tmp = format!("{file}.tmp");
             loop {
-                let _ = std::fs::write(file, format!("{}\n", total(&counts, 1)));
+                if std::fs::write(&tmp, format!("{}\n", total(&counts, 1))).is_ok() {
+                    let _ = std::fs::rename(&tmp, file);
+                }
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
