@@ -322,7 +322,10 @@ impl WorkerState {
             // the gateway's own traffic (SSH to the box, ping, its own connections' replies)
             return Verdict::ToHost;
         }
-        if ingress.role == Role::Outside && pkt.l4 == L4::Udp && pkt.sport == 67 && pkt.dport == 68 {
+        if ingress.role == Role::Outside
+            && pkt.l4 == L4::Udp
+            && xgw_ebpf_common::proto::is_dhcp_reply(pkt.sport, pkt.dport)
+        {
             // a DHCP server answering the box's own client, perhaps to an address the box
             // does not have yet (`address dhcp`): the XDP program passes these to the kernel
             return Verdict::ToHost;

@@ -49,6 +49,14 @@ pub mod proto {
     /// `FlowKey::sport` of PPTP (version 1) GRE flows: keeps them apart from GRE v0's
     /// address-pair flows (sport 0), since Call ID 0 is common.
     pub const GRE_V1: u16 = 1;
+
+    /// A DHCP server answering a client (UDP 67 → 68): on the outside always the box's own,
+    /// whatever its destination (`address dhcp` may not have an address yet). The XDP
+    /// program and the engine both ask this.
+    #[inline(always)]
+    pub fn is_dhcp_reply(sport: u16, dport: u16) -> bool {
+        sport == 67 && dport == 68
+    }
 }
 
 /// What the classifier makes of a frame. The value travels in the 4 bytes of XDP metadata

@@ -28,7 +28,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use xgw_ebpf_common::csum::{self, fold};
-use xgw_ebpf_common::proto::{GRE_V1, PPTP_PORT};
+use xgw_ebpf_common::proto::{is_dhcp_reply, GRE_V1, PPTP_PORT};
 use xgw_ebpf_common::{
     class, declined, steer, Counter, FastFlow, FastKey, HostService, XdpConfig, MAX_IFACES, MAX_INSIDE_ADDRS,
 };
@@ -387,7 +387,7 @@ fn classify(ctx: &XdpContext) -> Option<(u32, Steer)> {
             let h: [u8; 8] = read(ctx, l4)?;
             let (sp, dp) = (u16::from_be_bytes([h[0], h[1]]), u16::from_be_bytes([h[2], h[3]]));
             let udp_len = u16::from_be_bytes([h[4], h[5]]);
-            if sp == 67 && dp == 68 {
+            if is_dhcp_reply(sp, dp) {
                 // a DHCP server answering the box's own client, perhaps to an address the
                 // box does not have yet (`address dhcp`): the host's, as in the engine
                 return Some((class::UDP, Steer::Kernel));
