@@ -142,6 +142,23 @@ impl Lab {
         pid
     }
 
+    /// Waits (up to 10 s) until something in namespace `role` listens on TCP or UDP `port`:
+    /// a server started with [`Lab::spawn`] is ready before a test talks to it.
+    pub fn wait_listening(&self, role: &str, port: u16) {
+        let t0 = Instant::now();
+        let want = format!(":{port}");
+        loop {
+            let o = self.exec(role, &["ss", "-Hltun"]);
+            let out = String::from_utf8_lossy(&o.stdout);
+            // Netid State Recv-Q Send-Q Local:Port Peer:Port
+            if out.lines().any(|l| l.split_whitespace().nth(4).is_some_and(|a| a.ends_with(&want))) {
+                return;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "{role}: nothing listens on port {port}:\n{out}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Contents of a log file in the scratch directory.
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()

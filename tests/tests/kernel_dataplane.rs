@@ -92,7 +92,7 @@ fn forwards_everything(mode: &str, offload: &str, peers: Peers) {
 
     // TCP from both clients at once, payload checked end to end, server sees only P
     lab.spawn("srv", &["python3", "-c", TCP_SINK, "0.0.0.0", "5001"], "sink.log");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    lab.wait_listening("srv", 5001);
     let t1 = {
         let dir = lab.dir.clone();
         let ns = lab.ns("c1");
@@ -112,7 +112,7 @@ fn forwards_everything(mode: &str, offload: &str, peers: Peers) {
 
     // UDP: 150 flows from each client, every answer back, the server saw only P
     lab.spawn("srv", &["python3", "-c", UDP_ECHO, "0.0.0.0", "7000"], "echo.log");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    lab.wait_listening("srv", 7000);
     for c in ["c1", "c2"] {
         let r = lab.exec_ok(c, &["python3", "-c", UDP_FLOWS, "203.0.113.20", "7000", "150"]);
         assert_eq!(r.trim(), "150 198.51.100.1", "{c}");
@@ -212,7 +212,7 @@ fn the_gateways_own_traffic_stays_with_the_kernel() {
     let gw = lab.start_xgwd("gw", RULES, &[]);
     // an SSH-like service on the gateway's outside address, reached from outside
     lab.spawn("gw", &["python3", "-c", TCP_SINK, "198.51.100.1", "22"], "ssh.log");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    lab.wait_listening("gw", 22);
     let r = lab.exec_ok("rtr", &["python3", "-c", TCP_SOURCE, "198.51.100.1", "22", "100000"]);
     assert!(r.starts_with("OK 100000 198.51.100.254:"), "{r}");
     // pinging the box from both sides
@@ -236,7 +236,7 @@ fn rules_reload_through_the_daemon_swaps_or_refuses() {
     let gw = lab.start_xgwd("gw", &strict, &["--socket", &sock, "--log-format", "asa"]);
     warm(&lab, "c1", "203.0.113.20");
     lab.spawn("srv", &["python3", "-c", TCP_SINK, "0.0.0.0", "5002"], "sink.log");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    lab.wait_listening("srv", 5002);
     let o = lab.exec("c1", &["python3", "-c", TCP_SOURCE, "203.0.113.20", "5002", "1000", "2"]);
     assert!(!o.status.success(), "TCP is denied by the first policy");
     let xgwctl = |args: &[&str]| {
