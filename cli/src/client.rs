@@ -6,53 +6,77 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use serde_json::{json, Value};
-use xgw_control_proto::{Filter, Request, VERSION};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use xgw_control_proto::answer::Deleted;
+use xgw_control_proto::{Body, Command, Filter, Line, Request};
 
 use super::*;
 
 pub(crate) const UNREACHABLE: u8 = 3;
 
-/// Sends one request; calls `on_item` for each streamed item; returns the end line.
-pub(crate) fn call(
+/// What a command streams before its result.
+pub(crate) enum Streamed<I> {
+    /// One item.
+    Item(I),
+    /// Events the daemon could not queue for us (`conntrack watch` only).
+    Gap(u64),
+}
+
+/// Sends one request; calls `on_item` for each streamed item; returns the command's result.
+pub(crate) fn call<I: DeserializeOwned, E: DeserializeOwned>(
     socket: &PathBuf,
-    cmd: &str,
-    args: Value,
-    mut on_item: impl FnMut(Value),
-) -> Result<Value, ExitCode> {
+    cmd: Command,
+    mut on_item: impl FnMut(Streamed<I>),
+) -> Result<E, ExitCode> {
     let mut s = UnixStream::connect(socket).map_err(|e| {
         eprintln!("xgwctl: cannot reach xgwd at {}: {e}", socket.display());
         ExitCode::from(UNREACHABLE)
     })?;
-    let req = Request { v: VERSION, cmd: cmd.to_string(), args };
-    let line = serde_json::to_string(&req).map_err(|_| ExitCode::FAILURE)?;
+    let line = serde_json::to_string(&Request::new(cmd)).map_err(|_| ExitCode::FAILURE)?;
     writeln!(s, "{line}").map_err(|_| ExitCode::from(UNREACHABLE))?;
     for l in BufReader::new(s).lines() {
         let l = l.map_err(|_| ExitCode::from(UNREACHABLE))?;
-        let v: Value = serde_json::from_str(&l).map_err(|e| {
+        let line: Line<I, E> = serde_json::from_str(&l).map_err(|e| {
             eprintln!("xgwctl: bad answer from xgwd: {e}");
             ExitCode::FAILURE
         })?;
-        if v.get("end").and_then(Value::as_bool) == Some(true) {
-            if v.get("ok").and_then(Value::as_bool) != Some(true) {
-                eprintln!("xgwctl: {}", v.get("error").and_then(Value::as_str).unwrap_or("failed"));
+        match line.body {
+            Body::Item(i) => on_item(Streamed::Item(i)),
+            Body::Gap(g) => on_item(Streamed::Gap(g)),
+            Body::Heartbeat {} => {}
+            Body::Done(e) => return Ok(e),
+            Body::Error(e) => {
+                eprintln!("xgwctl: {e}");
                 return Err(ExitCode::FAILURE);
             }
-            return Ok(v);
-        }
-        if let Some(i) = v.get("item") {
-            on_item(i.clone());
-        } else if let Some(g) = v.get("gap") {
-            // only `conntrack watch` has gaps: events the daemon could not queue for us
-            on_item(json!({"gap": g}));
         }
     }
     eprintln!("xgwctl: xgwd closed the connection");
     Err(ExitCode::from(UNREACHABLE))
 }
 
-pub(crate) fn filter(f: &FilterArgs) -> Value {
-    serde_json::to_value(Filter {
+/// Calls a command that streams nothing.
+pub(crate) fn ask<E: DeserializeOwned>(socket: &PathBuf, cmd: Command) -> Result<E, ExitCode> {
+    call::<serde::de::IgnoredAny, E>(socket, cmd, |_| {})
+}
+
+/// Calls a command and collects its items.
+pub(crate) fn collect<I: DeserializeOwned, E: DeserializeOwned>(
+    socket: &PathBuf,
+    cmd: Command,
+) -> Result<(Vec<I>, E), ExitCode> {
+    let mut items = Vec::new();
+    let end = call(socket, cmd, |i| {
+        if let Streamed::Item(i) = i {
+            items.push(i);
+        }
+    })?;
+    Ok((items, end))
+}
+
+pub(crate) fn filter(f: &FilterArgs) -> Filter {
+    Filter {
         src: f.src.clone(),
         dst: f.dst.clone(),
         proto: f.proto.clone(),
@@ -62,31 +86,17 @@ pub(crate) fn filter(f: &FilterArgs) -> Value {
         srckey: f.srckey,
         dstkey: f.dstkey,
         id: f.id,
-    })
-    .unwrap_or(Value::Null)
-}
-
-pub(crate) fn report_deleted(out: Format, end: &Value) {
-    match out {
-        Format::Json => println!("{}", json!({"deleted": end["deleted"]})),
-        _ => eprintln!("{} flow entries have been deleted.", end["deleted"]),
     }
 }
 
-pub(crate) fn table(rows: &[Vec<String>]) -> String {
-    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> =
-        (0..n).map(|i| rows.iter().filter_map(|r| r.get(i)).map(|c| c.chars().count()).max().unwrap_or(0)).collect();
-    rows.iter()
-        .map(|r| {
-            r.iter()
-                .enumerate()
-                .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-                .collect::<Vec<_>>()
-                .join("  ")
-                .trim_end()
-                .to_string()
-                + "\n"
-        })
-        .collect()
+/// Prints an item as one JSON line.
+pub(crate) fn json_line(w: &mut impl Write, v: &impl serde::Serialize) -> std::io::Result<()> {
+    writeln!(w, "{}", serde_json::to_string(v).map_err(std::io::Error::other)?)
+}
+
+pub(crate) fn report_deleted(out: Format, end: &Deleted) {
+    match out {
+        Format::Json => println!("{}", json!({"deleted": end.deleted})),
+        _ => eprintln!("{} flow entries have been deleted.", end.deleted),
+    }
 }

@@ -207,39 +207,37 @@ drop_reasons! {
     PptpCallRefused => "pptp_call_refused",
 }
 
-/// One worker's counters.
+crate::counter_family! {
+    /// What one worker's engine did with the frames it was given.
+    pub struct Traffic: Counter {
+        /// Frames handed to the engine.
+        rx,
+        /// Frames forwarded.
+        forwarded,
+        /// Frames handed to the host stack.
+        to_host,
+        /// ICMP errors the engine generated (time exceeded, fragmentation needed).
+        icmp_generated,
+        /// Connections this worker created.
+        flows_created,
+        /// Packets that matched an existing connection.
+        flow_hits,
+        /// TCP/UDP checksums that arrived partial (a sender's transmit checksum offload: only the pseudo-header sum) and were finished before translation.
+        l4_csum_completed,
+    }
+}
+
+/// One worker's counters: its traffic family and a counter per drop reason.
 #[derive(Debug)]
 pub struct Counters {
-    /// Frames handed to the engine.
-    pub rx: Counter,
-    /// Frames forwarded.
-    pub forwarded: Counter,
-    /// Frames handed to the host stack.
-    pub to_host: Counter,
-    /// ICMP errors the engine generated (time exceeded).
-    pub icmp_generated: Counter,
-    /// Connections this worker created.
-    pub flows_created: Counter,
-    /// Packets that matched an existing connection.
-    pub flow_hits: Counter,
-    /// TCP/UDP checksums that arrived partial (a sender's transmit checksum offload: only
-    /// the pseudo-header sum) and were finished before translation.
-    pub l4_csum_completed: Counter,
+    /// What the engine did with the frames.
+    pub traffic: Traffic,
     drops: [Counter; DropReason::COUNT],
 }
 
 impl Default for Counters {
     fn default() -> Self {
-        Counters {
-            rx: Counter::default(),
-            forwarded: Counter::default(),
-            to_host: Counter::default(),
-            icmp_generated: Counter::default(),
-            flows_created: Counter::default(),
-            flow_hits: Counter::default(),
-            l4_csum_completed: Counter::default(),
-            drops: core::array::from_fn(|_| Counter::default()),
-        }
+        Counters { traffic: Traffic::default(), drops: core::array::from_fn(|_| Counter::default()) }
     }
 }
 

@@ -32,6 +32,6 @@ pub mod wire;
 pub mod xsk;
 
 pub use config::{EngineConfig, IfaceConfig, IfaceId, Role};
-pub use counters::{Counters, DropReason};
+pub use counters::{Counters, DropReason, Traffic};
 pub use engine::{Engine, Frame, RxMeta, Shared, Verdict};
 pub use time::Time;

@@ -286,9 +286,9 @@ pub fn run(engine: &mut Engine, mut inputs: Vec<Input>, sweep_every: Duration) -
         };
         out.push(Outcome { ts: inp.ts, ingress: inp.iface, verdict, frame: bytes });
     }
-    summary.flows_created = engine.counters().flows_created.get();
+    summary.flows_created = engine.counters().traffic.flows_created.get();
     summary.flows_live = engine.shared().flows.len();
-    summary.icmp_generated = engine.counters().icmp_generated.get();
+    summary.icmp_generated = engine.counters().traffic.icmp_generated.get();
     (out, summary)
 }
 

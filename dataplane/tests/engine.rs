@@ -45,7 +45,7 @@ fn tcp_outbound_is_translated_and_replies_return() {
     assert_eq!(f.l4, L4State::Tcp(TcpState::Established));
     assert!(f.assured() && f.seen_reply());
     assert_eq!(f.packets, [2, 1]);
-    assert_eq!(e.counters().flows_created.get(), 1);
+    assert_eq!(e.counters().traffic.flows_created.get(), 1);
 }
 
 #[test]
@@ -195,7 +195,7 @@ fn gateway_own_traffic_goes_to_host() {
     assert_eq!(run(&mut e, &mut arp, INSIDE, 0), Verdict::ToHost);
     let mut bcast = udp(C1, [10, 0, 0, 255], 68, 67, b"dhcp");
     assert_eq!(run(&mut e, &mut bcast, INSIDE, 0), Verdict::ToHost);
-    assert_eq!(e.counters().to_host.get(), 5);
+    assert_eq!(e.counters().traffic.to_host.get(), 5);
     assert!(e.shared().flows.is_empty(), "host traffic creates no flows");
 }
 
@@ -210,7 +210,7 @@ fn ttl_expiry_answers_with_time_exceeded() {
     assert_eq!((t.src, t.dst), (Ipv4Addr::new(10, 0, 0, 1), ip(C1)));
     assert_eq!(&pkt[14 + 20..14 + 22], &[11, 0], "time exceeded, in transit");
     assert_eq!(&pkt[14 + 28..14 + 28 + 20], &orig[14..34], "quotes the original header");
-    assert_eq!(e.counters().icmp_generated.get(), 1);
+    assert_eq!(e.counters().traffic.icmp_generated.get(), 1);
     assert!(e.shared().flows.is_empty());
 }
 

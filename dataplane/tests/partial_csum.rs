@@ -11,7 +11,7 @@ use xgw_dataplane::alg::pptp::msg::{build, MsgType};
 use xgw_dataplane::{Engine, Verdict};
 
 fn completed(e: &Engine) -> u64 {
-    e.counters().l4_csum_completed.get()
+    e.counters().traffic.l4_csum_completed.get()
 }
 
 #[test]

@@ -198,7 +198,7 @@ proptest! {
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             prop_assert_eq!(g, w, "frame {}", i);
         }
-        prop_assert_eq!(batch.counters().forwarded.get(), single.counters().forwarded.get());
+        prop_assert_eq!(batch.counters().traffic.forwarded.get(), single.counters().traffic.forwarded.get());
         prop_assert_eq!(batch.counters().total_drops(), single.counters().total_drops());
         let _ = &mut one;
     }

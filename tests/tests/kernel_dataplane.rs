@@ -321,7 +321,7 @@ fn fast_packets(sock: &str, device: &str) -> u64 {
         .expect("steering")
         .iter()
         .find(|d| d["device"] == device)
-        .map_or(0, |d| d["steering"]["fast"].as_u64().unwrap_or(0))
+        .map_or(0, |d| d["counters"]["fast"].as_u64().unwrap_or(0))
 }
 
 fn last_json(log: &str, key: &str) -> Option<serde_json::Value> {
@@ -372,7 +372,7 @@ fn pptp_call_counts_and_teardown(offload: &str, peers: Peers) {
         .as_array()
         .expect("declined")
         .iter()
-        .map(|d| d["declined"]["egress_unproven"].as_u64().unwrap_or(0))
+        .map(|d| d["counters"]["egress_unproven"].as_u64().unwrap_or(0))
         .sum();
     match (on, peers) {
         (true, Peers::RealWire) => assert!(fast > 500, "the fast path carried the call's GRE: {fast}"),

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use xgw_control::ctl::{serve, Daemon};
-use xgw_control_proto::{conntrack_line, FlowView, Request, VERSION};
+use xgw_control_proto::answer::Count;
+use xgw_control_proto::{conntrack_line, Body, Command, Filter, FlowView, Line, Request};
 
 fn vm_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -56,18 +57,15 @@ fn main() {
     };
     let t0 = Instant::now();
     let mut s = UnixStream::connect(&socket).expect("connect");
-    let req = Request { v: VERSION, cmd: "conntrack.list".into(), args: serde_json::Value::Null };
+    let req = Request::new(Command::ConntrackList(Filter::default()));
     writeln!(s, "{}", serde_json::to_string(&req).expect("json")).expect("send");
     let (mut items, mut text_bytes, mut wire_bytes) = (0u64, 0usize, 0usize);
     let mut out = std::io::sink();
     for line in BufReader::new(s).lines() {
         let line = line.expect("read");
         wire_bytes += line.len() + 1;
-        let v: serde_json::Value = serde_json::from_str(&line).expect("line");
-        if v.get("end").is_some() {
-            break;
-        }
-        let f: FlowView = serde_json::from_value(v["item"].clone()).expect("flow");
+        let l: Line<FlowView, Count> = serde_json::from_str(&line).expect("line");
+        let Body::Item(f) = l.body else { break };
         let l = conntrack_line(&f);
         text_bytes += l.len() + 1;
         let _ = writeln!(out, "{l}");

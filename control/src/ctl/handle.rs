@@ -1,26 +1,37 @@
-//! One request's answer: the command `match` of the control protocol.
+//! One request's answer: a typed [`Command`] in, typed [`Line`]s out.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
 
-use serde_json::{json, Value};
-use xgw_control_proto::{Filter, Request, VERSION};
+use serde::Serialize;
+use xgw_control_proto::answer::{
+    Binding, Count, Deleted, Empty, EventKind as WireEvent, HostSummary, PptpCall, PptpCounters, PptpSession,
+    PptpStream, RuleView, RulesShown, VersionInfo, WatchEvent,
+};
+use xgw_control_proto::{Body, Command, Filter, Line, Request, VERSION};
 use xgw_dataplane::conntrack::EventKind;
-use xgw_dataplane::{Counters, DropReason};
+use xgw_dataplane::DropReason;
 
 use super::*;
 
-pub(super) fn end(w: &mut impl Write, ok: bool, extra: Value) -> std::io::Result<()> {
-    let mut m = json!({"v": VERSION, "end": true, "ok": ok});
-    if let (Some(o), Value::Object(e)) = (m.as_object_mut(), extra) {
-        o.extend(e);
-    }
-    writeln!(w, "{m}")
+/// Writes one line of an answer.
+fn line<I: Serialize, E: Serialize>(w: &mut impl Write, body: Body<I, E>) -> std::io::Result<()> {
+    let l = serde_json::to_string(&Line::new(body)).map_err(std::io::Error::other)?;
+    writeln!(w, "{l}")
 }
 
-pub(super) fn item(w: &mut impl Write, v: &impl serde::Serialize) -> std::io::Result<()> {
-    let line = serde_json::to_string(&json!({"v": VERSION, "item": v})).unwrap_or_default();
-    writeln!(w, "{line}")
+/// Ends an answer with the command's result.
+pub(super) fn done(w: &mut impl Write, result: &impl Serialize) -> std::io::Result<()> {
+    line::<(), _>(w, Body::Done(result))
+}
+
+/// Ends an answer with an error.
+pub(super) fn fail(w: &mut impl Write, error: impl Into<String>) -> std::io::Result<()> {
+    line::<(), ()>(w, Body::Error(error.into()))
+}
+
+fn item(w: &mut impl Write, v: &impl Serialize) -> std::io::Result<()> {
+    line::<_, ()>(w, Body::Item(v))
 }
 
 pub(super) fn handle(
@@ -31,88 +42,23 @@ pub(super) fn handle(
     w: &mut impl Write,
 ) -> std::io::Result<()> {
     if req.v != VERSION {
-        return end(
-            w,
-            false,
-            json!({"error": format!("protocol version {} not supported (this daemon speaks {VERSION})", req.v)}),
-        );
+        return fail(w, format!("protocol version {} not supported (this daemon speaks {VERSION})", req.v));
+    }
+    if req.cmd.needs_root() && uid != Some(0) {
+        return fail(w, format!("{} needs root", req.cmd.name()));
     }
     let now = d.now();
-    match req.cmd.as_str() {
-        "version" => end(w, true, json!({"version": env!("CARGO_PKG_VERSION"), "protocol": VERSION})),
-        "conntrack.list" | "conntrack.count" => {
-            let filter: Filter = serde_json::from_value(req.args.clone()).unwrap_or_default();
-            let list = req.cmd == "conntrack.list";
-            let mut n = 0u64;
-            let mut err = None;
-            d.shared.flows.for_each(|_, f| {
-                if err.is_some() {
-                    return;
-                }
-                let v = view(f, &d.shared, now);
-                if filter.matches(&v) {
-                    n += 1;
-                    if list {
-                        if let Err(e) = item(w, &v) {
-                            err = Some(e);
-                        }
-                    }
-                }
-            });
-            if let Some(e) = err {
-                return Err(e);
-            }
-            end(w, true, json!({"count": n}))
+    match &req.cmd {
+        Command::Version => done(w, &VersionInfo { version: env!("CARGO_PKG_VERSION").into(), protocol: VERSION }),
+        Command::ConntrackList(filter) => list_flows(d, filter, w, true),
+        Command::ConntrackCount(filter) => list_flows(d, filter, w, false),
+        Command::ConntrackWatch(filter) => watch(d, hub, filter, w),
+        Command::ConntrackDelete(filter) if filter.is_empty() => {
+            fail(w, "conntrack delete needs a filter (flush deletes everything)")
         }
-        "conntrack.watch" => {
-            let filter: Filter = serde_json::from_value(req.args.clone()).unwrap_or_default();
-            let sub = hub.subscribe(WATCH_QUEUE);
-            // the watch runs until the client goes away: a write fails (a heartbeat line
-            // every second when idle finds that out)
-            loop {
-                let gap = sub.gap.swap(0, std::sync::atomic::Ordering::Relaxed);
-                if gap > 0 {
-                    writeln!(w, "{}", json!({"v": VERSION, "gap": gap}))?;
-                }
-                match sub.rx.recv_timeout(std::time::Duration::from_secs(1)) {
-                    Ok(ev) => {
-                        let v = view(&ev.flow, &d.shared, ev.at);
-                        if filter.matches(&v) {
-                            let kind = match ev.kind {
-                                EventKind::New => "NEW",
-                                EventKind::Destroy => "DESTROY",
-                            };
-                            item(w, &json!({"event": kind, "flow": v}))?;
-                        }
-                        if sub.rx.is_empty() {
-                            w.flush()?;
-                        }
-                    }
-                    Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
-                        writeln!(w, "{}", json!({"v": VERSION, "heartbeat": true}))?;
-                        w.flush()?;
-                    }
-                    Err(crossbeam::channel::RecvTimeoutError::Disconnected) => return end(w, true, json!({})),
-                }
-            }
-        }
-        "conntrack.delete" | "conntrack.flush" => {
-            if uid != Some(0) {
-                return end(w, false, json!({"error": format!("{} needs root", req.cmd.replace('.', " "))}));
-            }
-            let filter: Filter = match serde_json::from_value(req.args.clone()) {
-                Ok(f) => f,
-                Err(e) => return end(w, false, json!({"error": format!("bad filter: {e}")})),
-            };
-            if req.cmd == "conntrack.delete" && filter.is_empty() {
-                return end(w, false, json!({"error": "conntrack delete needs a filter (flush deletes everything)"}));
-            }
-            let n = d.shared.delete_flows(now, |f| filter.matches(&view(f, &d.shared, now)));
-            tracing::info!(deleted = n, cmd = %req.cmd, "flows deleted from the control socket");
-            end(w, true, json!({"deleted": n}))
-        }
-        "xlate" => {
-            let filter: Filter = serde_json::from_value(req.args.clone()).unwrap_or_default();
+        Command::ConntrackDelete(filter) => delete(d, filter, w),
+        Command::ConntrackFlush => delete(d, &Filter::default(), w),
+        Command::Xlate(filter) => {
             let (mut n, mut err) = (0u64, None);
             d.shared.flows.for_each(|_, f| {
                 if err.is_some() || !filter.matches(&view(f, &d.shared, now)) {
@@ -125,190 +71,209 @@ pub(super) fn handle(
                     }
                 }
             });
-            if let Some(e) = err {
-                return Err(e);
-            }
-            end(w, true, json!({"count": n}))
+            err.map_or(Ok(()), Err)?;
+            done(w, &Count { count: n })
         }
-        "host" => {
-            let Some(addr) = req.args.get("addr").and_then(Value::as_str).and_then(|a| a.parse::<Ipv4Addr>().ok())
-            else {
-                return end(w, false, json!({"error": "host needs an IPv4 address"}));
-            };
-            let a = u32::from(addr);
-            let (mut flows, mut embryonic, mut xlates, mut err) = (0u64, 0u64, 0u64, None);
-            d.shared.flows.for_each(|_, f| {
-                if err.is_some() || f.inside_host() != a {
-                    return;
-                }
-                let v = view(f, &d.shared, now);
-                flows += 1;
-                if matches!(v.state.as_deref(), Some("SYN_SENT" | "SYN_RECV")) {
-                    embryonic += 1;
-                }
-                if xlate(f, &d.shared, now).is_some() {
-                    xlates += 1;
-                }
+        Command::Host { addr } => host(d, *addr, w),
+        Command::RulesShow => rules_show(d, w),
+        Command::Pptp => pptp(d, w),
+        Command::Stats => done(w, &stats(d)),
+        Command::RulesReload { kill } => match (d.reload)(*kill) {
+            Ok(report) => done(w, &report),
+            Err(e) => fail(w, e),
+        },
+    }
+}
+
+fn list_flows(d: &Daemon, filter: &Filter, w: &mut impl Write, list: bool) -> std::io::Result<()> {
+    let now = d.now();
+    let (mut n, mut err) = (0u64, None);
+    d.shared.flows.for_each(|_, f| {
+        if err.is_some() {
+            return;
+        }
+        let v = view(f, &d.shared, now);
+        if filter.matches(&v) {
+            n += 1;
+            if list {
                 if let Err(e) = item(w, &v) {
                     err = Some(e);
                 }
-            });
-            if let Some(e) = err {
-                return Err(e);
             }
-            let l = &d.shared.config().limits;
-            end(
-                w,
-                true,
-                json!({"host": a, "flows": flows, "embryonic": embryonic, "translations": xlates,
-                       "limit_flows": l.per_host, "limit_embryonic": l.embryonic}),
-            )
         }
-        "rules.show" => {
-            let policy = d.shared.policy();
-            let Some(acl) = policy.as_any().and_then(|a| a.downcast_ref::<xgw_rules::acl::Acl>()) else {
-                return end(
-                    w,
-                    true,
-                    json!({"implicit_denies": 0, "note": "no access list is bound: everything is permitted"}),
-                );
-            };
-            for (i, r) in acl.rules.iter().enumerate() {
-                let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
-                if let Value::Object(o) = &mut v {
-                    o.insert("hits".into(), json!(acl.hits(i)));
+    });
+    err.map_or(Ok(()), Err)?;
+    done(w, &Count { count: n })
+}
+
+/// Streams events until the client goes away: a write fails (a heartbeat line every second
+/// when idle finds that out).
+fn watch(d: &Daemon, hub: &EventHub, filter: &Filter, w: &mut impl Write) -> std::io::Result<()> {
+    let sub = hub.subscribe(WATCH_QUEUE);
+    loop {
+        let gap = sub.gap.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if gap > 0 {
+            line::<(), ()>(w, Body::Gap(gap))?;
+        }
+        match sub.rx.recv_timeout(std::time::Duration::from_secs(1)) {
+            Ok(ev) => {
+                let flow = view(&ev.flow, &d.shared, ev.at);
+                if filter.matches(&flow) {
+                    let event = match ev.kind {
+                        EventKind::New => WireEvent::New,
+                        EventKind::Destroy => WireEvent::Destroy,
+                    };
+                    item(w, &WatchEvent { event, flow })?;
                 }
-                item(w, &v)?;
+                if sub.rx.is_empty() {
+                    w.flush()?;
+                }
             }
-            let names = |b: &[Option<usize>]| -> Vec<Value> {
-                b.iter()
-                    .enumerate()
-                    .filter_map(|(i, l)| {
-                        let l = (*l)?;
-                        let ifname = d.shared.config().ifaces.get(i).map_or(String::new(), |c| c.name.clone());
-                        Some(json!({"interface": ifname, "list": acl.lists.get(l).map(|x| x.name.clone())}))
-                    })
-                    .collect()
-            };
-            end(
-                w,
-                true,
-                json!({"implicit_denies": acl.implicit_denies(), "bound_in": names(&acl.bind_in), "bound_out": names(&acl.bind_out)}),
-            )
-        }
-        "pptp" => {
-            let st = &d.shared.pptp.stats;
-            for s in d.shared.pptp.sessions() {
-                let calls: Vec<Value> = s
-                    .calls
-                    .iter()
-                    .map(|c| {
-                        let gre = c.gre.and_then(|k| {
-                            let r = d.shared.flows.lookup(&k)?;
-                            d.shared.flows.with_flow(r, &k, |f, _| (f.packets, f.bytes))
-                        });
-                        json!({
-                            "pns_call_id": c.pns_id, "translated_call_id": c.xlat_id, "pac_call_id": c.pac_id,
-                            "state": format!("{:?}", c.state), "outgoing": c.outgoing,
-                            "gre_packets": gre.map(|g| g.0), "gre_bytes": gre.map(|g| g.1),
-                            "age": now.since(c.created).as_secs(),
-                        })
-                    })
-                    .collect();
-                let k = s.ctl_keys[0];
-                item(
-                    w,
-                    &json!({
-                        "flow_id": s.flow_id, "inside_host": ip(s.inside_host()),
-                        "client": format!("{}:{}", ip(k.src), k.sport), "server": format!("{}:{}", ip(k.dst), k.dport),
-                        "translated": s.translate, "state": format!("{:?}", s.state),
-                        "age": now.since(s.created).as_secs(), "calls": calls,
-                        "streams": s.sync().iter().zip(s.next_seq()).map(|(sync, next)| json!({
-                            "sync": format!("{sync:?}"), "next_seq": next,
-                        })).collect::<Vec<_>>(),
-                    }),
-                )?;
+            Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
+                line::<(), ()>(w, Body::Heartbeat {})?;
+                w.flush()?;
             }
-            end(
-                w,
-                true,
-                json!({"counters": ({
-                    let mut m = family_json(&st.list());
-                    m.insert("calls_in_progress".into(), json!(d.shared.pptp.calls_in_progress()));
-                    // the GRE drops the ASA lists with its PPTP counters
-                    for r in [DropReason::NoMatchingGreSession, DropReason::GreTruncated, DropReason::GreMalformed] {
-                        m.insert(r.name().into(), json!(d.counters.iter().map(|c| c.drops(r)).sum::<u64>()));
-                    }
-                    m
-                })}),
-            )
+            Err(crossbeam::channel::RecvTimeoutError::Disconnected) => return done(w, &Empty {}),
         }
-        "stats" => {
-            let drops: serde_json::Map<String, Value> = DropReason::ALL
-                .iter()
-                .map(|r| (r.name().to_string(), json!(d.counters.iter().map(|c| c.drops(*r)).sum::<u64>())))
-                .filter(|(_, v)| v.as_u64() != Some(0))
-                .collect();
-            let sum = |f: fn(&Counters) -> u64| d.counters.iter().map(|c| f(c)).sum::<u64>();
-            let xdp: Vec<Value> = (d.xdp_classes)()
-                .into_iter()
-                .map(|(dev, cls)| {
-                    let m: serde_json::Map<String, Value> = cls
-                        .into_iter()
-                        .filter(|c| c.1 > 0)
-                        .map(|(n, p, b)| (n.to_string(), json!({"packets": p, "bytes": b})))
-                        .collect();
-                    json!({"device": dev, "classes": m})
-                })
-                .collect();
-            let t = &d.shared.flows.stats;
-            let mut conntrack = family_json(&t.list());
-            conntrack.insert("entries".into(), json!(d.shared.flows.len()));
-            conntrack.insert("limit".into(), json!(d.shared.flows.capacity()));
-            let mut pptp = family_json(&d.shared.pptp.stats.list());
-            pptp.insert("calls_in_progress".into(), json!(d.shared.pptp.calls_in_progress()));
-            end(
-                w,
-                true,
-                json!({
-                    "rx": sum(|c| c.rx.get()), "forwarded": sum(|c| c.forwarded.get()), "to_host": sum(|c| c.to_host.get()),
-                    "icmp_generated": sum(|c| c.icmp_generated.get()), "flow_hits": sum(|c| c.flow_hits.get()),
-                    "l4_csum_completed": sum(|c| c.l4_csum_completed.get()), "drops": drops,
-                    "conntrack": conntrack, "pptp": pptp,
-                    "xdp": xdp, "workers": d.counters.len(),
-                    "outside": {"address": std::net::Ipv4Addr::from(d.shared.outside_addr()).to_string(),
-                        "prefix_len": d.shared.outside_net().1, "changes": d.shared.address_changes.get(),
-                        "flushed": d.shared.address_flushed.get()},
-                    "xdp_steering": (d.xdp_steering)().into_iter().map(|(dev, st)| json!({"device": dev,
-                        "steering": st.into_iter().map(|(n, p, _)| (n.to_string(), json!(p)))
-                            .collect::<serde_json::Map<String, Value>>()})).collect::<Vec<_>>(),
-                    "offload": offload_json(d),
-                    "xdp_declined": (d.xdp_declined)().into_iter().map(|(dev, st)| json!({"device": dev,
-                        "declined": st.into_iter().map(|(n, p, _)| (n.to_string(), json!(p)))
-                            .collect::<serde_json::Map<String, Value>>()})).collect::<Vec<_>>(),
-                    "egress": egress_json(d),
-                    "worker_classes": xgw_ebpf_common::class::NAMES.iter().enumerate()
-                        .map(|(i, n)| (n.to_string(), json!(d.workers.iter().map(|w| w.classes[i].get()).sum::<u64>())))
-                        .filter(|(_, v)| v.as_u64() != Some(0))
-                        .collect::<serde_json::Map<String, Value>>(),
-                    "worker_unclassified": d.workers.iter().map(|w| w.unclassified.get()).sum::<u64>(),
-                    "ports": d.ports.iter().map(|(dev, q, st)| {
-                        let c = family_json(&st.list());
-                        json!({"device": dev, "queue": q, "counters": c})
-                    }).collect::<Vec<_>>(),
-                }),
-            )
-        }
-        "rules.reload" => {
-            if uid != Some(0) {
-                return end(w, false, json!({"error": "rules reload needs root"}));
-            }
-            let kill = req.args.get("kill").and_then(Value::as_bool).unwrap_or(false);
-            match (d.reload)(kill) {
-                Ok(report) => end(w, true, json!({"report": report})),
-                Err(e) => end(w, false, json!({"error": e})),
-            }
-        }
-        other => end(w, false, json!({"error": format!("unknown command `{other}`")})),
     }
+}
+
+fn delete(d: &Daemon, filter: &Filter, w: &mut impl Write) -> std::io::Result<()> {
+    let now = d.now();
+    let n = d.shared.delete_flows(now, |f| filter.matches(&view(f, &d.shared, now)));
+    tracing::info!(deleted = n, "flows deleted from the control socket");
+    done(w, &Deleted { deleted: n as u64 })
+}
+
+fn host(d: &Daemon, addr: Ipv4Addr, w: &mut impl Write) -> std::io::Result<()> {
+    let now = d.now();
+    let a = u32::from(addr);
+    let (mut flows, mut embryonic, mut translations, mut err) = (0u64, 0u64, 0u64, None);
+    d.shared.flows.for_each(|_, f| {
+        if err.is_some() || f.inside_host() != a {
+            return;
+        }
+        let v = view(f, &d.shared, now);
+        flows += 1;
+        if matches!(v.state.as_deref(), Some("SYN_SENT" | "SYN_RECV")) {
+            embryonic += 1;
+        }
+        if xlate(f, &d.shared, now).is_some() {
+            translations += 1;
+        }
+        if let Err(e) = item(w, &v) {
+            err = Some(e);
+        }
+    });
+    err.map_or(Ok(()), Err)?;
+    let l = &d.shared.config().limits;
+    done(
+        w,
+        &HostSummary {
+            host: addr,
+            flows,
+            embryonic,
+            translations,
+            limit_flows: l.per_host,
+            limit_embryonic: l.embryonic,
+        },
+    )
+}
+
+fn rules_show(d: &Daemon, w: &mut impl Write) -> std::io::Result<()> {
+    let policy = d.shared.policy();
+    let Some(acl) = policy.as_any().and_then(|a| a.downcast_ref::<xgw_rules::acl::Acl>()) else {
+        return done(
+            w,
+            &RulesShown {
+                implicit_denies: 0,
+                bound_in: vec![],
+                bound_out: vec![],
+                note: Some("no access list is bound: everything is permitted".into()),
+            },
+        );
+    };
+    for (i, r) in acl.rules.iter().enumerate() {
+        let v = RuleView {
+            id: r.id,
+            list: r.list.clone(),
+            permit: r.permit,
+            log: r.log,
+            text: r.text.clone(),
+            file: r.file.clone(),
+            line: r.line,
+            hits: acl.hits(i),
+        };
+        item(w, &v)?;
+    }
+    let names = |b: &[Option<usize>]| -> Vec<Binding> {
+        b.iter()
+            .enumerate()
+            .filter_map(|(i, l)| {
+                let list = acl.lists.get((*l)?)?.name.clone();
+                let interface = d.shared.config().ifaces.get(i).map_or(String::new(), |c| c.name.clone());
+                Some(Binding { interface, list })
+            })
+            .collect()
+    };
+    done(
+        w,
+        &RulesShown {
+            implicit_denies: acl.implicit_denies(),
+            bound_in: names(&acl.bind_in),
+            bound_out: names(&acl.bind_out),
+            note: None,
+        },
+    )
+}
+
+fn pptp(d: &Daemon, w: &mut impl Write) -> std::io::Result<()> {
+    let now = d.now();
+    for s in d.shared.pptp.sessions() {
+        let calls = s
+            .calls
+            .iter()
+            .map(|c| {
+                let gre = c.gre.and_then(|k| {
+                    let r = d.shared.flows.lookup(&k)?;
+                    d.shared.flows.with_flow(r, &k, |f, _| (f.packets, f.bytes))
+                });
+                PptpCall {
+                    pns_call_id: c.pns_id,
+                    translated_call_id: c.xlat_id,
+                    pac_call_id: c.pac_id,
+                    state: format!("{:?}", c.state),
+                    outgoing: c.outgoing,
+                    gre_packets: gre.map(|g| g.0),
+                    gre_bytes: gre.map(|g| g.1),
+                    age: now.since(c.created).as_secs(),
+                }
+            })
+            .collect();
+        let k = s.ctl_keys[0];
+        let session = PptpSession {
+            flow_id: s.flow_id,
+            inside_host: ip(s.inside_host()),
+            client: format!("{}:{}", ip(k.src), k.sport),
+            server: format!("{}:{}", ip(k.dst), k.dport),
+            translated: s.translate,
+            state: format!("{:?}", s.state),
+            age: now.since(s.created).as_secs(),
+            calls,
+            streams: s
+                .sync()
+                .iter()
+                .zip(s.next_seq())
+                .map(|(sync, next_seq)| PptpStream { sync: format!("{sync:?}"), next_seq })
+                .collect(),
+        };
+        item(w, &session)?;
+    }
+    let mut counters = family(&d.shared.pptp.stats.list());
+    counters.insert("calls_in_progress".into(), d.shared.pptp.calls_in_progress() as u64);
+    // the GRE drops ASA lists with its PPTP counters
+    for r in [DropReason::NoMatchingGreSession, DropReason::GreTruncated, DropReason::GreMalformed] {
+        counters.insert(r.name().into(), d.counters.iter().map(|c| c.drops(r)).sum());
+    }
+    done(w, &PptpCounters { counters })
 }

@@ -48,17 +48,12 @@ pub fn render_metrics(d: &Daemon) -> String {
             d.counters.iter().map(|c| c.drops(*r)).sum::<u64>()
         );
     }
-    family(&mut o, "xgw_worker_packets_total", "counter", "Packets each worker received and forwarded.");
+    counters(&mut o, "xgw_engine", &traffic(d));
+    family(&mut o, "xgw_worker_packets_total", "counter", "Each worker's engine counters, by worker.");
     for (i, c) in d.counters.iter().enumerate() {
-        let _ = writeln!(o, "xgw_worker_packets_total{{worker=\"{i}\",what=\"rx\"}} {}", c.rx.get());
-        let _ = writeln!(o, "xgw_worker_packets_total{{worker=\"{i}\",what=\"forwarded\"}} {}", c.forwarded.get());
-        let _ = writeln!(o, "xgw_worker_packets_total{{worker=\"{i}\",what=\"to_host\"}} {}", c.to_host.get());
-        let _ = writeln!(o, "xgw_worker_packets_total{{worker=\"{i}\",what=\"flow_hits\"}} {}", c.flow_hits.get());
-        let _ = writeln!(
-            o,
-            "xgw_worker_packets_total{{worker=\"{i}\",what=\"l4_csum_completed\"}} {}",
-            c.l4_csum_completed.get()
-        );
+        for (what, _, v) in c.traffic.list() {
+            let _ = writeln!(o, "xgw_worker_packets_total{{worker=\"{i}\",what=\"{what}\"}} {v}");
+        }
     }
     // NAT: translated flows per outside address (each holds one outside port)
     let mut per_addr: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::{json, Value};
-use xgw_control_proto::Request;
+use xgw_control_proto::answer::ReloadReport;
+use xgw_control_proto::{Request, VersionOnly};
 use xgw_dataplane::{Counters, Shared, Time};
 
 mod events;
@@ -23,7 +23,7 @@ use events::*;
 pub use events::{EventHub, Subscription};
 use handle::*;
 pub use metrics::{render_metrics, serve_metrics};
-pub use stats::family_json;
+pub use stats::family;
 use stats::*;
 use views::*;
 pub use views::{view, xlate};
@@ -39,8 +39,8 @@ pub struct Daemon {
     pub counters: Vec<Arc<Counters>>,
     /// Engine time base.
     pub base: Instant,
-    /// Reloads the access policy from the rules file (kill denied flows?) → JSON report.
-    pub reload: Box<dyn Fn(bool) -> Result<Value, String> + Send + Sync>,
+    /// Reloads the access policy from the rules file (kill denied flows?) → its report.
+    pub reload: Box<dyn Fn(bool) -> Result<ReloadReport, String> + Send + Sync>,
     /// XDP per-class counters of every interface.
     pub xdp_classes: Box<dyn Fn() -> Vec<XdpClasses> + Send + Sync>,
     /// XDP steering counters of every interface (kernel, xsk, dropped, fast).
@@ -114,9 +114,21 @@ pub fn serve(path: &Path, d: Arc<Daemon>) -> std::io::Result<()> {
                 let mut w = std::io::BufWriter::new(conn);
                 for line in BufReader::new(read).lines() {
                     let Ok(line) = line else { break };
-                    let r = match serde_json::from_str::<Request>(&line) {
-                        Ok(req) => handle(&d, &hub, &req, uid, &mut w),
-                        Err(e) => end(&mut w, false, json!({"error": format!("bad request: {e}")})),
+                    // the version first: a request of another version gets "not supported",
+                    // not whatever its command fails to parse as
+                    let r = match serde_json::from_str::<VersionOnly>(&line) {
+                        Ok(v) if v.v != xgw_control_proto::VERSION => fail(
+                            &mut w,
+                            format!(
+                                "protocol version {} not supported (this daemon speaks {})",
+                                v.v,
+                                xgw_control_proto::VERSION
+                            ),
+                        ),
+                        _ => match serde_json::from_str::<Request>(&line) {
+                            Ok(req) => handle(&d, &hub, &req, uid, &mut w),
+                            Err(e) => fail(&mut w, format!("bad request: {e}")),
+                        },
                     };
                     if r.is_err() || w.flush().is_err() {
                         break;

@@ -1,36 +1,105 @@
-//! The parts of `stats` that belong to the daemon's I/O: the fast path, its egresses and
-//! every AF_XDP socket's counters.
+//! The `stats` answer: every counter family, each rendered from its one list.
 
-use serde_json::{json, Value};
+use xgw_control_proto::answer::{self, DeviceCounters, Egress, Outside, PacketsBytes, PortCounters, XdpClasses};
+use xgw_dataplane::{DropReason, Traffic};
 
 use super::*;
 
-/// A family's counters as a JSON object, from the family's one list.
-pub fn family_json(list: &[(&'static str, &'static str, u64)]) -> serde_json::Map<String, Value> {
-    list.iter().map(|(n, _, v)| (n.to_string(), json!(v))).collect()
+/// A family's counters as a map, from the family's one list.
+pub fn family(list: &[(&'static str, &'static str, u64)]) -> answer::Counters {
+    list.iter().map(|(n, _, v)| (n.to_string(), *v)).collect()
 }
 
-/// The fast path's state and counters (null when it is off).
-pub(super) fn offload_json(d: &Daemon) -> Value {
-    let t = &d.shared.flows.offload.stats;
-    match &d.offload {
-        None => Value::Null,
-        Some(o) => {
-            let mut m = serde_json::Map::new();
-            m.insert("flows".into(), json!(o.len()));
-            m.extend(family_json(&t.list()));
-            m.extend(family_json(&o.stats.list()));
-            Value::Object(m)
+/// The engine's traffic family summed over the workers: (name, help, value).
+pub(super) fn traffic(d: &Daemon) -> Vec<(&'static str, &'static str, u64)> {
+    let mut sum = Traffic::default().list();
+    for c in &d.counters {
+        for (s, (_, _, v)) in sum.iter_mut().zip(c.traffic.list()) {
+            s.2 += v;
         }
     }
+    sum
 }
 
-/// Each interface's standing as an egress of the fast path (empty when the fast path is off).
-pub(super) fn egress_json(d: &Daemon) -> Value {
-    let Some(g) = &d.egress else { return json!([]) };
-    json!(g
-        .egress()
+fn per_device(list: Vec<crate::ctl::XdpClasses>) -> Vec<DeviceCounters> {
+    list.into_iter()
+        .map(|(device, st)| DeviceCounters {
+            device,
+            counters: st.into_iter().map(|(n, p, _)| (n.to_string(), p)).collect(),
+        })
+        .collect()
+}
+
+/// Every counter of the daemon.
+pub(super) fn stats(d: &Daemon) -> answer::Stats {
+    let drops = DropReason::ALL
         .iter()
-        .map(|e| json!({"device": e.device, "state": e.state().name(), "refusals": e.refusals.get()}))
-        .collect::<Vec<_>>())
+        .map(|r| (r.name().to_string(), d.counters.iter().map(|c| c.drops(*r)).sum::<u64>()))
+        .filter(|(_, v)| *v != 0)
+        .collect();
+    let xdp = (d.xdp_classes)()
+        .into_iter()
+        .map(|(device, cls)| XdpClasses {
+            device,
+            classes: cls
+                .into_iter()
+                .filter(|c| c.1 > 0)
+                .map(|(n, packets, bytes)| (n.to_string(), PacketsBytes { packets, bytes }))
+                .collect(),
+        })
+        .collect();
+    let fl = &d.shared.flows;
+    let mut conntrack = family(&fl.stats.list());
+    conntrack.insert("entries".into(), fl.len() as u64);
+    conntrack.insert("limit".into(), fl.capacity() as u64);
+    let mut pptp = family(&d.shared.pptp.stats.list());
+    pptp.insert("calls_in_progress".into(), d.shared.pptp.calls_in_progress() as u64);
+    answer::Stats {
+        engine: family(&traffic(d)),
+        workers: d.counters.len(),
+        drops,
+        conntrack,
+        pptp,
+        outside: Outside {
+            address: std::net::Ipv4Addr::from(d.shared.outside_addr()).to_string(),
+            prefix_len: d.shared.outside_net().1,
+            changes: d.shared.address_changes.get(),
+            flushed: d.shared.address_flushed.get(),
+        },
+        xdp,
+        xdp_steering: per_device((d.xdp_steering)()),
+        xdp_declined: per_device((d.xdp_declined)()),
+        offload: d.offload.as_ref().map(|o| {
+            let mut m = family(&fl.offload.stats.list());
+            m.extend(family(&o.stats.list()));
+            m.insert("flows".into(), o.len() as u64);
+            m
+        }),
+        egress: d.egress.as_ref().map_or(vec![], |g| {
+            g.egress()
+                .iter()
+                .map(|e| Egress {
+                    device: e.device.clone(),
+                    state: e.state().name().into(),
+                    refusals: e.refusals.get(),
+                })
+                .collect()
+        }),
+        worker_classes: xgw_ebpf_common::class::NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.to_string(), d.workers.iter().map(|w| w.classes[i].get()).sum::<u64>()))
+            .filter(|(_, v)| *v != 0)
+            .collect(),
+        worker_unclassified: d.workers.iter().map(|w| w.unclassified.get()).sum(),
+        ports: d
+            .ports
+            .iter()
+            .map(|(device, queue, st)| PortCounters {
+                device: device.clone(),
+                queue: *queue,
+                counters: family(&st.list()),
+            })
+            .collect(),
+    }
 }

@@ -175,8 +175,12 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
                     let now = Time(u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX));
                     let r = sh.reload_policy(Box::new(c.acl), kill, now);
                     tracing::info!(live = r.live, would_deny = r.would_deny, killed = r.killed, "rules reloaded");
-                    Ok(serde_json::json!({"live": r.live, "would_deny": r.would_deny, "killed": r.killed,
-                        "warnings": c.warnings.iter().map(|w| w.render()).collect::<Vec<_>>()}))
+                    Ok(xgw_control_proto::answer::ReloadReport {
+                        live: r.live,
+                        would_deny: r.would_deny,
+                        killed: r.killed,
+                        warnings: c.warnings.iter().map(|w| w.render()).collect(),
+                    })
                 }
                 Err(CheckError::Invalid(d)) => {
                     Err(format!("refused, the running policy stays:\n{}", xgw_rules::diag::render_all(&d)))

@@ -79,7 +79,7 @@ impl WorkerState {
             apply_rewrite(ip, pkt.hl(), pkt.l4, &f.rewrite[d], f.csum[d]);
             Ok(Step::Done(f.rewrite[d].egress))
         })?;
-        self.counters.flow_hits.inc();
+        self.counters.traffic.flow_hits.inc();
         Some(match outcome {
             Ok(Step::Done(egress)) => Verdict::Forward(egress),
             Ok(Step::Forward(rw, csum)) => self.forward(sh, frame, pkt, &rw, csum, now),

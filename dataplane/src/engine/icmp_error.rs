@@ -188,7 +188,7 @@ impl WorkerState {
         icmp::Packet::new_unchecked(&mut b[ipv4::MIN_HEADER_LEN..]).emit(icmp::kind::TIME_EXCEEDED, 0, 0);
         ethernet::swap_addrs(&mut frame.buf[..pkt.l3()]);
         frame.len = pkt.l3() + total;
-        self.counters.icmp_generated.inc();
+        self.counters.traffic.icmp_generated.inc();
         Verdict::Forward(meta.iface)
     }
 }

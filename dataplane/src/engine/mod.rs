@@ -158,7 +158,7 @@ impl Engine {
             let w = &mut self.w;
             let mut parsed: [Option<(Pkt, FlowKey, Probe)>; STAGE] = [None; STAGE];
             for i in start..end {
-                w.counters.rx.inc();
+                w.counters.traffic.rx.inc();
                 match w.stage_parse(sh, &mut frames[i], metas[i], now) {
                     Ok((pkt, key)) => {
                         let p = sh.flows.probe(&key);
@@ -195,7 +195,7 @@ impl Engine {
     pub fn process(&mut self, frame: &mut Frame<'_>, meta: RxMeta, now: Time) -> Verdict {
         let sh: &Shared = &self.shared;
         let w = &mut self.w;
-        w.counters.rx.inc();
+        w.counters.traffic.rx.inc();
         let v = w.process_inner(sh, frame, meta, now);
         w.count(v);
         v
@@ -206,8 +206,8 @@ impl WorkerState {
     #[inline]
     pub(super) fn count(&self, v: Verdict) {
         match v {
-            Verdict::Forward(_) => self.counters.forwarded.inc(),
-            Verdict::ToHost => self.counters.to_host.inc(),
+            Verdict::Forward(_) => self.counters.traffic.forwarded.inc(),
+            Verdict::ToHost => self.counters.traffic.to_host.inc(),
             Verdict::Drop(r) => self.counters.count_drop(r),
         }
     }
@@ -261,7 +261,7 @@ impl WorkerState {
             return Err(self.later_fragment(sh, frame, &pkt, now));
         }
         if matches!(pkt.l4, L4::Tcp | L4::Udp) && !pkt.first_frag && finish_partial_csum(frame, &pkt) {
-            self.counters.l4_csum_completed.inc();
+            self.counters.traffic.l4_csum_completed.inc();
         }
         Ok((pkt, flow_key(&pkt)))
     }

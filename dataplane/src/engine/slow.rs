@@ -185,7 +185,7 @@ impl WorkerState {
         );
         match result {
             Ok((r, flow)) => {
-                self.counters.flows_created.inc();
+                self.counters.traffic.flows_created.inc();
                 if let (Some(h), Some(hosts)) = (counted, &sh.hosts) {
                     hosts.add(h, embryonic);
                     let bits = status::HOST_COUNTED | if embryonic { status::EMBRYONIC } else { 0 };
