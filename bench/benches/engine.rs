@@ -5,7 +5,7 @@ use std::hint::black_box;
 use xgw_bench::{engine_with_flows, inside_src, load, tcp_frame, udp_frame, INSIDE};
 use xgw_dataplane::conntrack::FlowKey;
 use xgw_dataplane::wire::{ethernet, ipv4, tcp};
-use xgw_dataplane::{EngineConfig, Frame, RxMeta, Shared, Time};
+use xgw_dataplane::{EngineConfig, FrameBuf, RxMeta, Shared, Time};
 
 const MILLION: u32 = 1_000_000;
 
@@ -73,7 +73,7 @@ fn nat_small(c: &mut Criterion) {
             for (j, buf) in bufs.iter_mut().enumerate() {
                 let t = &frames[(start + j * 61) % frames.len()];
                 buf[..t.len()].copy_from_slice(t);
-                let mut f = Frame { buf: &mut buf[..], len: t.len() };
+                let mut f = FrameBuf { buf: &mut buf[..], len: t.len() };
                 black_box(e.process(&mut f, RxMeta { iface: INSIDE }, Time::from_secs(1)));
             }
         })
@@ -83,11 +83,11 @@ fn nat_small(c: &mut Criterion) {
     g.bench_function("translate_established_4k", |b| {
         b.iter(|| {
             start = (start + 64 * 61) % frames.len();
-            let mut batch: [Frame<'_>; 64] = std::array::from_fn(|_| Frame { buf: &mut [], len: 0 });
+            let mut batch: [FrameBuf<'_>; 64] = std::array::from_fn(|_| FrameBuf { buf: &mut [], len: 0 });
             for (j, (buf, f)) in bufs.iter_mut().zip(batch.iter_mut()).enumerate() {
                 let t = &frames[(start + j * 61) % frames.len()];
                 buf[..t.len()].copy_from_slice(t);
-                *f = Frame { buf: &mut buf[..], len: t.len() };
+                *f = FrameBuf { buf: &mut buf[..], len: t.len() };
             }
             e.process_batch(&mut batch, &metas, Time::from_secs(1), &mut verdicts);
             black_box(&verdicts);
@@ -116,7 +116,7 @@ fn nat(c: &mut Criterion) {
                 load(&mut bufs, &frames, start, stride);
                 let t0 = std::time::Instant::now();
                 for (buf, len) in bufs.iter_mut() {
-                    let mut f = Frame { buf: &mut buf[..], len: *len };
+                    let mut f = FrameBuf { buf: &mut buf[..], len: *len };
                     black_box(e.process(&mut f, RxMeta { iface: INSIDE }, Time::from_secs(1)));
                 }
                 total += t0.elapsed();
@@ -134,8 +134,8 @@ fn nat(c: &mut Criterion) {
             for _ in 0..iters {
                 start = (start + 64 * stride) % frames.len();
                 load(&mut bufs, &frames, start, stride);
-                let mut batch: Vec<Frame<'_>> =
-                    bufs.iter_mut().map(|(buf, len)| Frame { buf: &mut buf[..], len: *len }).collect();
+                let mut batch: Vec<FrameBuf<'_>> =
+                    bufs.iter_mut().map(|(buf, len)| FrameBuf { buf: &mut buf[..], len: *len }).collect();
                 let t0 = std::time::Instant::now();
                 e.process_batch(&mut batch, &metas, Time::from_secs(1), &mut verdicts);
                 total += t0.elapsed();
@@ -173,7 +173,7 @@ fn nat(c: &mut Criterion) {
                 let t0 = std::time::Instant::now();
                 for t in &firsts[next..next + n as usize] {
                     buf[..t.len()].copy_from_slice(t);
-                    let mut f = Frame { buf: &mut buf[..], len: t.len() };
+                    let mut f = FrameBuf { buf: &mut buf[..], len: t.len() };
                     black_box(eng.process(&mut f, RxMeta { iface: INSIDE }, Time::ZERO));
                 }
                 total += t0.elapsed();

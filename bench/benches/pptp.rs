@@ -4,7 +4,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use xgw_bench::{engine_with_calls, INSIDE, OUTSIDE};
-use xgw_dataplane::{Frame, RxMeta, Time, Verdict};
+use xgw_dataplane::{FrameBuf, RxMeta, Time, Verdict};
 
 const CALLS: u32 = 10_000;
 
@@ -39,8 +39,8 @@ fn gre(c: &mut Criterion) {
                         *len = t.len();
                     }
                     if batched {
-                        let mut batch: Vec<Frame<'_>> =
-                            bufs.iter_mut().map(|(buf, len)| Frame { buf: &mut buf[..], len: *len }).collect();
+                        let mut batch: Vec<FrameBuf<'_>> =
+                            bufs.iter_mut().map(|(buf, len)| FrameBuf { buf: &mut buf[..], len: *len }).collect();
                         let t0 = std::time::Instant::now();
                         e.process_batch(&mut batch, &metas, Time::from_secs(1), &mut verdicts);
                         total += t0.elapsed();
@@ -50,7 +50,7 @@ fn gre(c: &mut Criterion) {
                     }
                     let t0 = std::time::Instant::now();
                     for (buf, len) in bufs.iter_mut() {
-                        let mut f = Frame { buf: &mut buf[..], len: *len };
+                        let mut f = FrameBuf { buf: &mut buf[..], len: *len };
                         let v = e.process(&mut f, RxMeta { iface }, Time::from_secs(1));
                         debug_assert!(matches!(v, Verdict::Forward(_)));
                         black_box(v);
@@ -91,7 +91,7 @@ fn control(c: &mut Criterion) {
                 (v, len)
             },
             |(buf, len)| {
-                let mut f = Frame { buf: &mut buf[..], len: *len };
+                let mut f = FrameBuf { buf: &mut buf[..], len: *len };
                 black_box(e.process(&mut f, RxMeta { iface: INSIDE }, Time::from_secs(1)))
             },
             criterion::BatchSize::SmallInput,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use etherparse::PacketBuilder;
-use xgw_dataplane::{Engine, EngineConfig, Frame, IfaceId, RxMeta, Shared, Time, Verdict};
+use xgw_dataplane::{Engine, EngineConfig, FrameBuf, IfaceId, RxMeta, Shared, Time, Verdict};
 
 /// Inside interface of [`EngineConfig::example`].
 pub const INSIDE: IfaceId = IfaceId(0);
@@ -55,7 +55,7 @@ pub fn engine_with_flows(n: u32, capacity: usize) -> (Engine, Vec<Vec<u8>>) {
         let (src, sport) = inside_src(i);
         let f = udp_frame(src, [198, 51, 100, (i % 200) as u8 + 1], sport, 53);
         buf[..f.len()].copy_from_slice(&f);
-        let mut fr = Frame { buf: &mut buf[..], len: f.len() };
+        let mut fr = FrameBuf { buf: &mut buf[..], len: f.len() };
         let v = e.process(&mut fr, RxMeta { iface: INSIDE }, Time::ZERO);
         assert_eq!(v, Verdict::Forward(OUTSIDE), "flow {i}");
         frames.push(f);
@@ -89,7 +89,7 @@ fn tcp_seg(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32, ack: Op
 fn step(e: &mut Engine, f: &[u8], iface: IfaceId) -> (Verdict, Vec<u8>) {
     let mut buf = vec![0u8; 2048];
     buf[..f.len()].copy_from_slice(f);
-    let mut fr = Frame { buf: &mut buf[..], len: f.len() };
+    let mut fr = FrameBuf { buf: &mut buf[..], len: f.len() };
     let v = e.process(&mut fr, RxMeta { iface }, Time::ZERO);
     let n = fr.len;
     (v, buf[..n].to_vec())

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 use xgw_control::ctl::{serve, Daemon};
-use xgw_dataplane::{Engine, Frame, IfaceId, RxMeta, Shared, Time, Verdict};
+use xgw_dataplane::{Engine, FrameBuf, IfaceId, RxMeta, Shared, Time, Verdict};
 
 const RULES: &str = "\
 interface lan device xgw-in  role inside  address 10.10.0.1/24
@@ -68,7 +68,7 @@ fn daemon() -> Fixture {
     let mut run = |f: Vec<u8>, iface: IfaceId| {
         let mut buf = f.clone();
         buf.resize(2048, 0);
-        let mut fr = Frame { buf: &mut buf[..], len: f.len() };
+        let mut fr = FrameBuf { buf: &mut buf[..], len: f.len() };
         e.process(&mut fr, RxMeta { iface }, Time::from_secs(10))
     };
     // an established HTTPS connection of 10.10.0.5, a DNS query of 10.10.0.5 and one of 10.10.0.6

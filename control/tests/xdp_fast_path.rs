@@ -13,7 +13,7 @@ use aya::programs::{TestRun, TestRunOptions, Xdp};
 use etherparse::PacketBuilder;
 use xgw_control::offload::entry;
 use xgw_dataplane::conntrack::{Flow, FlowKey, FlowKind, L4State, Rewrite};
-use xgw_dataplane::{Engine, EngineConfig, Frame, IfaceId, RxMeta, Shared, Time, Verdict};
+use xgw_dataplane::{Engine, EngineConfig, FrameBuf, IfaceId, RxMeta, Shared, Time, Verdict};
 use xgw_ebpf_common::{FastFlow, FastKey, XdpConfig};
 
 const INSIDE: IfaceId = IfaceId(0);
@@ -50,7 +50,7 @@ impl Rng {
 fn run_engine(e: &mut Engine, frame: &[u8], iface: IfaceId) -> (Verdict, Vec<u8>) {
     let mut buf = frame.to_vec();
     buf.resize(2048, 0);
-    let mut f = Frame { buf: &mut buf[..], len: frame.len() };
+    let mut f = FrameBuf { buf: &mut buf[..], len: frame.len() };
     let v = e.process(&mut f, RxMeta { iface }, Time::from_secs(1));
     let n = f.len;
     (v, buf[..n].to_vec())

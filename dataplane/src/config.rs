@@ -51,6 +51,16 @@ impl IfaceConfig {
     }
 }
 
+/// The broadcast address of `addr`/`len`, or 0 when the subnet has none (/31, /32, no
+/// address).
+pub fn broadcast_of(addr: u32, len: u8) -> u32 {
+    if addr == 0 || len >= 31 {
+        0
+    } else {
+        addr | !prefix_mask(len)
+    }
+}
+
 /// Netmask of a prefix length.
 pub fn prefix_mask(len: u8) -> u32 {
     if len == 0 {
@@ -275,6 +285,9 @@ pub struct EngineConfig {
     pub pptp: PptpConfig,
     /// Track ESP by SPI, learning inbound SPIs (`inspect ipsec`); off: per address pair.
     pub esp_by_spi: bool,
+    /// Services the box itself offers on the outside address, (IP protocol, port): the
+    /// host-or-transit rule hands them to the kernel. SSH (tcp 22) by default.
+    pub host_services: Vec<(u8, u16)>,
 }
 
 impl Default for EngineConfig {
@@ -288,6 +301,7 @@ impl Default for EngineConfig {
             tcp_pickup: false,
             pptp: PptpConfig::default(),
             esp_by_spi: true,
+            host_services: vec![(6, 22)],
         }
     }
 }
@@ -311,11 +325,6 @@ impl EngineConfig {
     /// True when `a` is one of the gateway's own addresses.
     pub fn is_local(&self, a: u32) -> bool {
         self.ifaces.iter().any(|i| u32::from(i.addr) == a)
-    }
-
-    /// True when `a` is a broadcast address of an attached subnet.
-    pub fn is_subnet_broadcast(&self, a: u32) -> bool {
-        self.ifaces.iter().any(|i| i.prefix_len < 31 && i.broadcast() == a)
     }
 
     /// Checks consistency: one outside interface, sane ranges. Returns a message on error.

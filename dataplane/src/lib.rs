@@ -33,5 +33,5 @@ pub mod xsk;
 
 pub use config::{EngineConfig, IfaceConfig, IfaceId, Role};
 pub use counters::{Counters, DropReason, Traffic};
-pub use engine::{Engine, Frame, RxMeta, Shared, Verdict};
+pub use engine::{Engine, FrameBuf, RxMeta, Shared, Verdict};
 pub use time::Time;

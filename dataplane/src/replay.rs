@@ -19,7 +19,7 @@ use pcap_parser::traits::PcapNGPacketBlock;
 use pcap_parser::{create_reader, PcapBlockOwned, PcapError};
 
 use crate::config::IfaceId;
-use crate::engine::{Engine, Frame, RxMeta, Verdict};
+use crate::engine::{Engine, FrameBuf, RxMeta, Verdict};
 use crate::time::Time;
 use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 
@@ -272,7 +272,7 @@ pub fn run(engine: &mut Engine, mut inputs: Vec<Input>, sweep_every: Duration) -
         }
         let n = inp.frame.len().min(buf.len());
         buf[..n].copy_from_slice(&inp.frame[..n]);
-        let mut frame = Frame { buf: &mut buf[..], len: n };
+        let mut frame = FrameBuf { buf: &mut buf[..], len: n };
         let verdict = engine.process(&mut frame, RxMeta { iface: inp.iface }, now);
         summary.frames += 1;
         match verdict {

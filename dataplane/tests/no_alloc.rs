@@ -9,7 +9,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use common::*;
-use xgw_dataplane::{Frame, RxMeta, Time, Verdict};
+use xgw_dataplane::{FrameBuf, RxMeta, Time, Verdict};
 
 struct Counting;
 
@@ -84,7 +84,7 @@ fn established_batch_does_not_allocate() {
             for (b, t) in bufs.iter_mut().zip(&templates) {
                 b.copy_from_slice(&t.0);
             }
-            let mut batch = bufs.iter_mut().zip(&lens).map(|(b, &len)| Frame { buf: &mut b[..], len });
+            let mut batch = bufs.iter_mut().zip(&lens).map(|(b, &len)| FrameBuf { buf: &mut b[..], len });
             for ((meta, v), mut f) in metas.iter().zip(verdicts.iter_mut()).zip(&mut batch) {
                 *v = e.process(&mut f, *meta, Time::from_millis(2 + round));
             }
@@ -104,9 +104,9 @@ fn established_batch_does_not_allocate() {
                 bufs.chunks_mut(64).zip(lens.chunks(64)).zip(metas.chunks(64).zip(verdicts.chunks_mut(64)))
             {
                 let n = bc.len();
-                let mut frames: [Frame<'_>; 64] = std::array::from_fn(|_| Frame { buf: &mut [], len: 0 });
+                let mut frames: [FrameBuf<'_>; 64] = std::array::from_fn(|_| FrameBuf { buf: &mut [], len: 0 });
                 for ((f, b), &len) in frames.iter_mut().zip(bc.iter_mut()).zip(lc) {
-                    *f = Frame { buf: &mut b[..], len };
+                    *f = FrameBuf { buf: &mut b[..], len };
                 }
                 e.process_batch(&mut frames[..n], mc, Time::from_millis(200 + round), vc);
             }
@@ -143,7 +143,7 @@ fn pptp_control_segments_do_not_allocate() {
         for (i, f) in frames.iter_mut().enumerate() {
             let len = f.len();
             verdicts.push(e.process(
-                &mut Frame { buf: &mut f[..], len },
+                &mut FrameBuf { buf: &mut f[..], len },
                 RxMeta { iface: INSIDE },
                 Time::from_millis(3 + i as u64),
             ));

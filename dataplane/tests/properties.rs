@@ -147,7 +147,7 @@ proptest! {
     /// even when a flow is created, hit and reused within one batch.
     #[test]
     fn batches_equal_single_packets(seq in proptest::collection::vec(pk(), 1..150), cut in 1usize..70) {
-        use xgw_dataplane::{Frame, RxMeta};
+        use xgw_dataplane::{FrameBuf, RxMeta};
         let mut one = engine();
         let mut batch = engine();
         // replies address whatever outside ports the single engine handed out so far
@@ -185,7 +185,7 @@ proptest! {
         for chunk in frames.chunks(cut) {
             let mut bufs: Vec<Vec<u8>> = chunk.iter().map(|(f, _)| { let mut b = f.clone(); b.resize(2048, 0); b }).collect();
             let metas: Vec<RxMeta> = chunk.iter().map(|(_, i)| RxMeta { iface: *i }).collect();
-            let mut fr: Vec<Frame<'_>> = bufs.iter_mut().zip(chunk).map(|(b, (f, _))| Frame { buf: &mut b[..], len: f.len() }).collect();
+            let mut fr: Vec<FrameBuf<'_>> = bufs.iter_mut().zip(chunk).map(|(b, (f, _))| FrameBuf { buf: &mut b[..], len: f.len() }).collect();
             let mut vs = vec![xgw_dataplane::Verdict::ToHost; chunk.len()];
             batch.process_batch(&mut fr, &metas, xgw_dataplane::Time::from_millis(5), &mut vs);
             let lens: Vec<usize> = fr.iter().map(|f| f.len).collect();

@@ -85,7 +85,7 @@ fn example_policy_decides_as_written() {
 
 #[test]
 fn the_engine_enforces_the_compiled_policy() {
-    use xgw_dataplane::{Engine, Frame, RxMeta, Shared, Time, Verdict};
+    use xgw_dataplane::{Engine, FrameBuf, RxMeta, Shared, Time, Verdict};
     let c = example();
     let shared = Arc::new(Shared::new(c.engine.clone()).expect("config"));
     shared.set_policy(Box::new(c.acl));
@@ -103,15 +103,20 @@ fn the_engine_enforces_the_compiled_policy() {
     let mut run = |f: Vec<u8>, iface: u8| {
         let mut buf = f.clone();
         buf.resize(2048, 0);
-        let mut fr = Frame { buf: &mut buf[..], len: f.len() };
+        let mut fr = FrameBuf { buf: &mut buf[..], len: f.len() };
         e.process(&mut fr, RxMeta { iface: IfaceId(iface) }, Time::ZERO)
     };
     assert_eq!(run(frame([10, 10, 0, 66], [1, 2, 3, 4], 443), 0), Verdict::Drop(xgw_dataplane::DropReason::AclDenied));
     assert_eq!(run(frame([10, 10, 0, 5], [1, 2, 3, 4], 443), 0), Verdict::Forward(IfaceId(2)));
     // inbound to the ssh forward: permitted by the rule naming the real address
     assert_eq!(run(frame([203, 0, 113, 9], [198, 51, 100, 1], 2222), 2), Verdict::Forward(IfaceId(1)));
-    // inbound to the PPTP forward's port but TCP 80: there is no such forward, so it is host traffic
-    assert_eq!(run(frame([203, 0, 113, 9], [198, 51, 100, 1], 80), 2), Verdict::ToHost);
+    // inbound TCP 80: no forward, no host service: refused
+    assert_eq!(
+        run(frame([203, 0, 113, 9], [198, 51, 100, 1], 80), 2),
+        Verdict::Drop(xgw_dataplane::DropReason::UnsolicitedInbound)
+    );
+    // inbound SSH: the box's own service
+    assert_eq!(run(frame([203, 0, 113, 9], [198, 51, 100, 1], 22), 2), Verdict::ToHost);
 }
 
 #[test]

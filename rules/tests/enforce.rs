@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use xgw_dataplane::{DropReason, Engine, Frame, IfaceId, RxMeta, Shared, Time, Verdict};
+use xgw_dataplane::{DropReason, Engine, FrameBuf, IfaceId, RxMeta, Shared, Time, Verdict};
 
 const BASE: &str = "interface lan device e1 role inside address 10.0.0.1/24
 interface wan device e0 role outside address 192.0.2.1/24
@@ -29,7 +29,7 @@ fn syn(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
 fn run(e: &mut Engine, f: &[u8], iface: u8, t: u64) -> Verdict {
     let mut buf = f.to_vec();
     buf.resize(256, 0);
-    let mut fr = Frame { buf: &mut buf[..], len: f.len() };
+    let mut fr = FrameBuf { buf: &mut buf[..], len: f.len() };
     e.process(&mut fr, RxMeta { iface: IfaceId(iface) }, Time::from_millis(t))
 }
 

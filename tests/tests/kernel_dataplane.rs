@@ -205,11 +205,30 @@ fn icmp_errors_from_beyond_and_from_the_gateway() {
     assert!(lines.iter().any(|v| v["fields"]["message"] == "XDP detached, stopped"), "{log}");
 }
 
+/// Sends one UDP datagram on a connected socket and prints "refused" when the ICMP
+/// port-unreachable it provokes reaches the socket, "silence" otherwise.
+const UDP_REFUSED: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+s.connect((sys.argv[1], int(sys.argv[2])))
+for _ in range(3):
+    s.send(b"x")
+    try:
+        s.recv(100)
+    except ConnectionRefusedError:
+        print("refused"); break
+    except socket.timeout:
+        continue
+else:
+    print("silence")
+"#;
+
 #[test]
 fn the_gateways_own_traffic_stays_with_the_kernel() {
     let mut lab = Lab::new();
     topology(&mut lab);
-    let gw = lab.start_xgwd("gw", RULES, &[]);
+    let sock = lab.dir.join("xgw.sock").to_string_lossy().to_string();
+    let gw = lab.start_xgwd("gw", RULES, &["--socket", &sock]);
     // an SSH-like service on the gateway's outside address, reached from outside
     lab.spawn("gw", &["python3", "-c", TCP_SINK, "198.51.100.1", "22"], "ssh.log");
     lab.wait_listening("gw", 22);
@@ -221,6 +240,22 @@ fn the_gateways_own_traffic_stays_with_the_kernel() {
     // an unsolicited connection to a translation port reaches nothing inside
     let o = lab.exec("rtr", &["python3", "-c", TCP_SOURCE, "198.51.100.1", "2000", "10", "2"]);
     assert!(!o.status.success());
+    // the box's own traffic out: a TCP connection (source port from the kernel's ephemeral
+    // range, which is xgw's host range), a ping with an identifier of that range, and an
+    // ICMP port-unreachable about its own UDP datagram, which the kernel must get to
+    // report "connection refused"
+    warm(&lab, "c1", "203.0.113.20");
+    lab.spawn("srv", &["python3", "-c", TCP_SINK, "203.0.113.20", "8080"], "sink.log");
+    lab.wait_listening("srv", 8080);
+    let r = lab.exec_ok("gw", &["python3", "-c", TCP_SOURCE, "203.0.113.20", "8080", "5000"]);
+    assert!(r.starts_with("OK 5000 198.51.100.1:"), "{r}");
+    lab.exec_ok("gw", &["ping", "-c", "2", "-W", "1", "-e", "40000", "203.0.113.20"]);
+    let refused = lab.exec_ok("gw", &["python3", "-c", UDP_REFUSED, "203.0.113.20", "9"]);
+    assert_eq!(refused.trim(), "refused", "the kernel saw the ICMP error about its own datagram");
+    let stats = &xgwctl_json(&sock, &["stats"])[0];
+    for p in stats["ports"].as_array().expect("ports") {
+        assert_eq!(p["counters"]["to_host_lost"], 0, "XDP and the engine disagree on whose a packet is: {p}");
+    }
     let log = lab.stop(gw, "xgwd.log");
     let line = log.lines().find(|l| l.contains("XDP counters") && l.contains("device=xgw-out")).expect("counters");
     assert!(line.contains("kernel=") && !line.contains("kernel=0 "), "{line}");

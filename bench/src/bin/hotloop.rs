@@ -1,7 +1,7 @@
 //! Runs the established-flow path in a loop for profiling: `hotloop FLOWS SECONDS batch|single`.
 use std::hint::black_box;
 use xgw_bench::{engine_with_flows, load, INSIDE};
-use xgw_dataplane::{Frame, RxMeta, Time, Verdict};
+use xgw_dataplane::{FrameBuf, RxMeta, Time, Verdict};
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
@@ -21,9 +21,9 @@ fn main() {
         for _ in 0..100 {
             start = (start + 64 * stride) % frames.len();
             load(&mut bufs, &frames, start, stride);
-            let mut batchv: [Frame<'_>; 64] = std::array::from_fn(|_| Frame { buf: &mut [], len: 0 });
+            let mut batchv: [FrameBuf<'_>; 64] = std::array::from_fn(|_| FrameBuf { buf: &mut [], len: 0 });
             for ((buf, len), f) in bufs.iter_mut().zip(batchv.iter_mut()) {
-                *f = Frame { buf: &mut buf[..], len: *len };
+                *f = FrameBuf { buf: &mut buf[..], len: *len };
             }
             let t0 = std::time::Instant::now();
             if batch {

@@ -42,17 +42,21 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
     for w in &compiled.warnings {
         tracing::warn!("{}", w.render());
     }
-    let cfg = compiled.engine.clone();
+    let mut cfg = compiled.engine.clone();
+    for s in &args.host_services {
+        cfg.host_services.push(parse_service(s)?);
+    }
     preflight(&cfg)?;
     let shared = Arc::new(Shared::new(cfg.clone()).map_err(anyhow::Error::msg)?);
     shared.asa_log.store(asa_log, Ordering::Relaxed);
     shared.set_policy(Box::new(compiled.acl));
     shared.pptp.seed(os_random());
 
-    let mut services = vec![HostService { proto: 6, port: 22 }];
-    for s in &args.host_services {
-        services.push(parse_service(s)?);
-    }
+    let services: Vec<HostService> = cfg
+        .host_services
+        .iter()
+        .map(|&(proto, port)| HostService { proto: u32::from(proto), port: u32::from(port) })
+        .collect();
     let mut attached = attach(&cfg, args, &services)?;
     let mut offload_thread = None;
     let mut egress_thread = None;

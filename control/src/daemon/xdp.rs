@@ -80,6 +80,7 @@ pub(super) fn outside_follower(
         let now = Time(u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX));
         let flushed = shared.set_outside_addr(addr, len, now);
         xcfg.outside_addr = addr;
+        xcfg.outside_bcast = xgw_dataplane::config::broadcast_of(addr, len);
         for m in &mut maps {
             if let Err(e) = m.set(0, xcfg, 0) {
                 tracing::error!(error = %e, "updating the XDP program's outside address");
@@ -95,12 +96,15 @@ pub(super) fn outside_follower(
 
 /// The classifier's configuration for an engine configuration.
 pub fn xdp_config(cfg: &EngineConfig) -> XdpConfig {
+    use xgw_dataplane::config::broadcast_of;
     let mut x = XdpConfig::default();
     if let Some((_, o)) = cfg.outside() {
         x.outside_addr = u32::from(o.addr);
+        x.outside_bcast = broadcast_of(u32::from(o.addr), o.prefix_len);
     }
     for i in cfg.ifaces.iter().filter(|i| i.role == Role::Inside).take(MAX_INSIDE_ADDRS) {
         x.inside_addrs[x.n_inside as usize] = u32::from(i.addr);
+        x.inside_bcasts[x.n_inside as usize] = broadcast_of(u32::from(i.addr), i.prefix_len);
         x.n_inside += 1;
     }
     let (lo, hi) = cfg.nat.host_ports.unwrap_or((1, 0));
@@ -110,14 +114,15 @@ pub fn xdp_config(cfg: &EngineConfig) -> XdpConfig {
     x
 }
 
-pub(super) fn parse_service(s: &str) -> Result<HostService> {
+/// A host service as written (`tcp:22`): (IP protocol, port).
+pub(super) fn parse_service(s: &str) -> Result<(u8, u16)> {
     let (p, port) = s.split_once(':').ok_or_else(|| anyhow!("`{s}`: expected PROTO:PORT, e.g. tcp:22"))?;
     let proto = match p {
         "tcp" => 6,
         "udp" => 17,
         other => bail!("`{other}`: host services are tcp or udp"),
     };
-    Ok(HostService { proto, port: port.parse().with_context(|| format!("`{port}` is not a port"))? })
+    Ok((proto, port.parse().with_context(|| format!("`{port}` is not a port"))?))
 }
 
 /// xgw's XDP object (ebpf/prog, built by build.rs): `xgw_xdp` and the benchmark's helpers.

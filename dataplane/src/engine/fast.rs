@@ -36,7 +36,7 @@ impl WorkerState {
     pub(super) fn established(
         &mut self,
         sh: &Shared,
-        frame: &mut Frame<'_>,
+        frame: &mut FrameBuf<'_>,
         pkt: &Pkt,
         r: FlowRef,
         key: &FlowKey,
@@ -99,7 +99,7 @@ impl WorkerState {
     pub(super) fn inspect_pptp(
         &mut self,
         sh: &Shared,
-        frame: &mut Frame<'_>,
+        frame: &mut FrameBuf<'_>,
         pkt: &Pkt,
         flow_id: u64,
         from_pns: bool,
@@ -148,7 +148,7 @@ impl WorkerState {
     /// flow's reply key is the placeholder `(peer, outside, SPI 0)` — SPI 0 never appears
     /// on the wire — so at most one host per peer waits at a time and no packet is ever
     /// delivered to a guess).
-    pub(super) fn esp_miss(&mut self, sh: &Shared, frame: &mut Frame<'_>, pkt: &Pkt) -> Option<Verdict> {
+    pub(super) fn esp_miss(&mut self, sh: &Shared, frame: &mut FrameBuf<'_>, pkt: &Pkt) -> Option<Verdict> {
         let pair = FlowKey { src: pkt.src, dst: pkt.dst, sport: 0, dport: 0, proto: proto::ESP };
         let r = sh.flows.lookup(&pair)?;
         let spi_key = flow_key(pkt);
@@ -169,7 +169,7 @@ impl WorkerState {
     pub(super) fn forward(
         &mut self,
         sh: &Shared,
-        frame: &mut Frame<'_>,
+        frame: &mut FrameBuf<'_>,
         pkt: &Pkt,
         rw: &Rewrite,
         csum: CsumDelta,
@@ -193,10 +193,16 @@ impl WorkerState {
         Verdict::Forward(rw.egress)
     }
 
-    pub(super) fn later_fragment(&mut self, sh: &Shared, frame: &mut Frame<'_>, pkt: &Pkt, now: Time) -> Verdict {
+    pub(super) fn later_fragment(&mut self, sh: &Shared, frame: &mut FrameBuf<'_>, pkt: &Pkt, now: Time) -> Verdict {
         let k = FragKey { src: pkt.src, dst: pkt.dst, ident: pkt.ident, proto: pkt.proto };
         let Some(e) = sh.frags.lookup(&k, now) else {
-            return if sh.is_local(pkt.dst) { Verdict::ToHost } else { Verdict::Drop(DropReason::FragmentNoFlow) };
+            // by address alone: a later fragment carries no ports (the XDP program also
+            // passes those whose first fragment it passed; the engine never sees them)
+            return if super::host::host_address(sh, pkt.dst) {
+                Verdict::ToHost
+            } else {
+                Verdict::Drop(DropReason::FragmentNoFlow)
+            };
         };
         if e.ingress != pkt.iface {
             return Verdict::Drop(DropReason::WrongInterface);

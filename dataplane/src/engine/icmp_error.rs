@@ -13,7 +13,7 @@ use super::*;
 impl WorkerState {
     /// An ICMP error matching no flow directly: find the flow of the packet it quotes and
     /// translate the error (outer header and quote) the way that flow's replies go.
-    pub(super) fn icmp_error(&mut self, sh: &Shared, frame: &mut Frame<'_>, pkt: &Pkt, _now: Time) -> Verdict {
+    pub(super) fn icmp_error(&mut self, sh: &Shared, frame: &mut FrameBuf<'_>, pkt: &Pkt, _now: Time) -> Verdict {
         let icmp_off = pkt.l3() + pkt.hl();
         let icmp_end = pkt.ip_range().end;
         let body = &frame.buf[icmp_off + icmp::HEADER_LEN..icmp_end];
@@ -62,7 +62,11 @@ impl WorkerState {
             })
         };
         let Some((orig_inner, kd, rw)) = found else {
-            return if sh.is_local(pkt.dst) { Verdict::ToHost } else { Verdict::Drop(DropReason::IcmpErrorNoFlow) };
+            return if super::host::for_host(sh, pkt, frame.bytes()) {
+                Verdict::ToHost
+            } else {
+                Verdict::Drop(DropReason::IcmpErrorNoFlow)
+            };
         };
         if pkt.dst != kd.dst {
             // the error must go to whoever sent the quoted packet
@@ -162,7 +166,7 @@ impl WorkerState {
     pub(super) fn time_exceeded(
         &mut self,
         sh: &Shared,
-        frame: &mut Frame<'_>,
+        frame: &mut FrameBuf<'_>,
         pkt: &Pkt,
         meta: RxMeta,
         now: Time,

@@ -1,6 +1,6 @@
 //! The engine: one frame in, one verdict out.
 //!
-//! This module holds the API ([`Engine`], [`Frame`], [`RxMeta`], [`Verdict`]) and the
+//! This module holds the API ([`Engine`], [`FrameBuf`], [`RxMeta`], [`Verdict`]) and the
 //! per-packet driver (parse stage, batched lookups, decide stage). Its parts: `parse` (the
 //! checked view of a frame, once), `fast` (a flow hit: rewrite, PPTP inspection, fragments),
 //! `slow` (a miss: policy, NAT planning, flow creation), `icmp_error` (errors quoting a flow's
@@ -18,7 +18,7 @@
 //!           L4 key ─► flow table hit? ──yes──► TCP state, counters, rewrite ─► Forward
 //!              │ no
 //!              ├─ ICMP error ─► flow of the quoted packet ─► inside-out rewrite ► Forward
-//!              ├─ to the gateway itself, no forward ──────────────────────────► ToHost
+//!              ├─ the box's own (host::for_host, the XDP program's rule) ─────► ToHost
 //!              ▼
 //!           slow path: policy check, PAT port reservation / forward / hairpin,
 //!           flow insertion ─► rewrite ───────────────────────────────────────► Forward
@@ -36,6 +36,7 @@ use crate::counters::{Counters, DropReason};
 use crate::time::Time;
 
 mod fast;
+mod host;
 mod icmp_error;
 mod parse;
 mod shared;
@@ -50,18 +51,18 @@ pub use shared::{flow_as_new, HostCounts, ReloadReport, Shared};
 /// copied into a scratch buffer). The engine may shorten or lengthen `len` (when it turns
 /// the frame into an ICMP error) but never beyond `buf.len()`.
 #[derive(Debug)]
-pub struct Frame<'a> {
+pub struct FrameBuf<'a> {
     /// The buffer.
     pub buf: &'a mut [u8],
     /// Bytes of `buf` that hold the frame.
     pub len: usize,
 }
 
-impl<'a> Frame<'a> {
+impl<'a> FrameBuf<'a> {
     /// A frame filling the whole buffer.
-    pub fn new(buf: &'a mut [u8]) -> Frame<'a> {
+    pub fn new(buf: &'a mut [u8]) -> FrameBuf<'a> {
         let len = buf.len();
-        Frame { buf, len }
+        FrameBuf { buf, len }
     }
 
     /// The frame's bytes.
@@ -148,7 +149,13 @@ impl Engine {
     /// another: every frame is parsed and its index buckets requested, then every frame is
     /// looked up and its flow slot requested, then every frame is processed — by which time
     /// its lines are (mostly) in cache.
-    pub fn process_batch(&mut self, frames: &mut [Frame<'_>], metas: &[RxMeta], now: Time, verdicts: &mut [Verdict]) {
+    pub fn process_batch(
+        &mut self,
+        frames: &mut [FrameBuf<'_>],
+        metas: &[RxMeta],
+        now: Time,
+        verdicts: &mut [Verdict],
+    ) {
         const STAGE: usize = 64;
         let n = frames.len().min(metas.len()).min(verdicts.len());
         let mut start = 0;
@@ -192,7 +199,7 @@ impl Engine {
     }
 
     /// Processes one frame: rewrites it in place and returns the verdict.
-    pub fn process(&mut self, frame: &mut Frame<'_>, meta: RxMeta, now: Time) -> Verdict {
+    pub fn process(&mut self, frame: &mut FrameBuf<'_>, meta: RxMeta, now: Time) -> Verdict {
         let sh: &Shared = &self.shared;
         let w = &mut self.w;
         w.counters.traffic.rx.inc();
@@ -222,7 +229,7 @@ impl WorkerState {
         x
     }
 
-    pub(super) fn process_inner(&mut self, sh: &Shared, frame: &mut Frame<'_>, meta: RxMeta, now: Time) -> Verdict {
+    pub(super) fn process_inner(&mut self, sh: &Shared, frame: &mut FrameBuf<'_>, meta: RxMeta, now: Time) -> Verdict {
         match self.stage_parse(sh, frame, meta, now) {
             Ok((pkt, key)) => {
                 // both buckets, then all the slot's lines, requested before the first is
@@ -246,7 +253,7 @@ impl WorkerState {
     pub(super) fn stage_parse(
         &mut self,
         sh: &Shared,
-        frame: &mut Frame<'_>,
+        frame: &mut FrameBuf<'_>,
         meta: RxMeta,
         now: Time,
     ) -> Result<(Pkt, FlowKey), Verdict> {
@@ -272,7 +279,7 @@ impl WorkerState {
     pub(super) fn stage_decide(
         &mut self,
         sh: &Shared,
-        frame: &mut Frame<'_>,
+        frame: &mut FrameBuf<'_>,
         pkt: &Pkt,
         key: &FlowKey,
         hit: Option<FlowRef>,
@@ -318,17 +325,18 @@ impl WorkerState {
         } else {
             None
         };
-        if sh.is_local(pkt.dst) && forward.is_none() {
-            // the gateway's own traffic (SSH to the box, ping, its own connections' replies)
+        if forward.is_none() && host::for_host(sh, &pkt, frame.bytes()) {
+            // the gateway's own traffic (SSH to the box, ping, its own connections' replies,
+            // DHCP answers) by the rule the XDP program applies too: in an XDP deployment
+            // the kernel already has these, so a worker never sees one
             return Verdict::ToHost;
         }
-        if ingress.role == Role::Outside
-            && pkt.l4 == L4::Udp
-            && xgw_ebpf_common::proto::is_dhcp_reply(pkt.sport, pkt.dport)
-        {
-            // a DHCP server answering the box's own client, perhaps to an address the box
-            // does not have yet (`address dhcp`): the XDP program passes these to the kernel
-            return Verdict::ToHost;
+        if forward.is_none() && to_outside_addr {
+            // the outside address and no translation, forward or host service wants it
+            // (the box's own IPsec uses NAT-T on a host service port: ESP to the outside
+            // address belongs to the inside hosts)
+            let r = if pkt.l4 == L4::Esp { DropReason::EspNoSa } else { DropReason::UnsolicitedInbound };
+            return Verdict::Drop(r);
         }
         if forward.is_none() && pkt.dst != sh.outside_addr() && sh.is_nat_addr(pkt.dst) && ingress.role == Role::Outside
         {

@@ -94,17 +94,17 @@ impl WorkerState {
         if is_martian_source(src) || sh.is_local(src) {
             return Err(DropReason::MartianSource);
         }
-        if is_multicast_or_broadcast(dst) || sh.is_subnet_broadcast(dst) {
+        if super::host::host_address(sh, dst) {
+            // broadcast, multicast, an inside address or subnet broadcast: the box's by the
+            // host-or-transit rule, whatever it carries
             return Ok(None);
         }
         if src == dst {
             return Err(DropReason::LandAttack);
         }
         let hl = ip.header_len();
-        if hl > ipv4::MIN_HEADER_LEN {
-            if sh.is_local(dst) {
-                return Ok(None);
-            }
+        let options = hl > ipv4::MIN_HEADER_LEN;
+        if options && dst != sh.outside_addr() {
             return Err(DropReason::IpOptions);
         }
         let mut p = Pkt {
@@ -131,7 +131,8 @@ impl WorkerState {
             icmp_code: 0,
         };
         if p.later_frag {
-            return Ok(Some(p)); // no L4 header
+            // no L4 header; with options only the box's, decided above by address
+            return if options { Err(DropReason::IpOptions) } else { Ok(Some(p)) };
         }
         let l4 = ip.payload();
         match p.proto {
@@ -188,6 +189,11 @@ impl WorkerState {
             }
             _ => {}
         }
+        if options {
+            // to the outside address: the box's own (the kernel handles options), or a
+            // translation's, which xgw does not forward with options
+            return if super::host::for_host(sh, &p, frame) { Ok(None) } else { Err(DropReason::IpOptions) };
+        }
         Ok(Some(p))
     }
 }
@@ -210,7 +216,7 @@ pub(super) fn flow_key(p: &Pkt) -> FlowKey {
 /// updates that follow — the rewrite, the PPTP inspector's byte changes — start from a
 /// real checksum. True when it did. A UDP checksum of 0 (none) is left alone.
 #[inline(always)]
-pub(super) fn finish_partial_csum(frame: &mut Frame<'_>, pkt: &Pkt) -> bool {
+pub(super) fn finish_partial_csum(frame: &mut FrameBuf<'_>, pkt: &Pkt) -> bool {
     let ip = &mut frame.buf[pkt.ip_range()];
     let seg = &mut ip[pkt.hl()..];
     let (field, udp) = if pkt.l4 == L4::Tcp { (16, false) } else { (6, true) };
@@ -233,8 +239,4 @@ pub(super) fn udp_view(seg: &mut [u8]) -> udp::Packet<&mut [u8]> {
 pub(super) fn is_martian_source(a: u32) -> bool {
     let first = a >> 24;
     first == 0 || first == 127 || (224..=255).contains(&first)
-}
-
-pub(super) fn is_multicast_or_broadcast(a: u32) -> bool {
-    a >> 28 == 0xe || a == u32::MAX
 }

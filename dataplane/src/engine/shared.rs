@@ -188,13 +188,6 @@ impl Shared {
             || self.config.ifaces.iter().any(|i| i.role == Role::Inside && u32::from(i.addr) == a)
     }
 
-    /// True when `a` is the broadcast address of an attached subnet.
-    pub fn is_subnet_broadcast(&self, a: u32) -> bool {
-        let (o, len) = self.outside_net();
-        (o != 0 && len < 31 && (o | !crate::config::prefix_mask(len)) == a)
-            || self.config.ifaces.iter().any(|i| i.role == Role::Inside && i.prefix_len < 31 && i.broadcast() == a)
-    }
-
     /// The address inside host `host` is translated onto (the same one every time): one of
     /// the pool, or the outside address (0 while there is none).
     pub fn nat_addr_for(&self, host: u32) -> u32 {

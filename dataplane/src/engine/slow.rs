@@ -50,7 +50,7 @@ impl WorkerState {
     pub(super) fn new_flow(
         &mut self,
         sh: &Shared,
-        frame: &mut Frame<'_>,
+        frame: &mut FrameBuf<'_>,
         pkt: &Pkt,
         key: &FlowKey,
         forward: Option<crate::config::PortForward>,

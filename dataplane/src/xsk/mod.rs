@@ -24,7 +24,7 @@ use xsk_rs::FrameDesc;
 
 use crate::config::IfaceId;
 use crate::counters::SharedCounter;
-use crate::engine::{Engine, Frame, RxMeta, Verdict};
+use crate::engine::{Engine, FrameBuf, RxMeta, Verdict};
 use crate::neighbour::Neighbours;
 use crate::neighbour::{flow_hash, Macs, NextHop, Refused, Waiting};
 use crate::time::Time;
@@ -246,9 +246,9 @@ impl Worker {
         }
         self.ports[pi].stats.rx.add(n as u64);
         {
-            let mut frames: [Frame<'_>; BATCH] = std::array::from_fn(|_| Frame { buf: &mut [], len: 0 });
+            let mut frames: [FrameBuf<'_>; BATCH] = std::array::from_fn(|_| FrameBuf { buf: &mut [], len: 0 });
             for ((f, buf), &len) in frames.iter_mut().zip(self.scratch.chunks_exact_mut(slot)).zip(&self.lens) {
-                *f = Frame { buf, len };
+                *f = FrameBuf { buf, len };
             }
             self.engine.process_batch(&mut frames[..n], &self.metas[..n], now, &mut self.verdicts[..n]);
             for (f, len) in frames.iter().zip(self.lens.iter_mut()).take(n) {

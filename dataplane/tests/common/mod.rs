@@ -6,7 +6,7 @@
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use xgw_dataplane::{Engine, EngineConfig, Frame, IfaceId, RxMeta, Shared, Time, Verdict};
+use xgw_dataplane::{Engine, EngineConfig, FrameBuf, IfaceId, RxMeta, Shared, Time, Verdict};
 
 pub const INSIDE: IfaceId = IfaceId(0);
 pub const OUTSIDE: IfaceId = IfaceId(1);
@@ -110,7 +110,7 @@ pub fn run(e: &mut Engine, frame: &mut Vec<u8>, iface: IfaceId, t: u64) -> Verdi
     let len = frame.len();
     let mut buf = frame.clone();
     buf.resize(2048, 0);
-    let mut f = Frame { buf: &mut buf[..], len };
+    let mut f = FrameBuf { buf: &mut buf[..], len };
     let v = e.process(&mut f, RxMeta { iface }, Time::from_millis(t));
     let n = f.len;
     *frame = buf[..n].to_vec();

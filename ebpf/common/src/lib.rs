@@ -59,6 +59,111 @@ pub mod proto {
     }
 }
 
+/// Whose a packet is — the box's own stack's or transit — decided by one rule that the XDP
+/// classifier and the engine both call, so that what one hands to the kernel the other
+/// never sees as transit (and the other way round).
+pub mod host {
+    use crate::proto::is_dhcp_reply;
+
+    /// What the rule needs to know about the box.
+    pub trait Own {
+        /// One of the inside interfaces' addresses or subnet broadcasts.
+        fn is_inside_own(&self, a: u32) -> bool;
+        /// The outside address (0: none yet).
+        fn outside(&self) -> u32;
+        /// The outside subnet's broadcast address (0: none).
+        fn outside_broadcast(&self) -> u32;
+        /// The box's own port range on the outside address (the NAT never hands these out).
+        fn host_ports(&self) -> (u16, u16);
+        /// A service the box itself offers on the outside address (`tcp:22`, …).
+        fn is_service(&self, proto: u8, port: u16) -> bool;
+    }
+
+    /// What the rule looks at above IPv4.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Upper {
+        /// TCP or UDP ports.
+        Ports {
+            /// Source port.
+            sport: u16,
+            /// Destination port.
+            dport: u16,
+        },
+        /// An ICMP query (echo, timestamp, …).
+        IcmpQuery {
+            /// A request (a ping of the box), not a reply.
+            request: bool,
+            /// Its identifier.
+            ident: u16,
+        },
+        /// An ICMP error, by the packet it quotes: the quoted packet's protocol and its
+        /// source port (TCP/UDP) or identifier (ICMP) — the box's socket if it sent it.
+        IcmpError {
+            /// Quoted packet's protocol.
+            proto: u8,
+            /// Quoted packet's source port or ICMP identifier.
+            sport: u16,
+        },
+        /// Nothing to look at (other protocols, later fragments).
+        Opaque,
+    }
+
+    /// An ICMP query type: `Some(true)` for a request (echo, timestamp), `Some(false)` for
+    /// its reply, `None` for any other type. The engine's parser knows the same four.
+    #[inline(always)]
+    pub fn icmp_query(t: u8) -> Option<bool> {
+        match t {
+            8 | 13 => Some(true),
+            0 | 14 => Some(false),
+            _ => None,
+        }
+    }
+
+    /// An ICMP error type (its body quotes the offending packet).
+    #[inline(always)]
+    pub fn icmp_error(t: u8) -> bool {
+        matches!(t, 3 | 4 | 5 | 11 | 12)
+    }
+
+    /// True when the packet to `dst` is the box's own: broadcast, multicast, an inside
+    /// address or subnet broadcast, a DHCP answer, or on the outside address a host port,
+    /// a host service, a ping, a reply to the box's own ping, or an ICMP error about a
+    /// packet the box sent from one of those. Everything else is transit: on the outside
+    /// address it belongs to a translation or a forward, or it is unsolicited.
+    #[inline(always)]
+    pub fn is_for_host(own: &impl Own, dst: u32, proto: u8, upper: Upper) -> bool {
+        if dst == u32::MAX || dst >> 28 == 0xe || own.is_inside_own(dst) {
+            return true;
+        }
+        if let Upper::Ports { sport, dport } = upper {
+            if proto == 17 && is_dhcp_reply(sport, dport) {
+                return true;
+            }
+        }
+        let outside = own.outside();
+        if outside == 0 {
+            return false;
+        }
+        if dst == own.outside_broadcast() {
+            return true;
+        }
+        if dst != outside {
+            return false;
+        }
+        let (lo, hi) = own.host_ports();
+        let host_port = |p: u16| lo <= p && p <= hi;
+        match upper {
+            Upper::Ports { dport, .. } => host_port(dport) || own.is_service(proto, dport),
+            Upper::IcmpQuery { request: true, .. } => true,
+            Upper::IcmpQuery { request: false, ident } => host_port(ident),
+            Upper::IcmpError { proto: p, sport } => {
+                (p == 6 || p == 17 || p == 1) && (host_port(sport) || own.is_service(p, sport))
+            }
+            Upper::Opaque => false,
+        }
+    }
+}
+
 /// What the classifier makes of a frame. The value travels in the 4 bytes of XDP metadata
 /// in front of the frame.
 pub mod class {
@@ -165,6 +270,10 @@ pub struct XdpConfig {
     pub n_inside: u32,
     /// The gateway's inside addresses: traffic to them is the host's.
     pub inside_addrs: [u32; MAX_INSIDE_ADDRS],
+    /// The inside subnets' broadcast addresses (0 where none), as many as `inside_addrs`.
+    pub inside_bcasts: [u32; MAX_INSIDE_ADDRS],
+    /// The outside subnet's broadcast address (0: none).
+    pub outside_bcast: u32,
     /// First port of the host's own ephemeral range (TCP/UDP to the outside address in it
     /// is the host's).
     pub host_port_lo: u16,
@@ -267,10 +376,101 @@ mod pod {
     // (to offset 32, 8-aligned), then three `u64`: 56 bytes, no padding, all integers.
     unsafe impl aya::Pod for super::FastFlow {}
     // SAFETY: `XdpConfig` is `repr(C)`, `Copy`, made of integers and an integer array with
-    // no padding (4 + 4 + 32 + 2 + 2 + 4 bytes), so every bit pattern is a valid value.
+    // no padding (4 + 4 + 32 + 32 + 4 + 2 + 2 + 4 bytes), so every bit pattern is a valid value.
     unsafe impl aya::Pod for super::XdpConfig {}
     // SAFETY: `Counter` is `repr(C)`, two `u64`, no padding: every bit pattern is valid.
     unsafe impl aya::Pod for super::Counter {}
     // SAFETY: `HostService` is `repr(C)`, two `u32`, no padding: every bit pattern is valid.
     unsafe impl aya::Pod for super::HostService {}
+}
+
+// The maps' value layouts are shared with the kernel byte for byte: a field added without
+// thinking of the other side fails the build here.
+const _: () = assert!(core::mem::size_of::<XdpConfig>() == 84);
+const _: () = assert!(core::mem::size_of::<FastKey>() == 16);
+const _: () = assert!(core::mem::size_of::<FastFlow>() == 56);
+const _: () = assert!(core::mem::size_of::<HostService>() == 8);
+
+#[cfg(test)]
+mod tests {
+    use super::host::{is_for_host, Own, Upper};
+
+    struct Gw;
+
+    const OUT: u32 = 0xcb00_7101; // 203.0.113.1/24
+    const IN: u32 = 0x0a00_0001; // 10.0.0.1/24
+
+    impl Own for Gw {
+        fn is_inside_own(&self, a: u32) -> bool {
+            a == IN || a == 0x0a00_00ff
+        }
+        fn outside(&self) -> u32 {
+            OUT
+        }
+        fn outside_broadcast(&self) -> u32 {
+            0xcb00_71ff
+        }
+        fn host_ports(&self) -> (u16, u16) {
+            (32768, 60999)
+        }
+        fn is_service(&self, proto: u8, port: u16) -> bool {
+            (proto, port) == (6, 22)
+        }
+    }
+
+    #[test]
+    fn host_or_transit_table() {
+        let ports = |sport, dport| Upper::Ports { sport, dport };
+        let far = 0xc633_6414; // 198.51.100.20
+        #[rustfmt::skip]
+        let table: &[(&str, u32, u8, Upper, bool)] = &[
+            ("limited broadcast", u32::MAX, 17, ports(68, 67), true),
+            ("multicast (VRRP)", 0xe000_0012, 112, Upper::Opaque, true),
+            ("inside address, any protocol", IN, 47, Upper::Opaque, true),
+            ("inside subnet broadcast", 0x0a00_00ff, 17, ports(137, 137), true),
+            ("outside subnet broadcast", 0xcb00_71ff, 17, ports(520, 520), true),
+            ("DHCP answer to any address", 0xcb00_7163, 17, ports(67, 68), true),
+            ("TCP to a host port", OUT, 6, ports(80, 40000), true),
+            ("TCP to a host service", OUT, 6, ports(50000, 22), true),
+            ("UDP to a service port of TCP only", OUT, 17, ports(50000, 22), false),
+            ("TCP to a translated port", OUT, 6, ports(443, 1024), false),
+            ("ping of the box", OUT, 1, Upper::IcmpQuery { request: true, ident: 5 }, true),
+            ("reply to the box's own ping", OUT, 1, Upper::IcmpQuery { request: false, ident: 40000 }, true),
+            ("reply to a translated ping", OUT, 1, Upper::IcmpQuery { request: false, ident: 5 }, false),
+            ("error about the box's own UDP", OUT, 1, Upper::IcmpError { proto: 17, sport: 33000 }, true),
+            ("error about the box's SSH", OUT, 1, Upper::IcmpError { proto: 6, sport: 22 }, true),
+            ("error about a translation", OUT, 1, Upper::IcmpError { proto: 6, sport: 2000 }, false),
+            ("ESP to the outside address", OUT, 50, Upper::Opaque, false),
+            ("later fragment to the outside address", OUT, 17, Upper::Opaque, false),
+            ("transit to a far host", far, 6, ports(40000, 22), false),
+            ("transit DHCP request", far, 17, ports(68, 67), false),
+        ];
+        for (what, dst, proto, upper, host) in table {
+            assert_eq!(is_for_host(&Gw, *dst, *proto, *upper), *host, "{what}");
+        }
+    }
+
+    #[test]
+    fn nothing_is_the_outside_address_s_before_there_is_one() {
+        struct NoAddr;
+        impl Own for NoAddr {
+            fn is_inside_own(&self, _: u32) -> bool {
+                false
+            }
+            fn outside(&self) -> u32 {
+                0
+            }
+            fn outside_broadcast(&self) -> u32 {
+                0
+            }
+            fn host_ports(&self) -> (u16, u16) {
+                (1, 65535)
+            }
+            fn is_service(&self, _: u8, _: u16) -> bool {
+                true
+            }
+        }
+        assert!(!is_for_host(&NoAddr, 0, 6, Upper::Ports { sport: 1, dport: 22 }));
+        assert!(is_for_host(&NoAddr, 0x0a00_0005, 17, Upper::Ports { sport: 67, dport: 68 }), "DHCP still");
+    }
 }

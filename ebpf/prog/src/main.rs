@@ -7,9 +7,9 @@
 //! checksum, unknown flows) goes on as below, to the engine.
 //!
 //! Other transit IPv4 goes to the AF_XDP socket of the receive queue (with its class in 4 bytes of
-//! XDP metadata); the gateway's own traffic — non-IP (ARP, IPv6), broadcast and multicast,
-//! anything to an inside-interface address, and on the outside address TCP/UDP to the host's
-//! own port range or its services and ICMP echo requests — goes to the kernel untouched.
+//! XDP metadata); the gateway's own traffic — non-IP (ARP, IPv6), and every packet the one
+//! host-or-transit rule (`xgw_ebpf_common::host`, the engine's too) calls the box's — goes to
+//! the kernel untouched; so do the later fragments of a packet whose first fragment did.
 //! Frames with a broken IPv4 header are dropped and counted. The parse is deliberately
 //! shallow: the engine in userspace validates everything again.
 #![no_std]
@@ -28,10 +28,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use xgw_ebpf_common::csum::{self, fold};
-use xgw_ebpf_common::proto::{is_dhcp_reply, GRE_V1, PPTP_PORT};
-use xgw_ebpf_common::{
-    class, declined, steer, Counter, FastFlow, FastKey, HostService, XdpConfig, MAX_IFACES, MAX_INSIDE_ADDRS,
-};
+use xgw_ebpf_common::proto::GRE_V1;
+use xgw_ebpf_common::{class, declined, steer, Counter, FastFlow, FastKey, HostService, XdpConfig, MAX_IFACES};
 
 #[map]
 static CONFIG: Array<XdpConfig> = Array::with_max_entries(1, 0);
@@ -65,6 +63,9 @@ static EGRESS_OK: Array<u32> = Array::with_max_entries(MAX_IFACES, 0);
 /// Packets of offloaded flows the fast path left to the engine, by `declined` reason.
 #[map]
 static FAST_DECLINED: PerCpuArray<Counter> = PerCpuArray::with_max_entries(declined::COUNT, 0);
+
+mod classify;
+use classify::classify;
 
 enum Steer {
     Kernel,
@@ -331,121 +332,6 @@ pub fn xgw_xdp(ctx: XdpContext) -> u32 {
             XSKS.redirect(queue, u64::from(xdp_action::XDP_PASS)).unwrap_or(xdp_action::XDP_PASS)
         }
     }
-}
-
-fn classify(ctx: &XdpContext) -> Option<(u32, Steer)> {
-    let eth: [u8; 14] = read(ctx, 0)?;
-    let mut l3 = 14;
-    let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
-    if ethertype == 0x8100 {
-        let tag: [u8; 4] = read(ctx, 14)?;
-        ethertype = u16::from_be_bytes([tag[2], tag[3]]);
-        l3 = 18;
-    }
-    if ethertype != 0x0800 {
-        return Some((class::NON_IP, Steer::Kernel));
-    }
-    // the whole fixed IPv4 header in one read
-    let Some(ip) = read::<20>(ctx, l3) else {
-        return Some((class::MALFORMED, Steer::Drop));
-    };
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    let later_fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0;
-    let proto = ip[9];
-    let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
-    let frame_len = ctx.data_end() - ctx.data();
-    if ip[0] >> 4 != 4 || ihl < 20 || total < ihl || l3 + total > frame_len {
-        return Some((class::MALFORMED, Steer::Drop));
-    }
-
-    let cfg = CONFIG.get(0)?;
-    // broadcast and multicast, and anything for the gateway's inside addresses: the host's
-    if dst == u32::MAX || dst >> 28 == 0xe {
-        return Some((class::OTHER_IP, Steer::Kernel));
-    }
-    let mut i = 0;
-    while i < MAX_INSIDE_ADDRS {
-        if (i as u32) < cfg.n_inside && cfg.inside_addrs[i] == dst {
-            return Some((class::OTHER_IP, Steer::Kernel));
-        }
-        i += 1;
-    }
-    if later_fragment {
-        return Some((class::FRAGMENT, Steer::Xsk));
-    }
-
-    let l4 = l3 + ihl;
-    let to_outside = cfg.ready != 0 && dst == cfg.outside_addr;
-    let (cls, dport) = match proto {
-        6 => {
-            let h: [u8; 4] = read(ctx, l4)?;
-            let (sp, dp) = (u16::from_be_bytes([h[0], h[1]]), u16::from_be_bytes([h[2], h[3]]));
-            (if sp == PPTP_PORT || dp == PPTP_PORT { class::PPTP_CONTROL } else { class::TCP }, Some(dp))
-        }
-        17 => {
-            let h: [u8; 8] = read(ctx, l4)?;
-            let (sp, dp) = (u16::from_be_bytes([h[0], h[1]]), u16::from_be_bytes([h[2], h[3]]));
-            let udp_len = u16::from_be_bytes([h[4], h[5]]);
-            if is_dhcp_reply(sp, dp) {
-                // a DHCP server answering the box's own client, perhaps to an address the
-                // box does not have yet (`address dhcp`): the host's, as in the engine
-                return Some((class::UDP, Steer::Kernel));
-            }
-            let cls = if sp == 500 || dp == 500 {
-                class::IKE
-            } else if sp == 4500 || dp == 4500 {
-                if udp_len == 9 {
-                    // the payload's only byte (read with the checksum's last one: N >= 2)
-                    let mut k = [0u8; 2];
-                    if let Some(b) = read::<2>(ctx, l4 + 7) {
-                        k = b;
-                    }
-                    if k[1] == 0xff {
-                        class::NATT_KEEPALIVE
-                    } else {
-                        class::NATT_ESP
-                    }
-                } else if udp_len >= 12 && bytes_are::<4>(ctx, l4 + 8, 0) {
-                    class::NATT_IKE
-                } else {
-                    class::NATT_ESP
-                }
-            } else if sp == 1701 || dp == 1701 {
-                class::L2TP
-            } else {
-                class::UDP
-            };
-            (cls, Some(dp))
-        }
-        47 => {
-            let h: [u8; 2] = read(ctx, l4)?;
-            (if h[1] & 7 == 1 { class::GRE_PPTP } else { class::GRE_OTHER }, None)
-        }
-        50 => (class::ESP, None),
-        51 => (class::AH, None),
-        1 => {
-            let h: [u8; 2] = read(ctx, l4)?;
-            // an echo request to the outside address is a ping of the box
-            if to_outside && h[0] == 8 {
-                return Some((class::ICMP, Steer::Kernel));
-            }
-            (class::ICMP, None)
-        }
-        _ => (class::OTHER_IP, None),
-    };
-    if to_outside {
-        if let Some(dp) = dport {
-            if (cfg.host_port_lo..=cfg.host_port_hi).contains(&dp) {
-                return Some((cls, Steer::Kernel));
-            }
-            let key = HostService { proto: u32::from(proto), port: u32::from(dp) };
-            if HOST_SERVICES.get_ptr(key).is_some() {
-                return Some((cls, Steer::Kernel));
-            }
-        }
-    }
-    Some((cls, Steer::Xsk))
 }
 
 /// The benchmark's generator and sink (bench/nat-compare): only in the object built with
