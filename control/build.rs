@@ -3,6 +3,7 @@
 //! the benchmark's object, which adds the generator and sink programs
 //! (`XGW_XDP_BENCH_OBJECT`). Needs what `tools/setup` installs: nightly with rust-src and
 //! bpf-linker.
+#![allow(clippy::expect_used, reason = "a build script fails by panicking, with the message saying what is missing")]
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -3,6 +3,7 @@
 //! removed when its [`Lab`] is dropped — also when the test fails — and only processes the
 //! test started are ended, by PID.
 #![forbid(unsafe_code)]
+#![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

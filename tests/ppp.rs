@@ -9,6 +9,7 @@
 //! - Run with any other arguments (pptpd's `ppp` option execs it as if it were pppd, with the
 //!   call's pty as stdin/stdout), it is the server side: it logs to
 //!   `$XGW_PPP_LOG_DIR/server-<pid>.log` and names itself after the PPTP call it serves.
+#![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -1,4 +1,5 @@
 //! Engine micro benchmarks. Groups are named subsystem/case; throughput is in packets.
+#![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;

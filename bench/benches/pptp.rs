@@ -1,5 +1,6 @@
 //! PPTP inspection benchmarks: GRE of established calls both ways with 10 000 live calls,
 //! and the cost of one control message through the inspector.
+#![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;

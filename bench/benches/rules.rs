@@ -1,5 +1,6 @@
 //! Access-list matching with 10 000 rules, the packet matching only the last one (the worst
 //! case for first-match semantics), against a linear scan of the same atoms.
+#![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;

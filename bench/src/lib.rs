@@ -1,6 +1,7 @@
 //! Shared helpers for xgw's benchmarks: building engines pre-filled with many flows and the
 //! frames that hit them.
 #![forbid(unsafe_code)]
+#![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
 //! xgwctl against a control socket served by the daemon's own code over an engine that has
 //! seen a fixture of frames (no kernel needed): every command's text and JSON output.
+#![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

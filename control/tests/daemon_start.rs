@@ -1,6 +1,7 @@
 //! `xgwd run` refuses to start, with a message that says what to fix, when the rules file is
 //! bad, an interface is missing or it lacks privileges. (Runs as root, like the rest of
 //! tools/test; the unprivileged case is played by `nobody` through setpriv.)
+#![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};

@@ -1,4 +1,5 @@
 //! `xgwd replay` on generated captures: the binary, its files and its summary.
+#![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 use std::process::Command;
 use std::time::Duration;

@@ -1,4 +1,5 @@
 //! Real captures from tests/fixtures/captures replayed through the engine.
+#![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 use std::path::PathBuf;
 use std::sync::Arc;

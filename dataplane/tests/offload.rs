@@ -1,6 +1,7 @@
 //! The engine's side of the fast path: which flows are offered, when they are taken back,
 //! and that the fast path's counts reach the flow before it could expire — with a recording
 //! fake in place of the XDP maps.
+#![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! PPTP inspection scenarios (../shared/pptp-alg.md §6): control connections and GRE
 //! through the engine, bytes and counters asserted.
+#![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 mod common;
 

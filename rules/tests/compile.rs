@@ -1,4 +1,5 @@
 //! The example policy compiles, and what it says is what the engine does.
+#![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 use std::path::PathBuf;
 use std::sync::Arc;

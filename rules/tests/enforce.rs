@@ -1,4 +1,5 @@
 //! Enforcement: reloads (report, teardown, under traffic) and connection limits.
+#![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 //! client to UDP 4500 with ESP inside it; every client gets a virtual address from the
 //! responder's pool and pings the responder's inner address through its own tunnel. Every
 //! device outside the gateway stays at the kernel's defaults.
+#![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 use std::time::{Duration, Instant};
 

@@ -5,6 +5,7 @@
 //!                ├─ br0 (ns lan) ── xgw-in 10.10.0.1 [gw: xgwd] xgw-out 198.51.100.1 ── 198.51.100.254 [rtr] 203.0.113.254 (mtu 1000) ── 203.0.113.20 srv
 //!  c2 10.10.0.6 ─┘
 //! ```
+#![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 use xgw_tests::{Lab, TCP_SINK, TCP_SOURCE, UDP_ECHO, UDP_FLOWS};
 

@@ -1,6 +1,7 @@
 //! The daemon's copy of the kernel's routes and neighbours, read through rtnetlink in a
 //! namespace of its own: a dump at start, then notifications only, and resolution asked of
 //! the kernel. The neighbour is a veth peer at the kernel's defaults.
+#![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::AtomicBool;

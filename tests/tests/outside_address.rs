@@ -2,6 +2,7 @@
 //! under traffic. An inside client keeps a UDP conversation (echoed by the server, so the
 //! flow is assured and, with the fast path on, carried by XDP) going while the gateway's
 //! outside address changes; nothing leaves with the old address once it is gone.
+#![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

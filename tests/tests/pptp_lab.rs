@@ -1,6 +1,7 @@
 //! Real PPTP clients (pptp-linux) sharing the outside address through xgw towards a real
 //! PPTP server (pptpd), every client with the same Call ID; the PPP on both ends is the
 //! xgw-ppp stand-in, whose LCP echoes carry the sender's name.
+#![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! streams: resident memory while listing grows by far less than the listing's size.
 //! The client decodes every line and renders it as `xgwctl conntrack list` would.
 //! Usage: list_flows [N] (default 1000000).
+#![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

@@ -7,6 +7,7 @@
 //!   sequence numbers, 14-byte payloads) through a raw socket — the data of one PPTP call.
 //!
 //! Prints `sent=<n> seconds=<s>`.
+#![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};

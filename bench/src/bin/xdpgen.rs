@@ -7,6 +7,7 @@
 //!   live-frames mode, for SECONDS. Prints `sent=<n> seconds=<s>`.
 //! - `xdpgen sink DEV FILE`: attaches `xgw_sink` to DEV (it counts and drops the benchmark's
 //!   UDP and GRE) and writes the count to FILE every 100 ms until killed.
+#![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};

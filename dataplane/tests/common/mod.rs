@@ -2,6 +2,7 @@
 //! with etherparse and checked with etherparse (or a plain RFC 1071 sum written here),
 //! never with the engine's own checksum code.
 #![allow(dead_code, reason = "each test file uses a different part of these helpers")]
+#![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use std::net::Ipv4Addr;
