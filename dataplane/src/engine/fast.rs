@@ -8,7 +8,7 @@ use crate::conntrack::{status, CsumDelta, Dir, FlowKey, FlowKind, FlowRef, Rewri
 use crate::counters::DropReason;
 use crate::frag::{FragEntry, FragKey};
 use crate::time::Time;
-use crate::wire::{be16, gre, icmp, ipv4, proto, put16, tcp};
+use crate::wire::{gre, icmp, ipv4, proto, tcp};
 
 use super::*;
 
@@ -122,13 +122,14 @@ impl WorkerState {
         );
         // the payload starts at an even offset of the segment (the TCP header is a multiple
         // of 4 bytes), so a byte's parity in the payload is its parity in the checksum
-        let mut c = be16(hdr, 16);
+        let mut t = tcp::Packet::new_unchecked(hdr);
+        let mut c = t.checksum();
         for &(i, old, new) in &self.changes {
             let (o, n) =
                 if i % 2 == 0 { (u16::from(old) << 8, u16::from(new) << 8) } else { (u16::from(old), u16::from(new)) };
             c = checksum::adjust16(c, o, n);
         }
-        put16(hdr, 16, c);
+        t.set_checksum(c);
         match v {
             SegmentVerdict::Pass => Ok(()),
             SegmentVerdict::OutOfOrder => Err(Verdict::Drop(DropReason::PptpOutOfOrder)),

@@ -1,12 +1,12 @@
 //! ICMP: errors quoting a flow's packet (translated inside and out, RFC 5508), and the
 //! errors and resets the gateway itself generates.
 
-use crate::checksum;
 use crate::config::Role;
 use crate::conntrack::FlowKey;
 use crate::counters::DropReason;
 use crate::time::Time;
-use crate::wire::{be16, be32, ethernet, icmp, ipv4, proto, put16, tcp};
+use crate::wire::quote::{Field, Quote};
+use crate::wire::{ethernet, gre, icmp, ipv4, proto, tcp, udp};
 
 use super::*;
 
@@ -26,10 +26,21 @@ impl WorkerState {
         }
         let (isrc, idst, iproto) = (inner.src_addr(), inner.dst_addr(), inner.protocol());
         let il4 = &body[ihl..];
+        // 8 quoted bytes are there (checked above): TCP's ports sit where UDP's do, an ICMP
+        // query's identifier and a GRE v1 key (Call ID) within them
         let quoted = match iproto {
-            proto::TCP | proto::UDP => (be16(il4, 0), be16(il4, 2), L4::Tcp),
-            proto::ICMP if icmp::is_query(il4[0]) => (be16(il4, 4), 0, L4::IcmpQuery),
-            proto::GRE if il4[1] & 7 == 1 => (0, be16(il4, 6), L4::GrePptp),
+            proto::TCP | proto::UDP => {
+                let u = udp::Packet::new_unchecked(il4);
+                (u.src_port(), u.dst_port(), L4::Tcp)
+            }
+            proto::ICMP => match icmp::Packet::new_checked(il4) {
+                Ok(i) if icmp::is_query(i.msg_type()) => (i.ident(), 0, L4::IcmpQuery),
+                _ => (0, 0, L4::Other),
+            },
+            proto::GRE => match gre::Packet::new_unchecked(il4) {
+                g if g.version() == 1 => (0, g.call_id(), L4::GrePptp),
+                _ => (0, 0, L4::Other),
+            },
             _ => (0, 0, L4::Other),
         };
         let inner_key = FlowKey { src: isrc, dst: idst, sport: quoted.0, dport: quoted.1, proto: iproto };
@@ -77,55 +88,24 @@ impl WorkerState {
         }
         // rewrite the quote, keeping every checksum right (the ICMP one covers the quote)
         let icmp_buf = &mut frame.buf[icmp_off..icmp_end];
-        let mut csum = be16(icmp_buf, 2);
-        {
-            let q = &mut icmp_buf[icmp::HEADER_LEN..];
-            let l4_csum_off = match iproto {
-                proto::TCP if q.len() >= ihl + 18 => Some(ihl + 16),
-                proto::UDP if be16(q, ihl + 6) != 0 => Some(ihl + 6),
-                proto::ICMP => Some(ihl + 2),
-                _ => None,
-            };
-            let pseudo = matches!(iproto, proto::TCP | proto::UDP);
-            let set_addr = |q: &mut [u8], off: usize, new: u32, csum: &mut u16| {
-                let old = be32(q, off);
-                if old == new {
-                    return;
-                }
-                set16(q, off, (new >> 16) as u16, csum);
-                set16(q, off + 2, new as u16, csum);
-                let ic = checksum::adjust32(be16(q, 10), old, new);
-                set16(q, 10, ic, csum);
-                if let (Some(o), true) = (l4_csum_off, pseudo) {
-                    let c = checksum::adjust32(be16(q, o), old, new);
-                    set16(q, o, c, csum);
-                }
-            };
-            set_addr(q, 12, orig_inner.src, &mut csum);
-            set_addr(q, 16, orig_inner.dst, &mut csum);
-            let set_port = |q: &mut [u8], off: usize, new: u16, csum: &mut u16| {
-                let old = be16(q, off);
-                if old == new {
-                    return;
-                }
-                set16(q, off, new, csum);
-                if let Some(o) = l4_csum_off {
-                    let c = checksum::adjust16(be16(q, o), old, new);
-                    set16(q, o, c, csum);
-                }
-            };
-            match quoted.2 {
-                L4::Tcp => {
-                    set_port(q, ihl, orig_inner.sport, &mut csum);
-                    set_port(q, ihl + 2, orig_inner.dport, &mut csum);
-                }
-                L4::IcmpQuery => set_port(q, ihl + 4, orig_inner.sport, &mut csum),
-                // the Call ID the packet carried when it reached the gateway (no GRE checksum)
-                L4::GrePptp => set_port(q, ihl + 6, orig_inner.dport, &mut csum),
-                _ => {}
+        let csum = icmp::Packet::new_unchecked(&*icmp_buf).checksum();
+        let Ok(mut q) = Quote::new(&mut icmp_buf[icmp::HEADER_LEN..], csum) else {
+            return Verdict::Drop(DropReason::IcmpMalformed);
+        };
+        q.set_src_addr(orig_inner.src);
+        q.set_dst_addr(orig_inner.dst);
+        match quoted.2 {
+            L4::Tcp => {
+                q.set(Field::SrcPort, orig_inner.sport);
+                q.set(Field::DstPort, orig_inner.dport);
             }
+            L4::IcmpQuery => q.set(Field::IcmpIdent, orig_inner.sport),
+            // the Call ID the packet carried when it reached the gateway (no GRE checksum)
+            L4::GrePptp => q.set(Field::GreCallId, orig_inner.dport),
+            _ => {}
         }
-        put16(icmp_buf, 2, csum);
+        let csum = q.icmp_checksum();
+        icmp::Packet::new_unchecked(&mut *icmp_buf).set_checksum(csum);
         let mut ip = ipv4::Packet::new_unchecked(&mut frame.buf[pkt.l3()..icmp_end]);
         // a direction that translates its source (inside → outside) gives the error the
         // flow's outside address, whoever sent it — the end host or a router on the inside
@@ -201,18 +181,11 @@ impl WorkerState {
 /// without payload: RST|ACK, lengths and both checksums recomputed.
 pub(super) fn to_reset(ip: &mut [u8], hl: usize, thl: usize) {
     let total = hl + thl;
-    put16(ip, 2, total as u16);
-    let (src, dst) = ([ip[12], ip[13], ip[14], ip[15]], [ip[16], ip[17], ip[18], ip[19]]);
-    ipv4::Packet::new_unchecked(&mut ip[..total]).fill_checksum();
-    let seg = &mut ip[hl..total];
-    seg[13] = tcp::flags::RST | tcp::flags::ACK;
-    put16(seg, 16, 0);
-    let c = !checksum::fold(checksum::accumulate(seg, checksum::pseudo_header(src, dst, proto::TCP, thl as u16)));
-    put16(seg, 16, c);
-}
-
-pub(super) fn set16(q: &mut [u8], off: usize, new: u16, csum: &mut u16) {
-    let old = be16(q, off);
-    put16(q, off, new);
-    *csum = checksum::adjust16(*csum, old, new);
+    let mut v = ipv4::Packet::new_unchecked(&mut ip[..total]);
+    v.set_total_len(total as u16);
+    v.fill_checksum();
+    let (src, dst) = (v.src_addr(), v.dst_addr());
+    let mut t = tcp::Packet::new_unchecked(v.payload_mut());
+    t.set_flags(tcp::flags::RST | tcp::flags::ACK);
+    t.fill_checksum(src, dst);
 }

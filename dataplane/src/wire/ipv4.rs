@@ -203,6 +203,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         put16(b, field::CHECKSUM, c);
     }
 
+    /// Sets the total length field (the header checksum is not adjusted: fill it after).
+    #[inline]
+    pub fn set_total_len(&mut self, len: u16) {
+        put16(self.buf.as_mut(), field::TOTAL_LEN, len);
+    }
+
     /// Sets the header checksum field.
     #[inline]
     pub fn set_checksum(&mut self, c: u16) {

@@ -153,6 +153,23 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         put16(self.buf.as_mut(), field::CHECKSUM, c);
     }
 
+    /// Sets the flags byte.
+    #[inline]
+    pub fn set_flags(&mut self, f: u8) {
+        self.buf.as_mut()[field::FLAGS] = f;
+    }
+
+    /// Recomputes the checksum from scratch over the whole buffer (header and payload) and
+    /// the pseudo-header of `src` → `dst` (for segments the engine builds).
+    #[inline]
+    pub fn fill_checksum(&mut self, src: u32, dst: u32) {
+        self.set_checksum(0);
+        let b = self.buf.as_ref();
+        let pseudo = checksum::pseudo_header(src.to_be_bytes(), dst.to_be_bytes(), super::proto::TCP, b.len() as u16);
+        let c = !checksum::fold(checksum::accumulate(b, pseudo));
+        self.set_checksum(c);
+    }
+
     /// Mutable payload.
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {

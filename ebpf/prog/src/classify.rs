@@ -2,11 +2,7 @@
 //! and where it goes — the kernel, the AF_XDP workers, or nowhere (a broken header). Whose a
 //! packet is comes from `xgw_ebpf_common::host::is_for_host`, the rule the engine applies too.
 
-use aya_ebpf::{
-    macros::map,
-    maps::LruHashMap,
-    programs::XdpContext,
-};
+use aya_ebpf::{macros::map, maps::LruHashMap, programs::XdpContext};
 use xgw_ebpf_common::host::{icmp_error, icmp_query, is_for_host, Own, Upper};
 use xgw_ebpf_common::proto::PPTP_PORT;
 use xgw_ebpf_common::{class, HostService, XdpConfig, MAX_INSIDE_ADDRS};
