@@ -711,3 +711,24 @@ fn an_outside_address_that_follows_the_kernel() {
     assert_eq!(sh.set_outside_addr(u32::from_be_bytes(second), 24, Time::from_millis(10)), 0);
     assert_eq!(sh.address_changes.get(), 2);
 }
+
+#[test]
+fn a_host_service_port_is_never_a_translation_s() {
+    // the box serves NAT-T itself; an inside IPsec client also sends from UDP 4500
+    let mut cfg = EngineConfig::example();
+    cfg.host_services.push((17, 4500));
+    let mut e = engine_with(cfg);
+    let mut a = udp(C1, S, 4500, 4500, b"ike");
+    assert_eq!(run(&mut e, &mut a, INSIDE, 0), Verdict::Forward(OUTSIDE));
+    let out = tuple(&a);
+    assert_eq!(out.src, ip(P));
+    assert_ne!(out.sport, 4500, "4500 on the outside address is the box's");
+    // a port that is no service is kept
+    let mut b = udp(C1, S, 4501, 4500, b"ike");
+    assert_eq!(run(&mut e, &mut b, INSIDE, 0), Verdict::Forward(OUTSIDE));
+    assert_eq!(tuple(&b).sport, 4501);
+    // and TCP 22 (the default service) is never handed out either
+    let mut c = tcp(C2, S, 22, 80, "S", b"");
+    assert_eq!(run(&mut e, &mut c, INSIDE, 0), Verdict::Forward(OUTSIDE));
+    assert_ne!(tuple(&c).sport, 22);
+}

@@ -171,7 +171,13 @@ impl WorkerState {
             }
             Shape::Snat { addr, egress: outside.0, icmp_query: pkt.l4 == L4::IcmpQuery, esp: pkt.l4 == L4::Esp }
         };
-        let cands = shape.ports(&k, &cfg.nat, seed).map(|p| shape.reply_key(&k, p));
+        // a host service's port on the outside address is the box's (the XDP program passes
+        // it to the kernel by port alone): never a translation's
+        let services = &cfg.host_services;
+        let cands = shape
+            .ports(&k, &cfg.nat, seed)
+            .filter(|&p| !(matches!(k.proto, 6 | 17) && services.contains(&(k.proto, p))))
+            .map(|p| shape.reply_key(&k, p));
         let result = shared.flows.insert(
             k,
             cands,
