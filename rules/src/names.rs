@@ -41,9 +41,8 @@ pub const PORT_NAMES: &[(&str, u16)] = &[
     ("nat-t", 4500),
 ];
 
-/// Protocol names.
-pub const PROTO_NAMES: &[(&str, u8)] =
-    &[("icmp", 1), ("tcp", 6), ("udp", 17), ("gre", 47), ("esp", 50), ("ah", 51), ("ospf", 89), ("sctp", 132)];
+/// Protocol names: the engine's one table (conntrack listings print the same names).
+pub const PROTO_NAMES: &[(&str, u8)] = xgw_dataplane::wire::proto::NAMES;
 
 /// ICMP type names.
 pub const ICMP_NAMES: &[(&str, u8)] = &[

@@ -50,18 +50,23 @@ pub(crate) fn put32(b: &mut [u8], off: usize, v: u32) {
 
 /// IP protocol numbers the engine knows by name.
 pub mod proto {
-    /// The protocol's lower-case name as conntrack and ASA logs print it, or its number.
+    /// Every protocol known by name, as conntrack and ASA print them and as the rules
+    /// language accepts them: the one table both use.
+    pub const NAMES: &[(&str, u8)] = &[
+        ("icmp", ICMP),
+        ("tcp", TCP),
+        ("udp", UDP),
+        ("gre", GRE),
+        ("esp", ESP),
+        ("ah", AH),
+        ("ospf", 89),
+        ("sctp", 132),
+    ];
+
+    /// The protocol's lower-case name (from [`NAMES`]), or its number.
     #[inline]
     pub fn name(p: u8) -> String {
-        match p {
-            ICMP => "icmp".into(),
-            TCP => "tcp".into(),
-            UDP => "udp".into(),
-            GRE => "gre".into(),
-            ESP => "esp".into(),
-            AH => "ah".into(),
-            n => n.to_string(),
-        }
+        NAMES.iter().find(|(_, n)| *n == p).map_or_else(|| p.to_string(), |(s, _)| (*s).to_string())
     }
 
     /// ICMP.
