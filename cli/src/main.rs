@@ -224,8 +224,8 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                     if !diags.is_empty() {
                         eprintln!("{}", xgw_rules::diag::render_all(&diags));
                     }
-                    let errors = diags.iter().filter(|d| d.severity == xgw_rules::Severity::Error).count();
-                    let warnings = diags.len() - errors;
+                    let count = |s| diags.iter().filter(|d| d.severity == s).count();
+                    let (errors, warnings) = (count(xgw_rules::Severity::Error), count(xgw_rules::Severity::Warning));
                     let s = |n: usize| if n == 1 { "" } else { "s" };
                     if ok {
                         eprintln!("{}: valid ({warnings} warning{})", file.display(), s(warnings));

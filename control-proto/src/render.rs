@@ -57,10 +57,12 @@ pub fn xlate_line(x: &XlateView) -> String {
     };
     let (flags, from, to) = match x.kind.as_str() {
         "static" => ("s", ep(&x.inside), ep(&x.outside)),
+        "identity" => ("sI", ep(&x.inside), ep(&x.outside)),
         _ => ("ri", ep(&x.inside), ep(&x.outside)),
     };
+    let what = if x.kind == "identity" { "NAT" } else { "PAT" };
     format!(
-        "{} PAT from inside:{from} to outside:{to} flags {flags} idle {} timeout {}",
+        "{} {what} from inside:{from} to outside:{to} flags {flags} idle {} timeout {}",
         x.proto.to_uppercase(),
         hms(x.idle),
         hms(x.timeout)
@@ -70,7 +72,7 @@ pub fn xlate_line(x: &XlateView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::Filter;
+    use crate::view::{Filter, XlateView};
 
     fn v() -> FlowView {
         FlowView::example()
@@ -111,6 +113,29 @@ mod tests {
         assert!(!Filter { srckey: Some(0), ..Filter::default() }.matches(&v()));
         assert!(Filter { src: Some("0.0.0.0/0".into()), ..Filter::default() }.matches(&v()));
         assert!(Filter { dst: Some("198.51.100.20".into()), ..Filter::default() }.matches(&v()));
+    }
+
+    #[test]
+    fn xlate_lines_as_asa_prints_them() {
+        let x = XlateView {
+            kind: "PAT".into(),
+            proto: "udp".into(),
+            inside: ("10.0.0.5".into(), 5000),
+            outside: ("203.0.113.1".into(), 5000),
+            foreign: ("198.51.100.20".into(), 53),
+            idle: 3,
+            timeout: 30,
+            flow_id: 1,
+        };
+        assert_eq!(
+            xlate_line(&x),
+            "UDP PAT from inside:10.0.0.5/5000 to outside:203.0.113.1/5000 flags ri idle 0:00:03 timeout 0:00:30"
+        );
+        let id = XlateView { kind: "identity".into(), outside: ("10.0.0.5".into(), 5000), ..x };
+        assert_eq!(
+            xlate_line(&id),
+            "UDP NAT from inside:10.0.0.5/5000 to outside:10.0.0.5/5000 flags sI idle 0:00:03 timeout 0:00:30"
+        );
     }
 
     #[test]

@@ -131,7 +131,8 @@ impl Filter {
 /// outside endpoint it appears as, and the flow that holds it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct XlateView {
-    /// `PAT` (dynamic, inside-out) or `static` (a forward, outside-in).
+    /// `PAT` (dynamic, inside-out), `static` (a forward, outside-in) or `identity` (NAT
+    /// exemption: routed untranslated).
     pub kind: String,
     /// Protocol name.
     pub proto: String,

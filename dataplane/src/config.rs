@@ -88,6 +88,29 @@ pub struct NatConfig {
     /// Addresses to translate onto instead of the outside interface's own (a pool on the
     /// outside subnet). Each inside host is paired with one of them.
     pub pool: Vec<Ipv4Addr>,
+    /// NAT exemption (ASA `nat (inside) 0`): the first entry whose inside and far address
+    /// ranges hold a flow's ends decides whether it is routed untranslated.
+    pub exempt: Vec<Exemption>,
+}
+
+/// One NAT exemption entry: inclusive address ranges of the inside and the far end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exemption {
+    /// Exempt (`permit`) or not (`deny`).
+    pub exempt: bool,
+    /// Inside end.
+    pub inside: (u32, u32),
+    /// Far end.
+    pub far: (u32, u32),
+}
+
+impl NatConfig {
+    /// Is a flow between inside host `inside` and far host `far` routed untranslated?
+    #[inline]
+    pub fn is_exempt(&self, inside: u32, far: u32) -> bool {
+        let within = |(lo, hi): (u32, u32), a: u32| lo <= a && a <= hi;
+        self.exempt.iter().find(|e| within(e.inside, inside) && within(e.far, far)).is_some_and(|e| e.exempt)
+    }
 }
 
 impl Default for NatConfig {
@@ -99,6 +122,7 @@ impl Default for NatConfig {
             max_probes: 4096,
             host_ports: Some((32768, 60999)),
             pool: Vec::new(),
+            exempt: Vec::new(),
         }
     }
 }

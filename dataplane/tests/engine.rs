@@ -732,3 +732,44 @@ fn a_host_service_port_is_never_a_translation_s() {
     assert_eq!(run(&mut e, &mut c, INSIDE, 0), Verdict::Forward(OUTSIDE));
     assert_ne!(tuple(&c).sport, 22);
 }
+
+#[test]
+fn nat_exemption_routes_untranslated_both_ways() {
+    use xgw_dataplane::config::Exemption;
+    let partner = [192, 168, 50, 7];
+    let mut cfg = EngineConfig::example();
+    let r = |a: [u8; 4], len: u32| {
+        let lo = u32::from_be_bytes(a) & (u32::MAX << (32 - len));
+        (lo, lo | !(u32::MAX << (32 - len)))
+    };
+    // first match: C2 is not exempt (deny), the rest of the inside /24 is, towards the partner
+    cfg.nat.exempt = vec![
+        Exemption { exempt: false, inside: r(C2, 32), far: r(partner, 24) },
+        Exemption { exempt: true, inside: r(C1, 24), far: r(partner, 24) },
+    ];
+    let mut e = engine_with(cfg);
+    let mut a = udp(C1, partner, 5000, 53, b"q");
+    assert_eq!(run(&mut e, &mut a, INSIDE, 0), Verdict::Forward(OUTSIDE));
+    assert_checksums(&a);
+    assert_eq!((tuple(&a).src, tuple(&a).sport), (ip(C1), 5000), "exempt: untranslated");
+    let mut back = udp(partner, C1, 53, 5000, b"a");
+    assert_eq!(run(&mut e, &mut back, OUTSIDE, 1), Verdict::Forward(INSIDE));
+    assert_eq!(tuple(&back).dst, ip(C1));
+    // the denied host is translated as usual
+    let mut b = udp(C2, partner, 5000, 53, b"q");
+    assert_eq!(run(&mut e, &mut b, INSIDE, 2), Verdict::Forward(OUTSIDE));
+    assert_eq!(tuple(&b).src, ip(P));
+    // and elsewhere C1 is translated too
+    let mut c = udp(C1, S, 5001, 53, b"q");
+    assert_eq!(run(&mut e, &mut c, INSIDE, 3), Verdict::Forward(OUTSIDE));
+    assert_eq!(tuple(&c).src, ip(P));
+    // the partner may open a flow to an exempt inside host (the policy permitting), not to C2
+    let mut opened = tcp(partner, C1, 40000, 22, "S", b"");
+    assert_eq!(run(&mut e, &mut opened, OUTSIDE, 4), Verdict::Forward(INSIDE));
+    assert_eq!(tuple(&opened).dst, ip(C1));
+    let mut refused = tcp(partner, C2, 40000, 22, "S", b"");
+    assert_eq!(run(&mut e, &mut refused, OUTSIDE, 5), Verdict::Drop(DropReason::UnsolicitedInbound));
+    // nor from anywhere else
+    let mut stranger = tcp(S, C1, 40000, 22, "S", b"");
+    assert_eq!(run(&mut e, &mut stranger, OUTSIDE, 6), Verdict::Drop(DropReason::UnsolicitedInbound));
+}

@@ -147,6 +147,22 @@ pub enum Stmt {
         /// Inside port.
         inside_port: u16,
     },
+    /// `nat exempt SRC DST`: flows from SRC to DST (and from DST to SRC) are routed
+    /// untranslated — ASA's NAT exemption / identity NAT.
+    NatExempt {
+        /// Inside side.
+        src: Spanned<AddrSpec>,
+        /// Far side.
+        dst: Spanned<AddrSpec>,
+    },
+    /// `nat exempt access-list NAME`: the list's rules, first match, say which flows are
+    /// exempt (`permit`) or not (`deny`); only their addresses count (ASA `nat (if) 0
+    /// access-list NAME`).
+    NatExemptList(Spanned<String>),
+    /// A line of an ASA modular policy (`policy-map`, `class`, `class-map`, `match
+    /// default-inspection-traffic`, `service-policy`): accepted, with a note, so that a
+    /// pasted inspection block reads as its `inspect` lines.
+    CiscoPolicy(Spanned<String>),
     /// `inspect pptp|ipsec [on|off] [interface NAME...] [OPTION VALUE...]`
     Inspect {
         /// `pptp` or `ipsec`.

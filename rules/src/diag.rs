@@ -11,6 +11,8 @@ pub enum Severity {
     Error,
     /// The file is accepted; something in it is probably not what was meant.
     Warning,
+    /// The file is accepted as written; how xgw reads a line (a Cisco spelling, say).
+    Note,
 }
 
 /// One source file.
@@ -111,6 +113,7 @@ impl Diagnostic {
         let sev = match self.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Note => "note",
         };
         let num = self.line.to_string();
         let pad = " ".repeat(num.len());

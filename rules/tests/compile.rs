@@ -132,3 +132,32 @@ fn includes_resolve_relative_to_the_including_file() {
     let c = compile("conf/main.rules", main, &loader).map_err(|d| xgw_rules::diag::render_all(&d)).expect("compiles");
     assert_eq!(c.files, vec!["conf/main.rules".to_string(), "conf/objs.rules".to_string()]);
 }
+
+#[test]
+fn cisco_spellings_and_nat_exemption_compile_to_the_engine_s_terms() {
+    let text = "interface lan device e1 role inside address 10.0.0.1/24\n\
+        interface wan device e0 role outside address 203.0.113.1/24\n\
+        nat overload\n\
+        fixup protocol pptp 1723\n\
+        object-group network partners { 192.168.50.0/24 192.168.60.0/24 }\n\
+        access-list nonat deny ip host 10.0.0.66 any\n\
+        access-list nonat permit ip 10.0.0.0/24 object-group partners\n\
+        nat exempt access-list nonat\n\
+        nat exempt host 10.0.0.9 172.16.0.0/12\n";
+    let c = compile("t.rules", text, &|p| Err(format!("no {p}"))).expect("compiles");
+    assert!(c.engine.pptp.enabled);
+    assert!(c.warnings.iter().any(|d| d.severity == xgw_rules::Severity::Note && d.message.contains("fixup")));
+    assert!(c.warnings.iter().all(|d| !d.message.contains("not bound")), "an exemption list needs no binding");
+    let n = &c.engine.nat;
+    assert_eq!(n.exempt.len(), 4, "{:?}", n.exempt);
+    assert!(n.is_exempt(ip("10.0.0.5"), ip("192.168.60.1")));
+    assert!(!n.is_exempt(ip("10.0.0.66"), ip("192.168.50.1")), "the deny comes first");
+    assert!(n.is_exempt(ip("10.0.0.9"), ip("172.20.0.1")));
+    assert!(!n.is_exempt(ip("10.0.0.5"), ip("172.20.0.1")));
+    assert!(!n.is_exempt(ip("10.0.0.5"), ip("8.8.8.8")));
+    let off = compile("t.rules", &text.replace("fixup protocol pptp 1723", "no fixup protocol pptp"), &|p| {
+        Err(format!("no {p}"))
+    })
+    .expect("compiles");
+    assert!(!off.engine.pptp.enabled);
+}

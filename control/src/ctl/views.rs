@@ -45,7 +45,16 @@ pub fn xlate(f: &Flow, sh: &Shared, now: Time) -> Option<XlateView> {
     let t = &sh.config().timeouts;
     let total = f.timeout(t);
     let idle = total.saturating_sub(f.remaining(now, t)).as_secs();
+    let k = f.keys[0];
+    let nat = &sh.config().nat;
     let (kind, inside, outside, foreign) = match (v.kind.as_str(), v.gre_keys) {
+        // NAT exemption: an identity translation, as ASA lists `nat 0` / identity NAT
+        ("routed", _) if nat.is_exempt(k.src, k.dst) => {
+            ("identity", (v.orig.0.clone(), v.orig.2), (v.orig.0, v.orig.2), (v.orig.1, v.orig.3))
+        }
+        ("routed", _) if nat.is_exempt(k.dst, k.src) => {
+            ("identity", (v.orig.1.clone(), v.orig.3), (v.orig.1, v.orig.3), (v.orig.0, v.orig.2))
+        }
         ("snat", _) => ("PAT", (v.orig.0, v.orig.2), (v.reply.1, v.reply.3), (v.orig.1, v.orig.3)),
         ("dnat" | "hairpin", _) => ("static", (v.reply.0, v.reply.2), (v.orig.1, v.orig.3), (v.orig.0, v.orig.2)),
         ("related", Some(g)) => ("PAT", (v.orig.0, g.0), (v.reply.1, g.3), (v.orig.1, g.1)),

@@ -343,7 +343,12 @@ impl WorkerState {
             // a pool address: everything to it belongs to a translation, and this has none
             return Verdict::Drop(DropReason::UnsolicitedInbound);
         }
-        if ingress.role == Role::Outside && forward.is_none() {
+        if ingress.role == Role::Outside
+            && forward.is_none()
+            && !(cfg.nat.is_exempt(pkt.dst, pkt.src) && cfg.inside_for(pkt.dst).is_some())
+        {
+            // from outside only to a forward, or to an inside host exempt from NAT towards
+            // the sender (a partner network, a VPN pool), which the policy then checks
             return Verdict::Drop(DropReason::UnsolicitedInbound);
         }
         if pkt.ttl <= 1 {

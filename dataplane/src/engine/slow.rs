@@ -140,7 +140,11 @@ impl WorkerState {
         };
         // ESP that is not translated by SPI (between inside interfaces, NAT off, towards a
         // forward) is tracked by address pair: its SAs' SPIs need no learning
-        let by_pair = pkt.l4 == L4::Esp && (forward.is_some() || cfg.inside_for(pkt.dst).is_some() || !cfg.nat.enabled);
+        let by_pair = pkt.l4 == L4::Esp
+            && (forward.is_some()
+                || cfg.inside_for(pkt.dst).is_some()
+                || !cfg.nat.enabled
+                || cfg.nat.is_exempt(pkt.src, pkt.dst));
         let k = if by_pair { FlowKey { sport: 0, dport: 0, ..*key } } else { *key };
         let key = &k;
 
@@ -158,7 +162,8 @@ impl WorkerState {
         } else if let Some(dst_if) = cfg.inside_for(pkt.dst) {
             // between inside interfaces: tracked, not translated
             Shape::Routed { egress: dst_if }
-        } else if !cfg.nat.enabled {
+        } else if !cfg.nat.enabled || cfg.nat.is_exempt(pkt.src, pkt.dst) {
+            // NAT off, or exempt (ASA `nat 0`): routed untranslated
             Shape::Routed { egress: outside.0 }
         } else {
             if pkt.proto == proto::AH {

@@ -112,6 +112,7 @@ mod tests {
             enabled: true,
             host_ports: None,
             pool: Vec::new(),
+            exempt: Vec::new(),
         };
         let v: Vec<u16> = PortCandidates::new(40000, &cfg, 2).collect();
         assert_eq!(v, vec![40000, 5002, 5003, 5000, 5001]);

@@ -27,6 +27,8 @@ pub(super) struct Collected {
     pub(super) pptp_ifaces: Vec<(usize, Spanned<String>)>,
     seen_timeouts: HashMap<String, (usize, usize)>,
     pub(super) nat_span: Option<(usize, std::ops::Range<usize>)>,
+    /// (file, statement) of every `nat exempt`, in order
+    pub(super) exempts: Vec<(usize, Stmt)>,
     /// names declared by statements that had errors: defined, but nothing else is said of them
     pub(super) broken: Vec<(&'static str, String)>,
 }
@@ -35,7 +37,8 @@ impl Collected {
     /// Takes in one statement of file `fi`.
     pub(super) fn statement(&mut self, cx: &mut Ctx<'_>, fi: usize, Located { stmt, span }: Located) {
         match stmt {
-            Stmt::Include(_) => {}
+            Stmt::Include(_) | Stmt::CiscoPolicy(_) => {}
+            st @ (Stmt::NatExempt { .. } | Stmt::NatExemptList(_)) => self.exempts.push((fi, st)),
             Stmt::Broken(kind, name) => self.broken.push((kind, name.v)),
             Stmt::Interface { name, device, role, addr, addr_span } => {
                 if let Some((_, f0, s0)) = self.ifaces.iter().find(|(n, _, _)| *n == name.v) {

@@ -12,6 +12,7 @@ use crate::diag::{did_you_mean, Diagnostic, Severity, SourceFile};
 use crate::parse::parse_file;
 
 mod collect;
+mod exempt;
 
 /// A compiled rules file.
 #[derive(Debug)]
@@ -142,7 +143,17 @@ pub fn compile(name: &str, text: &str, loader: Loader<'_>) -> Result<Compiled, V
         c.statement(&mut cx, fi, located);
     }
     let collect::Collected {
-        mut engine, ifaces, groups, rules, binds, forwards, pptp_ifaces, nat_span, broken, ..
+        mut engine,
+        ifaces,
+        groups,
+        rules,
+        binds,
+        forwards,
+        pptp_ifaces,
+        nat_span,
+        broken,
+        exempts,
+        ..
     } = c;
 
     // interfaces
@@ -207,6 +218,9 @@ pub fn compile(name: &str, text: &str, loader: Loader<'_>) -> Result<Compiled, V
         let mut stack = Vec::new();
         expand(&mut cx, &groups, n, &mut stack, &mut nets, &mut svcs);
     }
+
+    let (exemptions, exempt_lists) = exempt::resolve(&mut cx, &exempts, &rules, &groups, &nets, &broken);
+    engine.nat.exempt = exemptions;
 
     // access lists, in file order
     let mut list_order: Vec<String> = Vec::new();
@@ -342,7 +356,7 @@ pub fn compile(name: &str, text: &str, loader: Loader<'_>) -> Result<Compiled, V
         }
     }
     for (k, l) in list_order.iter().enumerate() {
-        let named = binds.iter().any(|(_, bl, _, _)| bl.v == *l);
+        let named = binds.iter().any(|(_, bl, _, _)| bl.v == *l) || exempt_lists.contains(l);
         if !named && !bind_in.contains(&Some(k)) && !bind_out.contains(&Some(k)) {
             if let Some((_, fi, _, span)) = rules.iter().find(|(n, ..)| n == l) {
                 cx.warn(*fi, span.clone(), format!("access-list `{l}` is not bound to any interface")).hint =

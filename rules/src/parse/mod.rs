@@ -8,6 +8,7 @@ use std::ops::Range;
 use crate::diag::{did_you_mean, Diagnostic, Severity, SourceFile};
 use crate::lexer::{lex, Tok, Token};
 
+mod cisco;
 mod statement;
 mod values;
 

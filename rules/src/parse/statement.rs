@@ -71,7 +71,10 @@ impl<'a> Parser<'a> {
             }
             "nat" => {
                 self.pos += 1;
-                let k = self.keyword(&["overload", "off"])?;
+                let k = self.keyword(&["overload", "off", "exempt"])?;
+                if k.v == "exempt" {
+                    return self.nat_exempt();
+                }
                 if k.v == "off" {
                     self.end_of_statement()?;
                     return Ok(Stmt::Nat {
@@ -313,6 +316,21 @@ impl<'a> Parser<'a> {
                 self.end_of_statement()?;
                 Ok(Stmt::Bind { list, inbound: dir.v == "in", iface })
             }
+            "fixup" => {
+                let start = self.here();
+                self.fixup(false, start)
+            }
+            "no" => {
+                let start = self.here();
+                self.pos += 1;
+                if self.peek_word() != Some("fixup") {
+                    return self
+                        .unexpected("`fixup` (`no fixup protocol pptp`)", &["fixup"])
+                        .map(|_| Stmt::Include(unreachable_spanned()));
+                }
+                self.fixup(true, start)
+            }
+            w if cisco::POLICY_WORDS.contains(&w) => self.cisco_policy(),
             other => {
                 let span = self.here();
                 let hint = did_you_mean(other, STATEMENTS.iter().copied()).map(|s| format!("did you mean `{s}`?"));
