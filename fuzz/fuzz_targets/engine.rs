@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
 use xgw_dataplane::config::PortForward;
-use xgw_dataplane::{Engine, EngineConfig, Frame, IfaceId, RxMeta, Shared, Time};
+use xgw_dataplane::{Engine, EngineConfig, FrameBuf, IfaceId, RxMeta, Shared, Time};
 
 fuzz_target!(|data: &[u8]| {
     let mut cfg = EngineConfig::example();
@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
         let frame = &rest[3..3 + len];
         rest = &rest[3 + len..];
         buf[..len].copy_from_slice(frame);
-        let mut f = Frame { buf: &mut buf[..], len };
+        let mut f = FrameBuf { buf: &mut buf[..], len };
         let _ = e.process(&mut f, RxMeta { iface }, Time::from_millis(n * 100));
         assert!(f.len <= f.buf.len());
         n += 1;
@@ -39,6 +39,6 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let c = e.counters();
-    assert_eq!(c.rx.get(), n);
-    assert_eq!(c.forwarded.get() + c.to_host.get() + c.total_drops(), n);
+    assert_eq!(c.traffic.rx.get(), n);
+    assert_eq!(c.traffic.forwarded.get() + c.traffic.to_host.get() + c.total_drops(), n);
 });

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
-use xgw_dataplane::{Engine, EngineConfig, Frame, IfaceId, RxMeta, Shared, Time, Verdict};
+use xgw_dataplane::{Engine, EngineConfig, FrameBuf, IfaceId, RxMeta, Shared, Time, Verdict};
 
 fuzz_target!(|data: &[u8]| {
     if data.is_empty() {
@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
         }
         ip[10..12].copy_from_slice(&(!(s as u16)).to_be_bytes());
         ip[20..].copy_from_slice(chunk);
-        let mut f = Frame { buf: &mut buf[..], len: 14 + tl };
+        let mut f = FrameBuf { buf: &mut buf[..], len: 14 + tl };
         let v = e.process(&mut f, RxMeta { iface: IfaceId(u8::from(inbound)) }, Time::from_millis(i as u64));
         let version1 = chunk.len() >= 2 && chunk[1] & 7 == 1;
         if inspect && inbound && version1 {

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
-use xgw_dataplane::{Engine, EngineConfig, Frame, IfaceId, RxMeta, Shared, Time};
+use xgw_dataplane::{Engine, EngineConfig, FrameBuf, IfaceId, RxMeta, Shared, Time};
 
 fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
     let tl = 20 + payload.len();
@@ -61,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
     let mut go = |e: &mut Engine, f: Vec<u8>, iface: u8, t: u64| {
         let n = f.len();
         buf[..n].copy_from_slice(&f);
-        let mut fr = Frame { buf: &mut buf[..], len: n };
+        let mut fr = FrameBuf { buf: &mut buf[..], len: n };
         e.process(&mut fr, RxMeta { iface: IfaceId(iface) }, Time::from_millis(t))
     };
     let syn = tcp(c, s, 40000, 1723, 100, 0x02, &[]);
