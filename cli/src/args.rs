@@ -132,6 +132,19 @@ pub(crate) enum RulesCmd {
     },
     /// The access rules in force, with their ids and hit counts.
     Show,
+    /// Write an xgw rules file from a Cisco PIX 6.x/7.x or ASA running configuration; what
+    /// does not translate is reported (line, text, why) on stderr, routes as `ip route`
+    /// commands.
+    ImportAsa {
+        /// The configuration (`show running-config`).
+        file: PathBuf,
+        /// The Linux device of an interface, by its nameif (repeatable).
+        #[arg(long = "device", value_name = "NAMEIF=DEV")]
+        devices: Vec<String>,
+        /// Write the rules here instead of to stdout (`-o` is xgwctl's output format).
+        #[arg(short = 'w', long = "write", value_name = "OUT")]
+        out: Option<PathBuf>,
+    },
     /// Make the daemon reload its rules file (access lists are swapped atomically).
     Reload {
         /// Tear down live flows the new policy would not admit.

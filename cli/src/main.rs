@@ -207,6 +207,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                 }
             }
         }
+        Cmd::Rules { cmd: RulesCmd::ImportAsa { file, devices, out } } => import_asa(&file, &devices, out.as_deref())?,
         Cmd::Rules { cmd: RulesCmd::Check { file, error_format } } => {
             let (ok, diags) = match compile_file(&file) {
                 Ok(c) => (true, c.warnings),
@@ -245,6 +246,44 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
         }
     }
     Ok(())
+}
+
+/// `rules import-asa`: the rules to stdout or OUT, the report to stderr; the written rules
+/// are checked as `rules check` would (exit 1 if they do not compile).
+fn import_asa(file: &std::path::Path, devices: &[String], out: Option<&std::path::Path>) -> Result<(), ExitCode> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        eprintln!("xgwctl: cannot read {}: {e}", file.display());
+        ExitCode::FAILURE
+    })?;
+    let mut map = std::collections::BTreeMap::new();
+    for d in devices {
+        let Some((n, dev)) = d.split_once('=') else {
+            eprintln!("xgwctl: --device wants NAMEIF=DEV, not `{d}`");
+            return Err(ExitCode::from(2));
+        };
+        map.insert(n.to_string(), dev.to_string());
+    }
+    let name = file.file_name().map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().to_string());
+    let imp = xgw_rules::import::import_asa(&text, &name, &map);
+    match out {
+        Some(p) => std::fs::write(p, &imp.rules).map_err(|e| {
+            eprintln!("xgwctl: cannot write {}: {e}", p.display());
+            ExitCode::FAILURE
+        })?,
+        None => print!("{}", imp.rules),
+    }
+    eprint!("{}", imp.report());
+    match xgw_rules::compile("imported.rules", &imp.rules, &|p| Err(format!("no include {p}"))) {
+        Ok(_) => {
+            eprintln!("the written rules pass `xgwctl rules check`");
+            Ok(())
+        }
+        Err(d) => {
+            eprintln!("{}", xgw_rules::diag::render_all(&d));
+            eprintln!("xgwctl: the written rules do not compile: fix the configuration or the output by hand");
+            Err(ExitCode::FAILURE)
+        }
+    }
 }
 
 fn main() -> ExitCode {

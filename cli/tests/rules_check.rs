@@ -40,3 +40,30 @@ fn bad_command_lines_exit_2() {
     assert_eq!(xgwctl().args(["rules", "chek"]).output().expect("run").status.code(), Some(2));
     assert_eq!(xgwctl().args(["rules", "check"]).output().expect("run").status.code(), Some(2));
 }
+
+#[test]
+fn an_asa_configuration_is_imported_into_a_file_that_passes_the_check() {
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules/tests/import/pix63-pat-pptp.cfg");
+    let dir = tempfile::tempdir().expect("tmp");
+    let out_file = dir.path().join("pix.rules");
+    let out = xgwctl()
+        .args(["rules", "import-asa", cfg, "--device", "outside=enp1s0", "--device", "inside=enp2s0", "-w"])
+        .arg(&out_file)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(out.stdout.is_empty(), "the rules went to the file");
+    let rules = std::fs::read_to_string(&out_file).expect("written");
+    assert!(rules.contains("interface outside device enp1s0 role outside address 203.0.113.2/29"), "{rules}");
+    assert!(rules.contains("\ninspect pptp\n") && rules.contains("forward tcp 1723 to 192.168.1.20 1723"), "{rules}");
+    // the report: routes with the given device, every line left out with its number
+    assert!(err.contains("ip route add default via 203.0.113.1 dev enp1s0"), "{err}");
+    assert!(err.contains("line 15: fixup protocol ftp 21"), "{err}");
+    assert!(!err.contains("give --device"), "both devices were given: {err}");
+    let check = xgwctl().args(["rules", "check"]).arg(&out_file).output().expect("run");
+    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stderr));
+    // a bad --device is a command-line error
+    let bad = xgwctl().args(["rules", "import-asa", cfg, "--device", "outside"]).output().expect("run");
+    assert_eq!(bad.status.code(), Some(2));
+}

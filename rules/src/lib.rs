@@ -6,7 +6,7 @@
 //! with source, caret and hints ([`diag`]) and compilation into the engine's configuration
 //! and an immutable first-match access-list matcher ([`compile`], [`acl`]). The compiler does
 //! no I/O: included files are read through a loader the caller passes in ([`file`] is that
-//! loader for the binaries).
+//! loader for the binaries). [`import`] writes a rules file from a PIX/ASA configuration.
 #![forbid(unsafe_code)]
 
 pub mod acl;
@@ -14,6 +14,7 @@ pub mod ast;
 pub mod compile;
 pub mod diag;
 pub mod file;
+pub mod import;
 pub mod lexer;
 pub mod names;
 pub mod parse;
