@@ -1,6 +1,6 @@
 //! xgwd: the xgw gateway daemon. `xgwd replay` runs captures through the engine offline.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use xgw_control::daemon::{self, RunArgs};
 use xgw_control::replay_cmd::{self, ReplayArgs};
 
@@ -31,6 +31,28 @@ enum Cmd {
     Run(RunArgs),
     /// Run capture files through the engine and write what leaves each interface.
     Replay(ReplayArgs),
+    /// Write man pages (xgwd.8 and one per subcommand) into a directory.
+    Man {
+        /// The directory.
+        dir: std::path::PathBuf,
+    },
+}
+
+/// The man pages, in section 8 (a system daemon).
+fn man(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let cmd = Cli::command();
+    let mut pages = vec![("xgwd".to_string(), cmd.clone())];
+    for c in cmd.get_subcommands() {
+        let name = format!("xgwd-{}", c.get_name());
+        pages.push((name.clone(), c.clone().display_name(name)));
+    }
+    for (name, page) in pages {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page).section("8").render(&mut out)?;
+        std::fs::write(dir.join(format!("{name}.8")), out)?;
+    }
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
@@ -60,6 +82,7 @@ fn main() -> std::process::ExitCode {
     let r = match cli.cmd {
         Cmd::Run(a) => daemon::run(&a, cli.log_format == LogFormat::Asa),
         Cmd::Replay(a) => replay_cmd::run(&a),
+        Cmd::Man { dir } => man(&dir),
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,
