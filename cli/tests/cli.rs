@@ -429,3 +429,23 @@ fn stats_version_and_pptp() {
     assert_eq!(j[0]["sessions"].as_array().map(Vec::len), Some(0));
     assert_eq!(j[0]["counters"]["calls_created"], 0);
 }
+
+#[test]
+fn an_exempt_flow_is_listed_as_an_identity_translation() {
+    let rules = RULES.to_string() + "nat exempt 10.10.0.0/24 192.0.2.0/24\n";
+    let compiled = xgw_rules::compile("test.rules", &rules, &|_| Err("no includes".into())).expect("rules compile");
+    let shared = Arc::new(Shared::new(compiled.engine).expect("config"));
+    let mut e = Engine::new(Arc::clone(&shared));
+    let f = udp([10, 10, 0, 5], [192, 0, 2, 53], 5353, 53);
+    let mut buf = f.clone();
+    buf.resize(2048, 0);
+    let mut fr = FrameBuf { buf: &mut buf[..], len: f.len() };
+    assert_eq!(e.process(&mut fr, RxMeta { iface: LAN }, Time::from_secs(10)), Verdict::Forward(WAN));
+    let mut seen = Vec::new();
+    shared.flows.for_each(|_, fl| seen.push(xgw_control::ctl::xlate(fl, &shared, Time::from_secs(11))));
+    let [Some(x)] = seen.as_slice() else { panic!("one translation: {seen:?}") };
+    assert_eq!(x.kind, "identity");
+    assert_eq!((x.inside.0.as_str(), x.outside.0.as_str()), ("10.10.0.5", "10.10.0.5"));
+    let line = xgw_control_proto::xlate_line(x);
+    assert!(line.starts_with("UDP NAT from inside:10.10.0.5/5353 to outside:10.10.0.5/5353 flags sI"), "{line}");
+}
