@@ -40,6 +40,27 @@ fn pool(m: &Model, w: &str) -> Option<Vec<Ipv4Addr>> {
     }
 }
 
+/// A static port translation: `mapped` is `interface` or an address, ports by name or number.
+fn forward(
+    m: &Model,
+    p: &str,
+    mapped: &str,
+    mport: &str,
+    host: Option<Ipv4Addr>,
+    rport: &str,
+    line: usize,
+) -> Option<Nat> {
+    let mapped_addr = if mapped == "interface" { None } else { Some(m.addr(mapped)?) };
+    Some(Nat::Forward {
+        proto: p.into(),
+        mapped: mapped_addr,
+        outside_port: port(mport)?,
+        host: host?,
+        port: port(rport)?,
+        line,
+    })
+}
+
 /// `global`, `nat`, `static` at the top level (pre-8.3, and 8.3+ twice NAT).
 pub(super) fn nat_line(m: &mut Model, s: &[&str], line: usize, raw: &str, left: &mut Vec<Left>) {
     let ifs =
@@ -97,19 +118,9 @@ pub(super) fn nat_line(m: &mut Model, s: &[&str], line: usize, raw: &str, left: 
         }
         ["static", _, p @ ("tcp" | "udp"), mapped, mport, real, rport, ..] => {
             m.pre83 = true;
-            let mapped_addr = if *mapped == "interface" { None } else { m.addr(mapped) };
-            match (port(mport), m.addr(real), port(rport)) {
-                (Some(op), Some(host), Some(ip)) if *mapped == "interface" || mapped_addr.is_some() => {
-                    m.nats.push(Nat::Forward {
-                        proto: (*p).into(),
-                        mapped: mapped_addr,
-                        outside_port: op,
-                        host,
-                        port: ip,
-                        line,
-                    })
-                }
-                _ => leave(left, line, raw, "a static xgw cannot read"),
+            match forward(m, p, mapped, mport, m.addr(real), rport, line) {
+                Some(f) => m.nats.push(f),
+                None => leave(left, line, raw, "a static xgw cannot read"),
             }
         }
         ["static", _, mapped, real, rest @ ..] => {
@@ -149,19 +160,11 @@ pub(super) fn object_nat(m: &mut Model, name: &str, s: &[&str], line: usize, raw
                 Some(Object::Net(a, 32)) => Some(*a),
                 _ => None,
             };
-            let mapped_addr = if *mapped == "interface" { None } else { m.addr(mapped) };
-            match (host, port(rport), port(mport)) {
-                (Some(host), Some(ip), Some(op)) if *mapped == "interface" || mapped_addr.is_some() => {
-                    m.nats.push(Nat::Forward {
-                        proto: (*p).into(),
-                        mapped: mapped_addr,
-                        outside_port: op,
-                        host,
-                        port: ip,
-                        line,
-                    })
+            match forward(m, p, mapped, mport, host, rport, line) {
+                Some(f) => m.nats.push(f),
+                None => {
+                    leave(left, line, raw, "a static port translation xgw cannot read (the object must be one host)")
                 }
-                _ => leave(left, line, raw, "a static port translation xgw cannot read (the object must be one host)"),
             }
         }
         ["nat", _, "static", mapped, ..] if *mapped == name => match object_text(m, name) {
