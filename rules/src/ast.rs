@@ -104,6 +104,23 @@ pub enum RoleAst {
     Outside,
 }
 
+/// An option of `inspect pptp`, its value checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InspectOption {
+    /// `max-calls-per-session N` (1–255).
+    MaxCallsPerSession(u64),
+    /// `max-calls-per-host N` (1–65535).
+    MaxCallsPerHost(u64),
+    /// `max-calls N` (1–1048576).
+    MaxCalls(u64),
+    /// `on-invalid drop|log|reset`.
+    OnInvalid(xgw_dataplane::config::InvalidPolicy),
+    /// `grace DURATION`.
+    Grace(std::time::Duration),
+    /// `quarantine DURATION`.
+    Quarantine(std::time::Duration),
+}
+
 /// One statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stmt {
@@ -171,8 +188,8 @@ pub enum Stmt {
         on: bool,
         /// Interfaces (empty: all).
         interfaces: Vec<Spanned<String>>,
-        /// Options: name and value.
-        options: Vec<(Spanned<String>, Spanned<String>)>,
+        /// Options, checked when parsed.
+        options: Vec<Spanned<InspectOption>>,
     },
     /// `timeout NAME DURATION`
     Timeout(Spanned<String>, Spanned<std::time::Duration>),

@@ -4,13 +4,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use xgw_dataplane::config::InvalidPolicy;
 use xgw_dataplane::config::{IfaceConfig, PortForward, Role};
 use xgw_dataplane::EngineConfig;
 
 use super::{Ctx, Group};
-use crate::ast::{Located, RoleAst, Spanned, Stmt};
-use crate::diag::did_you_mean;
+use crate::ast::{InspectOption, Located, RoleAst, Spanned, Stmt};
 
 /// What the statements said, before references are resolved.
 #[derive(Default)]
@@ -112,57 +110,15 @@ impl Collected {
                 }
                 self.engine.pptp.enabled = on;
                 self.pptp_ifaces.extend(interfaces.into_iter().map(|i| (fi, i)));
-                for (k, v) in options {
-                    let num = |cx: &mut Ctx<'_>, max: u64| -> Option<u64> {
-                        match v.v.parse::<u64>() {
-                            Ok(n) if n >= 1 && n <= max => Some(n),
-                            _ => {
-                                cx.err(fi, v.span.clone(), format!("`{}` is not a valid value for {}", v.v, k.v))
-                                    .expected = Some(format!("a number from 1 to {max}"));
-                                None
-                            }
-                        }
-                    };
-                    match k.v.as_str() {
-                        "max-calls-per-session" => {
-                            if let Some(n) = num(cx, 255) {
-                                self.engine.pptp.max_calls_per_session = n as usize;
-                            }
-                        }
-                        "max-calls-per-host" => {
-                            if let Some(n) = num(cx, 65535) {
-                                self.engine.pptp.max_calls_per_host = n as usize;
-                            }
-                        }
-                        "max-calls" => {
-                            if let Some(n) = num(cx, 1 << 20) {
-                                self.engine.pptp.max_calls_total = n as usize;
-                            }
-                        }
-                        "on-invalid" => match v.v.as_str() {
-                            "drop" => self.engine.pptp.on_invalid = InvalidPolicy::Drop,
-                            "log" => self.engine.pptp.on_invalid = InvalidPolicy::Log,
-                            "reset" => self.engine.pptp.on_invalid = InvalidPolicy::Reset,
-                            other => {
-                                let h = did_you_mean(other, ["drop", "log", "reset"])
-                                    .map(|s| format!("did you mean `{s}`?"));
-                                let d = cx.err(fi, v.span.clone(), format!("unknown policy `{other}`"));
-                                d.expected = Some("`drop`, `log` or `reset`".into());
-                                d.hint = h;
-                            }
-                        },
-                        "grace" | "quarantine" => {
-                            let d = crate::parse::parse_duration(&v.v);
-                            if d.is_zero() || !v.v.ends_with(['s', 'm', 'h', 'd']) {
-                                cx.err(fi, v.span.clone(), format!("`{}` is not a duration", v.v)).expected =
-                                    Some("a duration such as 5s".into());
-                            } else if k.v == "grace" {
-                                self.engine.pptp.teardown_grace = d;
-                            } else {
-                                self.engine.pptp.id_quarantine = d;
-                            }
-                        }
-                        _ => {}
+                let p = &mut self.engine.pptp;
+                for o in options {
+                    match o.v {
+                        InspectOption::MaxCallsPerSession(n) => p.max_calls_per_session = n as usize,
+                        InspectOption::MaxCallsPerHost(n) => p.max_calls_per_host = n as usize,
+                        InspectOption::MaxCalls(n) => p.max_calls_total = n as usize,
+                        InspectOption::OnInvalid(policy) => p.on_invalid = policy,
+                        InspectOption::Grace(d) => p.teardown_grace = d,
+                        InspectOption::Quarantine(d) => p.id_quarantine = d,
                     }
                 }
             }

@@ -9,6 +9,7 @@ use crate::diag::{did_you_mean, Diagnostic, Severity, SourceFile};
 use crate::lexer::{lex, Tok, Token};
 
 mod cisco;
+mod inspect;
 mod statement;
 mod values;
 

@@ -180,12 +180,7 @@ impl<'a> Parser<'a> {
                             &[]
                         };
                         let name = self.keyword(&[opts, &["on", "off", "interface"]].concat())?;
-                        let t = self.next();
-                        let Some(t) = t.filter(|t| t.tok != Some(Tok::Newline)) else {
-                            self.pos = self.pos.saturating_sub(1);
-                            return self.unexpected("a value", &[]).map(|_| Stmt::Include(unreachable_spanned()));
-                        };
-                        options.push((name, Spanned { v: self.text(&t).to_string(), span: t.span }));
+                        options.push(self.inspect_option(&name)?);
                     }
                 }
                 Ok(Stmt::Inspect { what, on, interfaces, options })
