@@ -96,20 +96,10 @@ const PROTOS: &[(&str, u8)] = &[
     ("sctp", 132),
 ];
 
-/// ICMP type names ASA accepts (xgw knows most of them by the same name).
-const ICMP: &[(&str, u8)] = &[
-    ("echo-reply", 0),
-    ("unreachable", 3),
-    ("source-quench", 4),
-    ("redirect", 5),
+/// ICMP type names ASA accepts beyond the ones xgw knows by the same name
+/// (`names::ICMP_NAMES`, looked up first).
+const ICMP_ASA_ONLY: &[(&str, u8)] = &[
     ("alternate-address", 6),
-    ("echo", 8),
-    ("router-advertisement", 9),
-    ("router-solicitation", 10),
-    ("time-exceeded", 11),
-    ("parameter-problem", 12),
-    ("timestamp-request", 13),
-    ("timestamp-reply", 14),
     ("information-request", 15),
     ("information-reply", 16),
     ("mask-request", 17),
@@ -131,13 +121,12 @@ pub(super) fn proto(w: &str) -> Option<String> {
     Some(name)
 }
 
-/// An ICMP type by ASA name or number, as xgw writes it.
+/// An ICMP type by ASA name or number, as xgw writes it: xgw's name where it has one.
 pub(super) fn icmp_type(w: &str) -> Option<String> {
-    let n: u8 = w.parse().ok().or_else(|| ICMP.iter().find(|(n, _)| *n == w).map(|(_, p)| *p))?;
-    Some(
-        crate::names::ICMP_NAMES
-            .iter()
-            .find(|(_, v)| *v == n)
-            .map_or_else(|| n.to_string(), |(name, _)| (*name).to_string()),
-    )
+    let xgw = crate::names::ICMP_NAMES;
+    if xgw.iter().any(|(n, _)| *n == w) {
+        return Some(w.to_string());
+    }
+    let n: u8 = w.parse().ok().or_else(|| ICMP_ASA_ONLY.iter().find(|(n, _)| *n == w).map(|(_, p)| *p))?;
+    Some(xgw.iter().find(|(_, v)| *v == n).map_or_else(|| n.to_string(), |(name, _)| (*name).to_string()))
 }
