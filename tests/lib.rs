@@ -533,6 +533,21 @@ pub mod pptp {
             }
         }
 
+        /// Starts the clients in `which` only (each with Call ID `call_id`, for `seconds`).
+        pub fn start_some_clients(&mut self, call_id: u16, seconds: u64, which: &[usize]) {
+            let idfile = self.lab.dir.join("call-id");
+            std::fs::write(&idfile, call_id.to_ne_bytes()).expect("call id file");
+            for &i in which {
+                self.start_client(i, &idfile, seconds);
+            }
+        }
+
+        /// The LCP echo sequence numbers client `i` got its own replies for, in order.
+        pub fn replied_seqs(&self, i: usize) -> Vec<u64> {
+            let me = format!("echo-reply {}#", client(i));
+            self.client_log(i).lines().filter_map(|l| l.strip_prefix(&me)?.trim().parse().ok()).collect()
+        }
+
         fn start_client(&mut self, i: usize, idfile: &std::path::Path, seconds: u64) {
             let log = self.lab.dir.join(format!("client-{i}.log")).to_string_lossy().to_string();
             // a private /run: pptp-linux's call manager shares one control connection between
@@ -572,6 +587,15 @@ pub mod pptp {
                 toks.sort();
                 toks.dedup();
                 out.push((call, toks));
+            }
+            out
+        }
+
+        /// Every server-side stand-in log, concatenated.
+        pub fn server_calls_text(&self) -> String {
+            let mut out = String::new();
+            for e in std::fs::read_dir(self.lab.dir.join("server")).into_iter().flatten().flatten() {
+                out += &std::fs::read_to_string(e.path()).unwrap_or_default();
             }
             out
         }

@@ -171,3 +171,38 @@ fn per_host_and_embryonic_limits_refuse_and_count() {
     assert_eq!(hosts.get(u32::from_be_bytes(h)), (0, 0));
     assert_eq!(e.counters().drops(DropReason::ConnLimit), 2);
 }
+
+#[test]
+fn refused_syns_tell_the_new_flow_guard_once_per_half_hold() {
+    use xgw_ebpf_common::{guard, GuardKey};
+    let (sh, mut e) = engine(compile("limit embryonic 1\nforward tcp 8080 to 10.0.0.50\n"));
+    let h = [10, 0, 0, 5];
+    // no consumer connected: nothing is queued
+    assert_eq!(run(&mut e, &syn(h, 1, S, 80), 0, 0), Verdict::Forward(IfaceId(1)));
+    assert_eq!(run(&mut e, &syn(h, 2, S, 80), 0, 1), Verdict::Drop(DropReason::ConnLimit));
+    assert_eq!(sh.guard.pop(), None);
+    sh.guard.connect();
+    // a burst of refused SYNs within half a hold: one notice
+    for (i, t) in [(3u16, 2u64), (4, 3), (5, 50)] {
+        assert_eq!(run(&mut e, &syn(h, i, S, 80), 0, t), Verdict::Drop(DropReason::ConnLimit));
+    }
+    let inside = GuardKey { addr: u32::from_be_bytes(h), port: 0, side: guard::INSIDE_SOURCE, pad: 0 };
+    assert_eq!(sh.guard.pop(), Some(inside));
+    assert_eq!(sh.guard.pop(), None);
+    // half a hold later the next refusal tells it again
+    let half = guard::HOLD_NS / 2 / 1_000_000;
+    assert_eq!(run(&mut e, &syn(h, 6, S, 80), 0, 2 + half), Verdict::Drop(DropReason::ConnLimit));
+    assert_eq!(sh.guard.pop(), Some(inside));
+    // a refused UDP flow (no SYN) tells nothing: the guard holds SYNs only
+    let mut u = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4(h, S, 64).udp(5, 53).write(&mut u, b"q").expect("build");
+    let _ = run(&mut e, &u, 0, 10_000);
+    assert_eq!(sh.guard.pop(), None);
+    // SYNs from outside to a forwarded port count against the inside server: the notice
+    // names the forwarded port of the outside address
+    let o = [203, 0, 113, 9];
+    assert_eq!(run(&mut e, &syn(o, 1, [192, 0, 2, 1], 8080), 1, 20_000), Verdict::Forward(IfaceId(0)));
+    assert_eq!(run(&mut e, &syn(o, 2, [192, 0, 2, 1], 8080), 1, 20_001), Verdict::Drop(DropReason::ConnLimit));
+    let fwd = GuardKey { addr: u32::from_be_bytes([192, 0, 2, 1]), port: 8080, side: guard::FORWARDED_PORT, pad: 0 };
+    assert_eq!(sh.guard.pop(), Some(fwd));
+}

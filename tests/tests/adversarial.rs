@@ -199,3 +199,154 @@ fn a_hundred_reloads_under_traffic_lose_no_packet_of_a_permitted_flow() {
     assert!(seq.contains("sent 3000 lost 0"), "{seq}");
     lab.stop(gw, "xgwd.log");
 }
+
+/// A scripted PAC for many control connections at once (selectors): answers
+/// Start-Control-Connection-Requests, every Outgoing-Call-Request (its own Call IDs counted
+/// up from 1), Call-Clear-Requests with a Call-Disconnect-Notify; and echoes every GRE
+/// packet back on its call (key: the PNS's Call ID as it saw it).
+const PAC_MANY: &str = r#"
+import selectors, socket, struct, sys, threading
+MAGIC = 0x1A2B3C4D
+def ctrl(t, body): return struct.pack("!HHIHH", 12 + len(body), 1, MAGIC, t, 0) + body
+calls = {}; by_peer = {}; nxt = [1]
+def gre_echo():
+    r = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
+    while True:
+        d, a = r.recvfrom(4096); g = d[(d[0] & 15) * 4:]
+        if len(g) < 12: continue
+        key = struct.unpack("!H", g[6:8])[0]
+        if key in calls:
+            p = g[12:]
+            r.sendto(struct.pack("!BBHHHI", 0x30, 0x01, 0x880B, len(p), calls[key], 1) + p, (a[0], 0))
+threading.Thread(target=gre_echo, daemon=True).start()
+sel = selectors.DefaultSelector()
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((sys.argv[1], 1723)); l.listen(2048); sel.register(l, selectors.EVENT_READ); bufs = {}
+while True:
+    for key, _ in sel.select():
+        s = key.fileobj
+        if s is l:
+            c, _ = l.accept(); c.setblocking(True); sel.register(c, selectors.EVENT_READ); bufs[c] = b""
+            continue
+        try: d = s.recv(65536)
+        except OSError: d = b""
+        if not d:
+            sel.unregister(s); s.close(); continue
+        b = bufs[s] + d; out = b""
+        while len(b) >= 12 and len(b) >= struct.unpack("!H", b[:2])[0]:
+            n = struct.unpack("!H", b[:2])[0]; m = b[:n]; b = b[n:]; t = struct.unpack("!H", m[8:10])[0]
+            if t == 1:
+                out += ctrl(2, struct.pack("!HBBIIHH64s64s", 0x0100, 1, 0, 1, 1, 1, 1, b"pac", b"xgw-test"))
+            elif t == 7:
+                peer = struct.unpack("!H", m[12:14])[0]; pid = nxt[0]; nxt[0] = nxt[0] % 65535 + 1
+                calls[pid] = peer; by_peer[peer] = pid
+                out += ctrl(8, struct.pack("!HHBBHIHHI", pid, peer, 1, 0, 0, 64000, 64, 0, 0))
+            elif t == 12:
+                pid = by_peer.pop(struct.unpack("!H", m[12:14])[0], 0); calls.pop(pid, None)
+                out += ctrl(13, struct.pack("!HBBHH128s", pid, 1, 0, 0, 0, b""))
+        bufs[s] = b
+        if out: s.sendall(out)
+"#;
+
+/// The PNS side: opens control connections to SERVER, each asking for 64 calls with Call IDs
+/// 1..64 (the same IDs on every connection), until a connection gets fewer than 64 answers;
+/// checks a held call's GRE and a UDP flow; clears the first connection's calls, drops the
+/// short one, waits, and asks for 64 calls again. Prints `key value` lines.
+const PNS_MANY: &str = r#"
+import socket, struct, sys, time
+MAGIC = 0x1A2B3C4D; srv = sys.argv[1]; limit = int(sys.argv[2]); PER = 64
+def ctrl(t, body): return struct.pack("!HHIHH", 12 + len(body), 1, MAGIC, t, 0) + body
+def recv_msg(c):
+    h = b""
+    while len(h) < 12:
+        d = c.recv(12 - len(h))
+        if not d: raise EOFError
+        h += d
+    n = struct.unpack("!H", h[:2])[0]; t = struct.unpack("!H", h[8:10])[0]; b = b""
+    while len(b) < n - 12:
+        d = c.recv(n - 12 - len(b))
+        if not d: raise EOFError
+        b += d
+    return t, b
+def session():
+    c = socket.create_connection((srv, 1723), timeout=5)
+    c.sendall(ctrl(1, struct.pack("!HHIIHH64s64s", 0x0100, 0, 1, 1, 1, 1, b"pns", b"xgw-test")))
+    t, _ = recv_msg(c); assert t == 2, t
+    c.sendall(b"".join(ctrl(7, struct.pack("!HHIIIIHHHH64s64s", k + 1, k, 300, 100000000, 3, 3, 64, 0, 0, 0, b"", b"")) for k in range(PER)))
+    c.settimeout(3); pac = {}
+    try:
+        while len(pac) < PER:
+            t, b = recv_msg(c)
+            if t == 8: pac[struct.unpack("!H", b[2:4])[0]] = struct.unpack("!H", b[0:2])[0]
+    except (socket.timeout, EOFError): pass
+    return c, pac
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47); raw.settimeout(0.5)
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); udp.settimeout(1)
+def udp_ok():
+    udp.sendto(b"u", (srv, 7))
+    try: udp.recv(100); return True
+    except socket.timeout: return False
+def gre_ok(pac_id, mark):
+    raw.sendto(struct.pack("!BBHHHI", 0x30, 0x01, 0x880B, len(mark), pac_id, 1) + mark, (srv, 0))
+    end = time.time() + 2
+    while time.time() < end:
+        try: d, a = raw.recvfrom(4096)
+        except socket.timeout: continue
+        g = d[(d[0] & 15) * 4:]
+        if a[0] == srv and len(g) >= 12 and struct.unpack("!H", g[6:8])[0] == 1 and g[12:] == mark: return True
+    return False
+print("udp-before", udp_ok(), flush=True)
+t0 = time.time(); conns = []; calls = 0
+while len(conns) < limit:
+    c, pac = session(); conns.append((c, pac)); calls += len(pac)
+    if len(pac) < PER: break
+print("calls", calls, "sessions", len(conns), "last-session-got", len(conns[-1][1]), "seconds", round(time.time() - t0, 1), flush=True)
+print("held-call-gre", gre_ok(conns[0][1][1], b"held-0"), "udp-after", udp_ok(), flush=True)
+c0, pac0 = conns[0]
+c0.settimeout(3)
+c0.sendall(b"".join(ctrl(12, struct.pack("!HH", k + 1, 0)) for k in range(PER)))
+cdn = 0
+try:
+    while cdn < PER:
+        t, _ = recv_msg(c0)
+        if t == 13: cdn += 1
+except (socket.timeout, EOFError): pass
+short = conns[-1][0]
+short.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)); short.close()
+time.sleep(float(sys.argv[3]))
+c, pac = session()
+print("cleared", cdn, "recovered", len(pac), "of", PER, "held-call-gre", gre_ok(conns[1][1][1], b"held-1"), flush=True)
+"#;
+
+#[test]
+fn pptp_call_id_exhaustion_towards_one_server_is_refused_counted_and_recovers() {
+    let mut lab = Lab::new();
+    topology(&mut lab);
+    let sock = lab.dir.join("xgw.sock").to_string_lossy().to_string();
+    let rules = format!(
+        "{RULES}inspect pptp max-calls-per-session 64 max-calls-per-host 65535 max-calls 100000 grace 1s quarantine 1s\n"
+    );
+    let gw = lab.start_xgwd("gw", &rules, &["--socket", &sock]);
+    lab.spawn("srv", &["python3", "-c", PAC_MANY, "198.51.100.20"], "pac.log");
+    lab.wait_listening("srv", 1723);
+    lab.wait_listening("srv", 7);
+    // 65,535 translated Call IDs towards one server: 1,024 connections of 64 calls fill it
+    let out = lab.exec_ok("c1", &["python3", "-c", PNS_MANY, "198.51.100.20", "1100", "4"]);
+    println!("Call-ID exhaustion: {}", out.replace('\n', "; "));
+    let v = stats(&sock);
+    let refused = v["pptp"]["call_creation_failure"].as_u64().unwrap_or(0);
+    println!("refusals counted: call_creation_failure {refused}, calls in progress {}", v["pptp"]["calls_in_progress"]);
+    let field = |k: &str| -> String {
+        out.split_whitespace().skip_while(|w| *w != k).nth(1).unwrap_or_else(|| panic!("{k} in {out}")).to_string()
+    };
+    assert!(out.contains("udp-before True"), "{out}");
+    let calls: u64 = field("calls").parse().expect("calls");
+    assert!((65_000..=65_535).contains(&calls), "the pool was used up before refusals began: {calls}");
+    assert!(field("last-session-got").parse::<u64>().expect("n") < 64, "{out}");
+    assert!(refused > 0, "refusals are counted");
+    assert_eq!(field("udp-after"), "True", "a flow of the same host is untouched: {out}");
+    assert!(out.matches("held-call-gre True").count() == 2, "held calls carry GRE during and after: {out}");
+    assert_eq!(field("cleared"), "64", "{out}");
+    assert_eq!(field("recovered"), "64", "released IDs come back after their quarantine: {out}");
+    lab.stop(gw, "xgwd.log");
+}

@@ -19,6 +19,7 @@ use xgw_rules::file::{compile_file, CheckError};
 
 mod control_loop;
 mod fast_path;
+mod guard;
 mod preflight;
 mod reload;
 mod settings;
@@ -88,6 +89,7 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
         crate::netlink::start(cfg.ifaces.iter().map(|i| i.device.clone()).collect(), Arc::clone(&stop), follow)?;
     let FastPath { egress, egress_thread, offload, offload_thread } =
         start_fast_path(&cfg, args, &shared, &mut attached, &neigh, &stop, mono_base)?;
+    let guard_thread = guard::start_guard(&shared, &mut attached, &stop)?;
     let Workers { threads: workers, ports: port_stats, counters: worker_counters, stats: worker_stats } =
         start_workers(&cfg, args, &shared, &mut attached, &queues, &neigh, &stop, base)?;
     let daemon = {
@@ -144,6 +146,7 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
         let _ = t.join();
     }
     let _ = netlink_thread.join();
+    let _ = guard_thread.join();
     if let Some(t) = egress_thread {
         let _ = t.join();
     }

@@ -2,6 +2,7 @@
 //! policy, the outside address; reload, sweep and deletion.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -38,15 +39,19 @@ pub struct Shared {
     pub(super) nat_addrs: Vec<u32>,
     /// Per inside host counts (only when a per-host or embryonic limit is set).
     pub hosts: Option<HostCounts>,
+    /// Refused SYN senders and forwarded ports for the XDP program's new-flow guard.
+    pub guard: GuardNotices,
     pub(super) policy: ArcSwap<Box<dyn Policy>>,
     /// Log denies as ASA syslog lines (%ASA-4-106023) instead of structured fields.
     pub asa_log: std::sync::atomic::AtomicBool,
 }
 
-/// Connections and half-open TCP connections per inside host.
+/// Connections and half-open TCP connections per inside host, and when the new-flow guard
+/// was last told of a refusal.
 #[derive(Debug, Default)]
 pub struct HostCounts {
     map: dashmap::DashMap<u32, (u32, u32), foldhash::fast::RandomState>,
+    told: dashmap::DashMap<u32, Time, foldhash::fast::RandomState>,
 }
 
 impl HostCounts {
@@ -54,6 +59,19 @@ impl HostCounts {
     pub(super) fn admit(&self, host: u32, embryonic: bool, l: &crate::config::Limits) -> bool {
         let (flows, emb) = self.map.get(&host).map_or((0, 0), |v| *v);
         l.per_host.is_none_or(|m| flows < m) && (!embryonic || l.embryonic.is_none_or(|m| emb < m))
+    }
+
+    /// A SYN of `host` was refused at `now`: true when the new-flow guard should hear of it
+    /// (not within half a hold of the last time, so a flood makes a notice per hold, not
+    /// one per packet).
+    pub(super) fn tell_guard(&self, host: u32, now: Time) -> bool {
+        let half = Duration::from_nanos(xgw_ebpf_common::guard::HOLD_NS / 2);
+        let mut t = self.told.entry(host).or_insert(Time::ZERO);
+        if *t != Time::ZERO && now < t.plus(half) {
+            return false;
+        }
+        *t = now;
+        true
     }
 
     pub(super) fn add(&self, host: u32, embryonic: bool) {
@@ -76,11 +94,57 @@ impl HostCounts {
             }
             e.0 == 0
         });
+        if self.map.get(&host).is_none() {
+            self.told.remove(&host);
+        }
     }
 
     /// (connections, half-open TCP connections) of `host`.
     pub fn get(&self, host: u32) -> (u32, u32) {
         self.map.get(&host).map_or((0, 0), |v| *v)
+    }
+}
+
+/// Refusals the XDP program's new-flow guard should hold (`xgw_ebpf_common::GuardKey`):
+/// the engine pushes one per refused side and hold, xgwd drains them into the `GUARD` maps.
+/// Nothing is queued until a consumer [`GuardNotices::connect`]s.
+#[derive(Debug)]
+pub struct GuardNotices {
+    queue: crossbeam::queue::ArrayQueue<xgw_ebpf_common::GuardKey>,
+    connected: std::sync::atomic::AtomicBool,
+    /// Notices dropped because the queue was full.
+    pub lost: crate::counters::SharedCounter,
+}
+
+impl Default for GuardNotices {
+    fn default() -> Self {
+        GuardNotices {
+            queue: crossbeam::queue::ArrayQueue::new(1024),
+            connected: std::sync::atomic::AtomicBool::new(false),
+            lost: crate::counters::SharedCounter::default(),
+        }
+    }
+}
+
+impl GuardNotices {
+    /// From now on, refusals are queued for [`GuardNotices::pop`].
+    pub fn connect(&self) {
+        self.connected.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(super) fn connected(&self) -> bool {
+        self.connected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(super) fn push(&self, k: xgw_ebpf_common::GuardKey) {
+        if self.queue.push(k).is_err() {
+            self.lost.inc();
+        }
+    }
+
+    /// The oldest notice not taken yet.
+    pub fn pop(&self) -> Option<xgw_ebpf_common::GuardKey> {
+        self.queue.pop()
     }
 }
 
@@ -127,6 +191,7 @@ impl Shared {
             pptp: Pptp::new(config.pptp.clone()),
             nat_addrs: config.nat.pool.iter().map(|a| u32::from(*a)).collect(),
             hosts: (config.limits.per_host.is_some() || config.limits.embryonic.is_some()).then(HostCounts::default),
+            guard: GuardNotices::default(),
             policy: ArcSwap::from_pointee(Box::new(PermitAll) as Box<dyn Policy>),
             asa_log: std::sync::atomic::AtomicBool::new(false),
             outside: oid,

@@ -124,6 +124,15 @@ impl WorkerState {
         let counted = host.filter(|_| shared.hosts.is_some());
         if let (Some(h), Some(hosts)) = (counted, &shared.hosts) {
             if !hosts.admit(h, embryonic, &cfg.limits) {
+                // a refused SYN: the XDP program may hold this side's SYNs for a while
+                if embryonic && shared.guard.connected() && hosts.tell_guard(h, now) {
+                    use xgw_ebpf_common::{guard, GuardKey};
+                    shared.guard.push(if forward.is_some() && ingress.role == Role::Outside {
+                        GuardKey { addr: pkt.dst, port: pkt.dport, side: guard::FORWARDED_PORT, pad: 0 }
+                    } else {
+                        GuardKey { addr: h, port: 0, side: guard::INSIDE_SOURCE, pad: 0 }
+                    });
+                }
                 return Verdict::Drop(DropReason::ConnLimit);
             }
         }

@@ -236,10 +236,45 @@ pub mod steer {
     pub const DROPPED: u32 = 2;
     /// Translated and redirected by the fast path itself (an offloaded flow).
     pub const FAST: u32 = 3;
+    /// A TCP SYN dropped by the new-flow guard: its host (or forwarded port) is over a
+    /// connection limit the engine enforces (map `GUARD`, see [`super::GuardKey`]).
+    pub const GUARDED: u32 = 4;
     /// Number of steering outcomes.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 5;
     /// Names, indexed by outcome.
-    pub const NAMES: [&str; COUNT as usize] = ["kernel", "xsk", "dropped", "fast"];
+    pub const NAMES: [&str; COUNT as usize] = ["kernel", "xsk", "dropped", "fast", "guarded"];
+}
+
+/// The new-flow guard: when the engine refuses a TCP SYN because a connection limit is
+/// reached (per inside host, or embryonic), xgwd writes the refused side into map `GUARD`
+/// with a deadline (`CLOCK_MONOTONIC` nanoseconds, as `bpf_ktime_get_ns`). Until then the
+/// XDP program drops pure SYNs that match (counted `guarded`) instead of handing each to the
+/// engine to be refused again — a SYN flood then costs a hash lookup per packet, not a trip
+/// through AF_XDP. Only pure SYNs are guarded: every other packet, of established flows
+/// included, takes its usual path. When the deadline passes, the next SYN reaches the
+/// engine, which decides afresh.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct GuardKey {
+    /// The inside host (source of SYNs arriving inside), or the outside address a
+    /// forwarded port is on (destination of SYNs arriving outside).
+    pub addr: u32,
+    /// 0 for an inside host; the forwarded port otherwise.
+    pub port: u16,
+    /// [`guard::INSIDE_SOURCE`] or [`guard::FORWARDED_PORT`].
+    pub side: u8,
+    /// Always 0 (explicit padding: the key is hashed byte by byte).
+    pub pad: u8,
+}
+
+/// Sides of a [`GuardKey`].
+pub mod guard {
+    /// SYNs from this inside host.
+    pub const INSIDE_SOURCE: u8 = 0;
+    /// SYNs towards this forwarded port of the outside address.
+    pub const FORWARDED_PORT: u8 = 1;
+    /// How long a refusal holds in XDP, nanoseconds.
+    pub const HOLD_NS: u64 = 200_000_000;
 }
 
 /// Why the fast path left a packet of an offloaded flow to the engine (per-CPU array
@@ -382,6 +417,9 @@ mod pod {
     unsafe impl aya::Pod for super::Counter {}
     // SAFETY: `HostService` is `repr(C)`, two `u32`, no padding: every bit pattern is valid.
     unsafe impl aya::Pod for super::HostService {}
+    // SAFETY: `GuardKey` is `repr(C)`: 4 + 2 + 1 + 1 bytes of integers, no padding: every
+    // bit pattern is valid.
+    unsafe impl aya::Pod for super::GuardKey {}
 }
 
 // The maps' value layouts are shared with the kernel byte for byte: a field added without
@@ -390,6 +428,7 @@ const _: () = assert!(core::mem::size_of::<XdpConfig>() == 84);
 const _: () = assert!(core::mem::size_of::<FastKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FastFlow>() == 56);
 const _: () = assert!(core::mem::size_of::<HostService>() == 8);
+const _: () = assert!(core::mem::size_of::<GuardKey>() == 8);
 
 #[cfg(test)]
 mod tests {

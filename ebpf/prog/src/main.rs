@@ -24,12 +24,14 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::generated::{bpf_ktime_get_ns, bpf_xdp_adjust_meta},
     macros::{map, xdp},
-    maps::{Array, DevMap, HashMap, PerCpuArray, XskMap},
+    maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray, XskMap},
     programs::XdpContext,
 };
 use xgw_ebpf_common::csum::{self, fold};
 use xgw_ebpf_common::proto::GRE_V1;
-use xgw_ebpf_common::{class, declined, steer, Counter, FastFlow, FastKey, HostService, XdpConfig, MAX_IFACES};
+use xgw_ebpf_common::{
+    class, declined, guard, steer, Counter, FastFlow, FastKey, GuardKey, HostService, XdpConfig, MAX_IFACES,
+};
 
 #[map]
 static CONFIG: Array<XdpConfig> = Array::with_max_entries(1, 0);
@@ -59,6 +61,10 @@ static TX: DevMap = DevMap::with_max_entries(MAX_IFACES, 0);
 /// go to the AF_XDP workers.
 #[map]
 static EGRESS_OK: Array<u32> = Array::with_max_entries(MAX_IFACES, 0);
+
+/// The new-flow guard (`xgw_ebpf_common::GuardKey`): refused sides and until when.
+#[map]
+static GUARD: LruHashMap<GuardKey, u64> = LruHashMap::with_max_entries(4096, 0);
 
 /// Packets of offloaded flows the fast path left to the engine, by `declined` reason.
 #[map]
@@ -279,6 +285,41 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
     Some(TX.redirect(fl.egress, 0).unwrap_or(xdp_action::XDP_DROP))
 }
 
+/// True when the packet is a pure TCP SYN (no options in its IPv4 header) whose inside
+/// source host, or whose forwarded destination port, the engine recently refused over a
+/// connection limit (map `GUARD`).
+#[inline(always)]
+fn guarded(ctx: &XdpContext, cls: u32) -> bool {
+    if cls != class::TCP && cls != class::PPTP_CONTROL {
+        return false;
+    }
+    let Some(ip) = read::<20>(ctx, ETH) else { return false };
+    let Some(t) = read::<14>(ctx, L4) else { return false };
+    if ip[0] != 0x45 || t[13] & 0x17 != 0x02 {
+        return false;
+    }
+    let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    let keys = [
+        GuardKey { addr: src, port: 0, side: guard::INSIDE_SOURCE, pad: 0 },
+        GuardKey { addr: dst, port: be16(t[2], t[3]), side: guard::FORWARDED_PORT, pad: 0 },
+    ];
+    // SAFETY: a helper call without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut i = 0;
+    while i < 2 {
+        // SAFETY: the reference comes from a successful lookup in GUARD and is only read
+        // while this program runs (RCU keeps the value alive).
+        if let Some(until) = unsafe { GUARD.get(keys[i]) } {
+            if now < *until {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
 #[inline(always)]
 fn fast_class(cls: u32) -> bool {
     matches!(
@@ -312,6 +353,10 @@ pub fn xgw_xdp(ctx: XdpContext) -> u32 {
         }
         Steer::Drop => {
             count(&STEER_STATS, steer::DROPPED, len);
+            xdp_action::XDP_DROP
+        }
+        Steer::Xsk if guarded(&ctx, cls) => {
+            count(&STEER_STATS, steer::GUARDED, len);
             xdp_action::XDP_DROP
         }
         Steer::Xsk => {

@@ -1,0 +1,263 @@
+//! SYN floods at the generator's full rate (`xgw-flood`, a raw socket) while 20 other inside
+//! hosts each hold a PPTP call (LCP echoes every 200 ms) and a TCP ping-pong flow: from an
+//! inside host, from the outside towards the outside address, and from the outside towards a
+//! forwarded port. Each phase prints what was offered, what the limits refused (counted),
+//! the table's size, xgwd's memory and what the held flows lost; the held flows must lose
+//! nothing (no LCP echo without its reply, no TCP segment retransmitted). Every neighbour is
+//! at the kernel's defaults.
+#![allow(clippy::expect_used, reason = "test tooling: a failed step ends the run with its message")]
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use xgw_tests::pptp::{client, PptpLab, OUTSIDE, SERVER};
+
+const CALL_ID: u16 = 0x0100;
+const HELD: usize = 20;
+/// The inside flooder and the inside server behind the forwarded port.
+const FLOODER: usize = 21;
+const FORWARD_HOST: usize = 22;
+const PER_HOST: u64 = 2000;
+const SECONDS: f64 = 10.0;
+
+fn rules() -> String {
+    format!(
+        "interface lan device xgw-in  role inside  address 10.10.0.1/24
+interface wan device xgw-out role outside address 198.51.100.1/24
+nat overload ports 1024-65535 preserve-port on
+inspect pptp max-calls-per-session 8 on-invalid drop grace 5s
+forward tcp 8080 to {}
+limit connections 65536
+limit per-host {PER_HOST}
+limit embryonic 256
+access-list lan_out permit tcp any any
+access-list lan_out permit icmp any any echo
+access-group lan_out in interface lan
+",
+        xgw_tests::pptp::client_addr(FORWARD_HOST)
+    )
+}
+
+/// A TCP echo server: answers every read with the same bytes.
+const TCP_ECHO: &str = r#"
+import socket, sys, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(128)
+def serve(c):
+    while True:
+        d = c.recv(4096)
+        if not d: return
+        c.sendall(d)
+while True:
+    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// One TCP connection: 64 bytes out and back every 50 ms for SECONDS; prints the count.
+const TCP_PING: &str = r#"
+import socket, sys, time
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+end = time.time() + float(sys.argv[3]); n = 0
+while time.time() < end:
+    c.sendall(b"p" * 64); got = b""
+    while len(got) < 64: got += c.recv(64 - len(got))
+    n += 1; print("pong", n, flush=True); time.sleep(0.05)
+print("done", n, flush=True)
+"#;
+
+fn stats(l: &PptpLab) -> Value {
+    let o = l.xgwctl(&["-o", "json", "stats"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("stats json")
+}
+
+/// (segments retransmitted, retransmissions the receiver reported as duplicates with a
+/// D-SACK: the original had arrived, the timer had only fired early) in namespace `ns`.
+fn retransmitted(l: &PptpLab, ns: &str) -> (u64, u64) {
+    let out = l.lab.exec_ok(ns, &["nstat", "-az", "TcpRetransSegs", "TcpExtTCPDSACKRecv"]);
+    let get = |k: &str| -> u64 {
+        out.lines()
+            .find_map(|x| x.strip_prefix(k))
+            .and_then(|x| x.split_whitespace().next())
+            .and_then(|x| x.parse().ok())
+            .unwrap_or_else(|| panic!("{k} in {out}"))
+    };
+    (get("TcpRetransSegs"), get("TcpExtTCPDSACKRecv"))
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("xgwd status")
+        .lines()
+        .find_map(|x| x.strip_prefix("VmRSS:"))
+        .and_then(|x| x.split_whitespace().next())
+        .and_then(|x| x.parse().ok())
+        .expect("VmRSS")
+}
+
+fn pongs(l: &PptpLab, i: usize) -> usize {
+    l.lab.log(&format!("ping-{i}.log")).lines().filter(|x| x.starts_with("pong")).count()
+}
+
+/// What the held hosts' flows look like at one moment.
+struct Held {
+    retrans: u64,
+    spurious: u64,
+    last_seq: Vec<u64>,
+    pongs: Vec<usize>,
+}
+
+fn held(l: &PptpLab) -> Held {
+    let (mut retrans, mut spurious) = retransmitted(l, "srv");
+    for i in 1..=HELD {
+        let (r, s) = retransmitted(l, &client(i));
+        retrans += r;
+        spurious += s;
+    }
+    Held {
+        retrans,
+        spurious,
+        last_seq: (1..=HELD).map(|i| l.replied_seqs(i).last().copied().unwrap_or(0)).collect(),
+        pongs: (1..=HELD).map(|i| pongs(l, i)).collect(),
+    }
+}
+
+fn drop_count(v: &Value, k: &str) -> u64 {
+    v["drops"][k].as_u64().unwrap_or(0)
+}
+
+/// Floods from namespace `ns` (source `src`) to `dst`:`dport` for SECONDS and checks the held
+/// flows; returns the delta of drop counter `refused_by`.
+fn phase(l: &mut PptpLab, name: &str, ns: &str, src: &str, dst: &str, dport: u16, refused_by: &str) -> u64 {
+    let before = stats(l);
+    let h0 = held(l);
+    let rss0 = rss_kib(l.xgwd);
+    let log = format!("flood-{name}.log");
+    let flood = xgw_tests::bin("xgw-flood").to_string_lossy().to_string();
+    let secs = SECONDS.to_string();
+    l.lab.spawn(ns, &[&flood, src, dst, &dport.to_string(), &secs], &log);
+    let (mut max_entries, mut max_rss) = (0u64, rss0);
+    let t0 = Instant::now();
+    while !l.lab.log(&log).contains("sent=") {
+        assert!(t0.elapsed() < Duration::from_secs_f64(SECONDS + 20.0), "the flood did not end");
+        max_entries = max_entries.max(stats(l)["conntrack"]["entries"].as_u64().unwrap_or(0));
+        max_rss = max_rss.max(rss_kib(l.xgwd));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // replies in flight when the flood ended arrive; echoes sent during it are answered
+    std::thread::sleep(Duration::from_secs(2));
+    let after = stats(l);
+    let h1 = held(l);
+    let rss1 = rss_kib(l.xgwd);
+    let delta = |k: &str| drop_count(&after, k) - drop_count(&before, k);
+    let ring_full = |v: &Value| -> u64 {
+        v["ports"]
+            .as_array()
+            .map(|p| p.iter().filter_map(|x| x["counters"]["xsk_rx_ring_full"].as_u64()).sum())
+            .unwrap_or(0)
+    };
+    // every echo a held client sent during the phase came back: no sequence number missing
+    let mut lost_echoes = 0u64;
+    let mut echoes = 0u64;
+    let mut missing = Vec::new();
+    for i in 1..=HELD {
+        let (a, b) = (h0.last_seq[i - 1], h1.last_seq[i - 1]);
+        let seqs: std::collections::BTreeSet<u64> =
+            l.replied_seqs(i).into_iter().filter(|s| *s > a && *s <= b).collect();
+        echoes += b - a;
+        lost_echoes += (b - a) - seqs.len() as u64;
+        for s in (a + 1..=b).filter(|s| !seqs.contains(s)) {
+            // did the request reach the server (lost on the way back), or not?
+            let tok = format!("echo-request from {}#{s}", client(i));
+            let reached = l.server_calls_text().contains(&tok);
+            missing.push(format!(
+                "{}#{s} (request {} the server)",
+                client(i),
+                if reached { "reached" } else { "never reached" }
+            ));
+        }
+    }
+    let guarded = |v: &Value| -> u64 {
+        v["xdp_steering"]
+            .as_array()
+            .map(|d| d.iter().filter_map(|x| x["counters"]["guarded"].as_u64()).sum())
+            .unwrap_or(0)
+    };
+    let pongs: usize = h1.pongs.iter().zip(&h0.pongs).map(|(b, a)| b - a).sum();
+    let stalled = h1.pongs.iter().zip(&h0.pongs).filter(|(b, a)| b <= a).count();
+    println!(
+        "flood {name}: {}; SYNs held in XDP by the new-flow guard {}; refused {} {}, dropped unsolicited_inbound {}, xsk ring full {}; \
+         table at most {max_entries} entries (limit per host {PER_HOST}); xgwd RSS {rss0} KiB before, \
+         at most {max_rss} KiB, {rss1} KiB after; held flows: {echoes} LCP echoes, {lost_echoes} lost; \
+         {pongs} TCP ping-pongs, {} segments retransmitted ({} of them reported as duplicates: not lost), \
+         {stalled} of {HELD} TCP flows stalled",
+        l.lab.log(&log).trim(),
+        guarded(&after) - guarded(&before),
+        delta(refused_by),
+        refused_by,
+        delta("unsolicited_inbound"),
+        ring_full(&after) - ring_full(&before),
+        h1.retrans - h0.retrans,
+        h1.spurious - h0.spurious,
+    );
+    let mut moved: Vec<String> = Vec::new();
+    for fam in ["drops", "engine", "worker_classes"] {
+        for (k, v) in after[fam].as_object().into_iter().flatten() {
+            let d = v.as_u64().unwrap_or(0) - before[fam][k].as_u64().unwrap_or(0);
+            if d > 0 {
+                moved.push(format!("{fam}.{k} +{d}"));
+            }
+        }
+    }
+    println!("  counters that moved: {}", moved.join(", "));
+    for (ns, dev) in [("gw", "xgw-out"), ("gw", "xgw-in"), ("srv", "eth0")] {
+        let s = l.lab.exec_ok(ns, &["ethtool", "-S", dev]);
+        let nz: Vec<&str> = s
+            .lines()
+            .map(str::trim)
+            .filter(|x| (x.contains("drop") || x.contains("err") || x.contains("full")) && !x.ends_with(": 0"))
+            .collect();
+        println!("  {ns}/{dev}: {}", nz.join(", "));
+    }
+    assert!(echoes >= (HELD as u64) * 40, "the held calls echoed during the flood: {echoes}");
+    assert_eq!(lost_echoes, 0, "LCP echoes of the held calls were lost: {missing:?}");
+    let lost_segments = (h1.retrans - h0.retrans).saturating_sub(h1.spurious - h0.spurious);
+    assert_eq!(lost_segments, 0, "the held TCP flows lost segments (retransmitted, no D-SACK)");
+    assert_eq!(stalled, 0, "a held TCP flow stalled");
+    assert!(max_entries <= PER_HOST + 50 * HELD as u64, "the table grew past the limits: {max_entries}");
+    assert!(max_rss < rss0 + 64 * 1024, "xgwd's memory grew by {} KiB", max_rss - rss0);
+    delta(refused_by)
+}
+
+#[test]
+fn syn_floods_are_refused_by_the_limits_and_the_held_flows_lose_nothing() {
+    let mut l = PptpLab::start(FORWARD_HOST, &rules());
+    let fwd = xgw_tests::pptp::client_addr(FORWARD_HOST);
+    l.lab.spawn(&client(FORWARD_HOST), &["python3", "-c", TCP_ECHO, &fwd, "8080"], "fwd-echo.log");
+    l.lab.spawn("srv", &["python3", "-c", TCP_ECHO, SERVER, "7"], "echo.log");
+    l.lab.wait_listening("srv", 7);
+    let held_for = 120;
+    l.start_some_clients(CALL_ID, held_for, &(1..=HELD).collect::<Vec<_>>());
+    for i in 1..=HELD {
+        l.lab.spawn(
+            &client(i),
+            &["python3", "-c", TCP_PING, SERVER, "7", &held_for.to_string()],
+            &format!("ping-{i}.log"),
+        );
+    }
+    let all: Vec<usize> = (1..=HELD).collect();
+    assert!(l.wait_replies(&all, 5, Duration::from_secs(40)), "not every held call came up");
+    assert!((1..=HELD).all(|i| pongs(&l, i) > 0), "not every held TCP flow is up");
+
+    let inside = xgw_tests::pptp::client_addr(FLOODER);
+    let c = client(FLOODER);
+    let refused = phase(&mut l, "from-inside", &c, &inside, SERVER, 0, "conn_limit");
+    assert!(refused > 0, "the per-host and embryonic limits refused the inside flood");
+    let v = l.xgwctl(&["host", &inside]);
+    println!("{}", String::from_utf8_lossy(&v.stdout).trim());
+
+    let dropped = phase(&mut l, "to-the-outside-address", "srv", SERVER, OUTSIDE, 0, "unsolicited_inbound");
+    assert!(dropped > 0, "unsolicited SYNs to the outside address are dropped and counted");
+
+    let refused = phase(&mut l, "to-a-forwarded-port", "srv", SERVER, OUTSIDE, 8080, "conn_limit");
+    assert!(refused > 0, "the forwarded host's limits refused the flood");
+}
