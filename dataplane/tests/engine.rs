@@ -88,6 +88,37 @@ fn udp_both_ways_and_zero_checksum_stays_zero() {
     assert_eq!(&nocsum[40..42], &[0, 0]);
 }
 
+/// An ICMP message of `typ` with `body` after its 8-byte header (identifier 7), checksummed.
+fn icmp_msg(src: [u8; 4], dst: [u8; 4], typ: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![typ, 0, 0, 0, 0, 7, 0, 1];
+    m.extend_from_slice(body);
+    let mut sum = 0u32;
+    for w in m.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    m[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    raw_ip(src, dst, 1, &m)
+}
+
+#[test]
+fn a_timestamp_message_shorter_than_its_fixed_size_is_dropped_as_malformed() {
+    // found by the scenario fuzzer's oracle: a 13-byte Timestamp Reply was translated and
+    // forwarded although no receiver can parse it
+    let mut e = engine();
+    for (typ, body, ok) in [(13u8, &[0u8; 12][..], true), (13, &[0u8; 5][..], false), (14, &[0u8; 5][..], false)] {
+        let mut f = icmp_msg(C1, S, typ, body);
+        let v = run(&mut e, &mut f, INSIDE, 0);
+        if ok {
+            assert_eq!(v, Verdict::Forward(OUTSIDE), "type {typ}, {} bytes", 8 + body.len());
+        } else {
+            assert_eq!(v, Verdict::Drop(DropReason::IcmpMalformed), "type {typ}, {} bytes", 8 + body.len());
+        }
+    }
+}
+
 #[test]
 fn icmp_echo_ids_translated_like_ports() {
     let mut e = engine();

@@ -152,6 +152,11 @@ impl WorkerState {
                 let i = icmp::Packet::new_checked(l4).map_err(|_| DropReason::IcmpMalformed)?;
                 (p.icmp_type, p.icmp_code) = (i.msg_type(), i.code());
                 if icmp::is_query(p.icmp_type) {
+                    // a whole query shorter than its type's fixed size is malformed (a first
+                    // fragment's length says nothing yet)
+                    if !p.first_frag && l4.len() < icmp::query_min_len(p.icmp_type) {
+                        return Err(DropReason::IcmpMalformed);
+                    }
                     p.l4 = L4::IcmpQuery;
                     p.sport = i.ident();
                 } else if icmp::is_error(p.icmp_type) {

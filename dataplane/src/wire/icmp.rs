@@ -49,6 +49,15 @@ pub fn is_query(t: u8) -> bool {
     matches!(t, kind::ECHO_REQUEST | kind::ECHO_REPLY | kind::TIMESTAMP | kind::TIMESTAMP_REPLY)
 }
 
+/// The shortest a whole message of query type `t` may be (RFC 792: a timestamp message
+/// carries three 4-byte timestamps after its 8-byte header).
+pub fn query_min_len(t: u8) -> usize {
+    match t {
+        kind::TIMESTAMP | kind::TIMESTAMP_REPLY => HEADER_LEN + 12,
+        _ => HEADER_LEN,
+    }
+}
+
 /// A view of an ICMP message (the IP payload).
 #[derive(Debug)]
 pub struct Packet<T: AsRef<[u8]>> {
