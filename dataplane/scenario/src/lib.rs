@@ -1,14 +1,17 @@
 //! Scenarios for the engine, built from arbitrary bytes but always meaningful: inside hosts
 //! opening TCP, UDP and ICMP echo flows to far hosts, far hosts answering the translations
 //! they saw (or sending unsolicited packets, or reaching a forward), routers beyond sending
-//! ICMP errors that quote packets really forwarded, time passing with sweeps, and now and
-//! then a frame with one byte flipped. Checksums are valid unless a step breaks them on
-//! purpose.
+//! ICMP errors that quote packets really forwarded, PPTP control conversations (requests split
+//! anywhere) and their calls' GRE, forged GRE keys, ESP both ways, fragments, VLAN-tagged
+//! frames, time passing with sweeps, and now and then a frame with one byte flipped.
+//! Checksums are valid unless a step breaks them on purpose.
 //!
 //! After every frame the [`oracle`] checks what a gateway must never do: let an inside
 //! address leave on the outside (outer or quoted), forward a frame whose checksums do not
-//! verify when the input's did, give two inside flows one outside tuple, deliver a reply to
-//! anyone but the flow's inside host; at the end, that the counters add up. The fuzz target
+//! verify when the input's did, give two inside flows one outside tuple (or two live calls one
+//! translated Call ID), deliver a reply, a PAC's answer or a call's GRE to anyone but its own
+//! inside host (with its own Call ID), forward GRE of no call or ESP nobody inside sent; at
+//! the end, that the counters add up. The fuzz target
 //! `scenario` and the test suite (a few thousand seeded scenarios) run the same code.
 
 use std::net::Ipv4Addr;
@@ -20,6 +23,7 @@ use xgw_dataplane::{Engine, EngineConfig, FrameBuf, IfaceId, RxMeta, Shared, Tim
 
 pub mod frames;
 pub mod oracle;
+pub mod pptp;
 
 use frames::Proto;
 use oracle::{Oracle, Violation};
@@ -84,6 +88,71 @@ pub enum Step {
         /// Seconds.
         secs: u8,
     },
+    /// An inside host (a PNS) opens a PPTP control connection to a far host (a PAC) and
+    /// will ask for one call with this Call ID; the Outgoing-Call-Request is split after
+    /// `split % 168` bytes (0: one segment).
+    PptpOpen {
+        /// Which inside host.
+        host: u8,
+        /// Which far host.
+        far: u8,
+        /// The PNS's Call ID.
+        call_id: u16,
+        /// Where the request is split.
+        split: u8,
+    },
+    /// The next message of a PPTP conversation, from whichever side the script says.
+    PptpNext {
+        /// Which conversation.
+        conv: u8,
+    },
+    /// GRE on a PPTP call: from its client, from its server, or from its server with the
+    /// key changed (`forge` XORed in).
+    Gre {
+        /// Which conversation.
+        conv: u8,
+        /// From the server (else from the client).
+        from_server: bool,
+        /// Bits flipped in the server's key.
+        forge: u16,
+    },
+    /// ESP between an inside host and a far host, outbound or inbound.
+    Esp {
+        /// Which inside host.
+        host: u8,
+        /// Which far host.
+        far: u8,
+        /// The SPI.
+        spi: u32,
+        /// From the far host to the outside address (else from the inside host).
+        inbound: bool,
+    },
+    /// A UDP datagram from inside in two IPv4 fragments, in order or reversed.
+    Fragments {
+        /// Which inside host.
+        host: u8,
+        /// Which far host.
+        far: u8,
+        /// Source port.
+        sport: u16,
+        /// Destination port.
+        dport: u16,
+        /// Where it is cut, in 8-byte units.
+        at: u8,
+        /// The second fragment first.
+        reverse: bool,
+    },
+    /// An inside host's frame with an 802.1Q tag.
+    Tagged {
+        /// Which inside host.
+        host: u8,
+        /// Which far host.
+        far: u8,
+        /// Source port.
+        sport: u16,
+        /// The VLAN.
+        vid: u16,
+    },
     /// A frame sent earlier is sent again with one byte changed.
     Corrupt {
         /// Which frame.
@@ -135,20 +204,20 @@ pub fn run(s: &Scenario) -> Result<Outcome, Violation> {
     let mut out = Outcome::default();
     let mut buf = vec![0u8; 2048];
     for step in s.steps.iter().take(512) {
-        let Some((frame, ingress, expect)) = o.frame_for(step, &mut now) else {
-            if let Step::Wait { .. } = step {
-                e.shared().sweep(Time::from_secs(now), usize::MAX);
+        let frames = o.frames_for(step, &mut now);
+        if let Step::Wait { .. } = step {
+            e.shared().sweep(Time::from_secs(now), usize::MAX);
+        }
+        for (frame, ingress, expect) in frames {
+            buf[..frame.len()].copy_from_slice(&frame);
+            let mut f = FrameBuf { buf: &mut buf[..], len: frame.len() };
+            let v = e.process(&mut f, RxMeta { iface: ingress }, Time::from_secs(now));
+            out.frames += 1;
+            if let Verdict::Forward(egress) = v {
+                out.forwarded += 1;
+                let sent = f.buf[..f.len].to_vec();
+                o.check_forwarded(&frame, ingress, egress, &sent, &expect)?;
             }
-            continue;
-        };
-        buf[..frame.len()].copy_from_slice(&frame);
-        let mut f = FrameBuf { buf: &mut buf[..], len: frame.len() };
-        let v = e.process(&mut f, RxMeta { iface: ingress }, Time::from_secs(now));
-        out.frames += 1;
-        if let Verdict::Forward(egress) = v {
-            out.forwarded += 1;
-            let sent = f.buf[..f.len].to_vec();
-            o.check_forwarded(&frame, ingress, egress, &sent, &expect)?;
         }
     }
     let c = e.counters();

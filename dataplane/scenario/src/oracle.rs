@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use xgw_dataplane::IfaceId;
 
-use crate::frames::{echo_reply, icmp_error, packet, Proto};
+use crate::frames::{echo_reply, esp, fragments, icmp_error, packet, tagged, Proto};
+use crate::pptp::{Conv, UP};
 use crate::{Step, FORWARD_HOST, INSIDE, OUTSIDE, OUTSIDE_ADDR};
 
 /// A broken promise, described.
@@ -30,12 +31,35 @@ pub enum Expect {
     ErrorTo([u8; 4]),
     /// A byte was flipped: checksums may not verify.
     Corrupted,
+    /// A PAC's Outgoing-Call-Reply: if forwarded, to this host and port, with the Peer's
+    /// Call ID restored to the PNS's own.
+    OcrpTo {
+        /// The PNS.
+        host: [u8; 4],
+        /// Its control connection's port.
+        port: u16,
+        /// Its Call ID.
+        call_id: u16,
+    },
+    /// GRE from a PAC: if forwarded, only to this call's PNS with its own Call ID as key.
+    GreTo([u8; 4], u16),
+    /// GRE from a PNS: if forwarded, out with the PAC's key unchanged.
+    GreOut(u16),
+    /// Must not be forwarded at all (GRE of no call, ESP nobody inside sent).
+    NotForwarded,
+    /// ESP from this far host: if forwarded, only to an inside host that sent it ESP.
+    EspFrom([u8; 4]),
 }
 
 /// (protocol, outside address, outside port, far address, far port).
 type OutsideTuple = (u8, [u8; 4], u16, [u8; 4], u16);
 /// An address and a port (or ICMP identifier).
 type Endpoint = ([u8; 4], u16);
+
+/// The key (Call ID) of an enhanced GRE header.
+fn gre_key(g: &[u8]) -> Option<u16> {
+    (g.len() >= 8 && g[0] & 0x20 != 0 && g[1] & 0x07 == 1).then(|| u16::from_be_bytes([g[6], g[7]]))
+}
 
 /// A packet seen leaving on the outside, with the inside flow it came from.
 #[derive(Debug, Clone)]
@@ -60,6 +84,10 @@ pub struct Oracle {
     inputs: Vec<Vec<u8>>,
     /// Live outside tuples → the inside (host, port) that holds them.
     tuples: HashMap<OutsideTuple, Endpoint>,
+    /// PPTP conversations.
+    convs: Vec<Conv>,
+    /// Far hosts → the inside hosts that sent them ESP.
+    esp_peers: HashMap<[u8; 4], Vec<[u8; 4]>>,
 }
 
 fn inside_host(n: u8) -> [u8; 4] {
@@ -83,9 +111,120 @@ fn proto_num(p: Proto) -> u8 {
 }
 
 impl Oracle {
-    /// The frame a step sends, where it arrives and what is expected of it; `None` for steps
-    /// that send nothing (or have nothing to pick from). `Wait` moves `now`.
-    pub fn frame_for(&mut self, step: &Step, now: &mut u64) -> Option<(Vec<u8>, IfaceId, Expect)> {
+    /// A control-connection segment of a conversation left: learn its translation, and
+    /// check that no two live calls towards one server hold one translated Call ID.
+    fn learn_pptp(&mut self, input: &[u8], sent: &SlicedPacket<'_>) -> Result<(), Violation> {
+        let Ok(inp) = SlicedPacket::from_ethernet(input) else { return Ok(()) };
+        let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(t)), Some(TransportSlice::Tcp(out))) =
+            (&inp.net, &inp.transport, &sent.transport)
+        else {
+            return Ok(());
+        };
+        let (src, dst) = (ip.header().source(), ip.header().destination());
+        let Some(i) = self.convs.iter().position(|c| {
+            c.host == src && c.sport == t.source_port() && c.server == dst && t.destination_port() == 1723
+        }) else {
+            return Ok(());
+        };
+        self.convs[i].learn(out.source_port(), out.sequence_number(), out.payload());
+        let c = &self.convs[i];
+        if let Some(x) = c.xlat_id() {
+            let twin = |(j, o): &(usize, &Conv)| *j != i && !o.stale && o.server == c.server && o.xlat_id() == Some(x);
+            if let Some(o) = self.convs.iter().enumerate().find(twin) {
+                return Err(Violation(format!(
+                    "two PPTP calls towards {:?} hold translated Call ID {x}: {:?}:{} and {:?}:{}",
+                    c.server, c.host, c.sport, o.1.host, o.1.sport
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The frames a step sends, where they arrive and what is expected of them; none for
+    /// steps that send nothing (or have nothing to pick from). `Wait` moves `now`.
+    pub fn frames_for(&mut self, step: &Step, now: &mut u64) -> Vec<(Vec<u8>, IfaceId, Expect)> {
+        let mut out = match self.more_frames(step) {
+            Some(v) => v,
+            None => self.frame_for(step, now).into_iter().collect(),
+        };
+        out.retain(|(f, _, _)| !f.is_empty());
+        for (f, _, _) in &out {
+            if self.inputs.len() < 64 {
+                self.inputs.push(f.clone());
+            }
+        }
+        out
+    }
+
+    /// The steps of PPTP, ESP, fragments and VLAN tags (`None` for the others).
+    fn more_frames(&mut self, step: &Step) -> Option<Vec<(Vec<u8>, IfaceId, Expect)>> {
+        let conv = |convs: &[Conv], n: u8| {
+            (!convs.is_empty()).then(|| usize::from(n) % convs.len()).filter(|&i| !convs[i].stale)
+        };
+        let v = match *step {
+            Step::PptpOpen { host, far, call_id, split } => {
+                if self.convs.len() >= 16 {
+                    return Some(Vec::new());
+                }
+                let n = self.convs.len();
+                let mut c = Conv::new(inside_host(host), far_host(far), call_id, split, n);
+                let first = c.next_frame();
+                self.convs.push(c);
+                first.into_iter().collect()
+            }
+            Step::PptpNext { conv: n } => match conv(&self.convs, n) {
+                Some(i) => self.convs[i].next_frame().into_iter().collect(),
+                None => Vec::new(),
+            },
+            Step::Gre { conv: n, from_server, forge } => {
+                let Some(i) = conv(&self.convs, n) else { return Some(Vec::new()) };
+                let (Some(xlat), true) = (self.convs[i].xlat_id(), self.convs[i].stage >= UP) else {
+                    return Some(Vec::new());
+                };
+                if !from_server {
+                    let key = self.convs[i].pac_id;
+                    vec![(self.convs[i].gre_from_client(), INSIDE, Expect::GreOut(key))]
+                } else {
+                    let key = xlat ^ forge;
+                    let server = self.convs[i].server;
+                    // whose call the key names, if anyone's
+                    // whose call the key names: a live conversation's; if only calls from before
+                    // a pause hold it, anyone's of them may still be live
+                    let holds = |c: &&Conv| c.server == server && c.xlat_id() == Some(key);
+                    let e = match self.convs.iter().filter(holds).find(|c| !c.stale) {
+                        Some(c) => Expect::GreTo(c.host, c.call_id),
+                        None if self.convs.iter().any(|c| holds(&c)) => Expect::Nothing,
+                        None => Expect::NotForwarded,
+                    };
+                    vec![(self.convs[i].gre_from_server(key), OUTSIDE, e)]
+                }
+            }
+            Step::Esp { host, far, spi, inbound } => {
+                let (h, f) = (inside_host(host), far_host(far));
+                if inbound {
+                    vec![(esp(f, OUTSIDE_ADDR, spi), OUTSIDE, Expect::EspFrom(f))]
+                } else {
+                    vec![(esp(h, f, spi), INSIDE, Expect::Nothing)]
+                }
+            }
+            Step::Fragments { host, far, sport, dport, at, reverse } => {
+                let whole = packet(inside_host(host), far_host(far), Proto::Udp, sport, dport, &[0x42; 40]);
+                let mut parts = fragments(&whole, at);
+                if reverse {
+                    parts.reverse();
+                }
+                parts.into_iter().map(|f| (f, INSIDE, Expect::Nothing)).collect()
+            }
+            Step::Tagged { host, far, sport, vid } => {
+                let f = packet(inside_host(host), far_host(far), Proto::Udp, sport, 53, b"tagged");
+                vec![(tagged(&f, vid), INSIDE, Expect::Nothing)]
+            }
+            _ => return None,
+        };
+        Some(v)
+    }
+
+    fn frame_for(&mut self, step: &Step, now: &mut u64) -> Option<(Vec<u8>, IfaceId, Expect)> {
         let (frame, ingress, expect) = match *step {
             Step::Out { host, far, proto, sport, dport } => {
                 (packet(inside_host(host), far_host(far), proto, sport, dport, b"hello"), INSIDE, Expect::Nothing)
@@ -126,8 +265,19 @@ impl Oracle {
                 // flows may have expired: what was live may now belong to someone else
                 self.tuples.clear();
                 self.left.clear();
+                // calls may have ended and their IDs gone back: the conversations stop, but
+                // are remembered (the engine may still hold their calls)
+                for c in &mut self.convs {
+                    c.stale = true;
+                }
                 return None;
             }
+            Step::PptpOpen { .. }
+            | Step::PptpNext { .. }
+            | Step::Gre { .. }
+            | Step::Esp { .. }
+            | Step::Fragments { .. }
+            | Step::Tagged { .. } => return None,
             Step::Corrupt { pick, at, xor } => {
                 if self.inputs.is_empty() || xor == 0 {
                     return None;
@@ -143,12 +293,6 @@ impl Oracle {
                 (f, ingress, Expect::Corrupted)
             }
         };
-        if frame.is_empty() {
-            return None;
-        }
-        if self.inputs.len() < 64 {
-            self.inputs.push(frame.clone());
-        }
         Some((frame, ingress, expect))
     }
 
@@ -225,7 +369,47 @@ impl Oracle {
             Expect::ErrorTo(host) if egress != INSIDE || dst != host => {
                 return bad(format!("an ICMP error about {host:?}'s packet went to {dst:?} on {egress:?}"));
             }
+            Expect::OcrpTo { host, port, call_id } => {
+                let Some(TransportSlice::Tcp(t)) = &p.transport else { return bad("an OCRP that is not TCP".into()) };
+                if egress != INSIDE || dst != host || t.destination_port() != port {
+                    return bad(format!("a PAC's reply for {host:?}:{port} went to {dst:?} on {egress:?}"));
+                }
+                let m = t.payload();
+                if m.len() >= 16 && m[8..10] == [0, 8] && u16::from_be_bytes([m[14], m[15]]) != call_id {
+                    return bad(format!("an OCRP reached the PNS without its Call ID {call_id} restored"));
+                }
+            }
+            Expect::GreTo(host, key) => {
+                let got = gre_key(ip.payload().payload);
+                if egress != INSIDE || dst != host || got != Some(key) {
+                    return bad(format!("GRE for {host:?}'s call {key} went to {dst:?} key {got:?} on {egress:?}"));
+                }
+            }
+            Expect::GreOut(key) => {
+                let got = gre_key(ip.payload().payload);
+                if egress != OUTSIDE || got != Some(key) {
+                    return bad(format!("a PNS's GRE with key {key} left as {got:?} on {egress:?}"));
+                }
+            }
+            Expect::NotForwarded => return bad("a frame no flow or call admits was forwarded".into()),
+            Expect::EspFrom(far) if egress != INSIDE || !self.esp_peers.get(&far).is_some_and(|v| v.contains(&dst)) => {
+                return bad(format!("ESP from {far:?} went to {dst:?}, which never sent it ESP"));
+            }
             _ => {}
+        }
+        if egress == OUTSIDE && *expect != Expect::Corrupted {
+            self.learn_pptp(input, &p)?;
+        }
+        // ESP that left from inside: its far end may answer that inside host
+        if egress == OUTSIDE && h.protocol.0 == 50 && input.len() >= 34 {
+            let (isrc, idst) =
+                ([input[26], input[27], input[28], input[29]], [input[30], input[31], input[32], input[33]]);
+            if is_inside(isrc) {
+                let peers = self.esp_peers.entry(idst).or_default();
+                if !peers.contains(&isrc) {
+                    peers.push(isrc);
+                }
+            }
         }
         // remember what left from inside, and check that no outside tuple has two owners
         let in_p = SlicedPacket::from_ethernet(input).ok();

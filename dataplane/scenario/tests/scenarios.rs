@@ -70,3 +70,43 @@ fn the_oracles_catch_a_leak_a_bad_checksum_and_a_misdelivery() {
         .expect_err("misdelivery");
     assert!(e.0.contains("went to"), "{e}");
 }
+
+#[test]
+fn scripted_pptp_calls_esp_fragments_and_tags_keep_every_promise() {
+    let mut steps = Vec::new();
+    // two PNSs on two inside hosts, the same Call ID, the same PAC; the second splits its
+    // request inside the Call ID (after 13 of 168 bytes)
+    steps.push(Step::PptpOpen { host: 0, far: 0, call_id: 0x0100, split: 0 });
+    steps.push(Step::PptpOpen { host: 1, far: 0, call_id: 0x0100, split: 13 });
+    for _ in 0..8 {
+        steps.push(Step::PptpNext { conv: 0 });
+        steps.push(Step::PptpNext { conv: 1 });
+    }
+    for conv in 0..2 {
+        steps.push(Step::Gre { conv, from_server: false, forge: 0 });
+        steps.push(Step::Gre { conv, from_server: true, forge: 0 });
+        steps.push(Step::Gre { conv, from_server: true, forge: 0x0101 });
+    }
+    steps.push(Step::Esp { host: 2, far: 1, spi: 0x1000, inbound: false });
+    steps.push(Step::Esp { host: 2, far: 1, spi: 0x2000, inbound: true });
+    steps.push(Step::Esp { host: 3, far: 2, spi: 0x3000, inbound: true });
+    steps.push(Step::Fragments { host: 4, far: 2, sport: 7000, dport: 53, at: 1, reverse: false });
+    steps.push(Step::Fragments { host: 5, far: 2, sport: 7001, dport: 53, at: 2, reverse: true });
+    steps.push(Step::Tagged { host: 6, far: 3, sport: 7002, vid: 10 });
+    let s = Scenario { steps };
+    let o = run(&s).expect("no violation");
+    // 32 frames: GRE steps make frames only for calls whose translated Call ID the oracle
+    // saw leave, so both calls came up; every forwarded GRE passed the delivery oracle
+    assert_eq!(o.frames, 32, "{o:?}");
+    assert!(o.forwarded >= 26, "{o:?}");
+}
+
+#[test]
+fn the_oracles_catch_gre_delivered_to_the_wrong_client() {
+    let mut o = Oracle::default();
+    let g = xgw_scenario::frames::gre([198, 51, 100, 1], [10, 0, 0, 6], 0x0100, 1);
+    let e = o.check_forwarded(&g, OUTSIDE, INSIDE, &g, &Expect::GreTo([10, 0, 0, 5], 0x0100)).expect_err("misdelivery");
+    assert!(e.0.contains("GRE for"), "{e}");
+    let e = o.check_forwarded(&g, OUTSIDE, INSIDE, &g, &Expect::NotForwarded).expect_err("no call");
+    assert!(e.0.contains("no flow or call"), "{e}");
+}
