@@ -16,7 +16,11 @@
 //!   records are idempotent), and both sides send ALIVE when idle so that each knows the
 //!   other is there. A NACK for messages no longer held makes the sender ask for a bulk
 //!   resync instead.
+//! - [`apply`]: the standby's side of a record — the flow created in its engine's table with
+//!   the active gateway's keys and rewrites (so its outside port stays claimed) and the idle
+//!   time it had left, or removed.
 
+pub mod apply;
 pub mod channel;
 pub mod record;
 pub mod wire;

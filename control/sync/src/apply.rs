@@ -1,0 +1,88 @@
+//! The standby's side of a record: a flow is created in (or updated in) the engine's table
+//! with the active gateway's keys and rewrites — its outside port stays claimed, so the
+//! standby's own translations never collide with it — and expires when it would have on the
+//! active one; a removal removes it. This is what keeps the standby's tables hot: after a
+//! promotion its engine finds every synced flow as if it had created it.
+
+use std::time::Duration;
+
+use xgw_dataplane::conntrack::{status, Flow, InsertError};
+use xgw_dataplane::{Shared, Time};
+
+use crate::record::{Record, SyncFlow, TRAVELLING};
+
+/// What applying a record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// A flow was created.
+    Created,
+    /// A flow with these keys existed and was brought up to date.
+    Updated,
+    /// A flow was removed.
+    Removed,
+    /// A removal of a flow the standby does not have.
+    Absent,
+    /// The table is full: the flow is not held (counted; a later bulk sync retries).
+    TableFull,
+    /// Another flow holds one of its keys (the standby created it itself): left as it is.
+    Conflict,
+}
+
+/// `last_seen` for a flow that may stay idle `remaining` more (capped at its timeout here).
+fn last_seen_for(f: &Flow, remaining: Duration, shared: &Shared, now: Time) -> Time {
+    let timeout = f.timeout(&shared.config().timeouts);
+    let idle = timeout.saturating_sub(remaining.min(timeout));
+    Time(now.as_nanos().saturating_sub(u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX)))
+}
+
+fn update(f: &mut Flow, s: &SyncFlow, shared: &Shared, now: Time) {
+    f.l4 = s.l4;
+    f.status = (f.status & !TRAVELLING) | s.status;
+    f.rule = s.rule;
+    f.last_seen = last_seen_for(f, s.remaining, shared, now);
+}
+
+/// Applies one record to the standby's tables at `now`.
+pub fn apply(shared: &Shared, r: &Record, now: Time) -> Applied {
+    match r {
+        Record::Gone { key, .. } => match shared.flows.remove_key(key, now) {
+            Some(_) => Applied::Removed,
+            None => Applied::Absent,
+        },
+        Record::Flow(s) => {
+            let [orig, reply] = s.keys;
+            if let Some(fr) = shared.flows.lookup(&orig) {
+                let same = shared.flows.with_flow(fr, &orig, |f, _| {
+                    let same = f.keys == s.keys;
+                    if same {
+                        update(f, s, shared, now);
+                    }
+                    same
+                });
+                return match same {
+                    Some(true) => Applied::Updated,
+                    _ => Applied::Conflict,
+                };
+            }
+            let made = shared.flows.insert(
+                orig,
+                [reply],
+                |k| {
+                    let mut f = Flow::new([orig, k], s.rewrite, s.l4, s.kind, now);
+                    f.status = s.status & TRAVELLING & !status::OFFLOAD;
+                    f.rule = s.rule;
+                    f
+                },
+                now,
+            );
+            match made {
+                Ok((fr, _)) => {
+                    shared.flows.with_flow(fr, &orig, |f, _| f.last_seen = last_seen_for(f, s.remaining, shared, now));
+                    Applied::Created
+                }
+                Err(InsertError::Full) => Applied::TableFull,
+                Err(InsertError::NoReplyKey | InsertError::Exists(_)) => Applied::Conflict,
+            }
+        }
+    }
+}
