@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use xgw_dataplane::conntrack::{status, Flow, InsertError};
+use xgw_dataplane::conntrack::{status, Flow, FlowKey, InsertError};
 use xgw_dataplane::{Shared, Time};
 
 use crate::record::{Record, SyncFlow, TRAVELLING};
@@ -26,6 +26,9 @@ pub enum Applied {
     TableFull,
     /// Another flow holds one of its keys (the standby created it itself): left as it is.
     Conflict,
+    /// A PPTP record for a control connection the standby has no flow for (yet), or whose
+    /// state the inspector refused.
+    PptpRefused,
 }
 
 /// `last_seen` for a flow that may stay idle `remaining` more (capped at its timeout here).
@@ -42,12 +45,39 @@ fn update(f: &mut Flow, s: &SyncFlow, shared: &Shared, now: Time) {
     f.last_seen = last_seen_for(f, s.remaining, shared, now);
 }
 
+/// The standby's flow id of the control connection with original key `ctl`.
+fn control_id(shared: &Shared, ctl: &FlowKey) -> Option<u64> {
+    let fr = shared.flows.lookup(ctl)?;
+    shared.flows.with_flow(fr, ctl, |f, _| f.id)
+}
+
 /// Applies one record to the standby's tables at `now`.
 pub fn apply(shared: &Shared, r: &Record, now: Time) -> Applied {
     match r {
         Record::Gone { key, .. } => match shared.flows.remove_key(key, now) {
-            Some(_) => Applied::Removed,
+            Some(f) => {
+                // a control connection's calls end with it
+                if shared.pptp.has_session(f.id) {
+                    shared.pptp.control_gone(f.id, &shared.flows, now);
+                }
+                Applied::Removed
+            }
             None => Applied::Absent,
+        },
+        Record::PptpSession { ctl, state } => {
+            let flow = shared.flows.lookup(ctl).and_then(|fr| shared.flows.with_flow(fr, ctl, |f, _| *f));
+            match flow.map(|f| shared.pptp.import_session(&f, state, now)) {
+                Some(Ok(())) => Applied::Updated,
+                _ => Applied::PptpRefused,
+            }
+        }
+        Record::PptpCall { ctl, state } => match control_id(shared, ctl) {
+            Some(id) if shared.pptp.import_call(id, state, now).is_ok() => Applied::Updated,
+            _ => Applied::PptpRefused,
+        },
+        Record::PptpCallGone { ctl, serial } => match control_id(shared, ctl) {
+            Some(id) if shared.pptp.forget_call(id, *serial, now) => Applied::Removed,
+            _ => Applied::Absent,
         },
         Record::Flow(s) => {
             let [orig, reply] = s.keys;

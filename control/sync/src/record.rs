@@ -5,6 +5,10 @@
 //!   state (tag, TCP state), status bits that travel (seen reply, assured, PPTP-inspected),
 //!   kind, rule id, remaining idle time in milliseconds, flow id.
 //! - `GONE` (21 bytes): the original key and the flow id.
+//! - `PPTP_SESSION` (13 + `SESSION_LEN`): a PPTP control connection's original key and its
+//!   inspector session (both streams' positions, partial message, recent rewrites), as the
+//!   inspector exports it; `PPTP_CALL` (13 + `CALL_LEN`): the key and one call (its IDs,
+//!   state, GRE key); `PPTP_CALL_GONE` (17): the key and the call's serial.
 //!
 //! Local bookkeeping (per-host counts, offload marks) does not travel: the standby derives
 //! its own.
@@ -19,8 +23,14 @@ use crate::wire::MAX_PAYLOAD;
 
 const FLOW: u8 = 1;
 const GONE: u8 = 2;
+const PPTP_SESSION: u8 = 3;
+const PPTP_CALL: u8 = 4;
+const PPTP_CALL_GONE: u8 = 5;
 const FLOW_LEN: usize = 72;
 const GONE_LEN: usize = 21;
+const SESSION_REC_LEN: usize = 13 + xgw_dataplane::alg::pptp::SESSION_LEN;
+const CALL_REC_LEN: usize = 13 + xgw_dataplane::alg::pptp::CALL_LEN;
+const CALL_GONE_LEN: usize = 17;
 /// The status bits a flow record carries.
 pub const TRAVELLING: u8 = status::SEEN_REPLY | status::ASSURED | status::ALG_PPTP;
 /// The longest idle time a record may claim (the longest timeout xgw accepts is far less).
@@ -74,6 +84,27 @@ pub enum Record {
         key: FlowKey,
         /// Its id.
         id: u64,
+    },
+    /// A PPTP control connection's inspector session (the inspector's own export).
+    PptpSession {
+        /// The control connection's original key.
+        ctl: FlowKey,
+        /// The session as the inspector exported it.
+        state: Vec<u8>,
+    },
+    /// One call of a PPTP session (the inspector's own export).
+    PptpCall {
+        /// The control connection's original key.
+        ctl: FlowKey,
+        /// The call as the inspector exported it.
+        state: Vec<u8>,
+    },
+    /// A PPTP call ended.
+    PptpCallGone {
+        /// The control connection's original key.
+        ctl: FlowKey,
+        /// The call's serial within its session.
+        serial: u32,
     },
 }
 
@@ -153,6 +184,18 @@ impl Record {
                 put_key(v, key);
                 v.extend_from_slice(&id.to_be_bytes());
             }
+            Record::PptpSession { ctl, state } | Record::PptpCall { ctl, state } => {
+                v.push(if matches!(self, Record::PptpSession { .. }) { PPTP_SESSION } else { PPTP_CALL });
+                v.extend_from_slice(&((13 + state.len()) as u16).to_be_bytes());
+                put_key(v, ctl);
+                v.extend_from_slice(state);
+            }
+            Record::PptpCallGone { ctl, serial } => {
+                v.push(PPTP_CALL_GONE);
+                v.extend_from_slice(&(CALL_GONE_LEN as u16).to_be_bytes());
+                put_key(v, ctl);
+                v.extend_from_slice(&serial.to_be_bytes());
+            }
         }
     }
 
@@ -174,7 +217,24 @@ impl Record {
                     let key = r.key()?;
                     Record::Gone { key, id: r.u64()? }
                 }
-                (FLOW | GONE, _) => return Err(Invalid::Length),
+                (PPTP_SESSION, SESSION_REC_LEN) | (PPTP_CALL, CALL_REC_LEN) => {
+                    let ctl = r.key()?;
+                    if ctl.proto != 6 {
+                        return Err(Invalid::Field);
+                    }
+                    let state = p[r.at..end].to_vec();
+                    r.at = end;
+                    if t == PPTP_SESSION {
+                        Record::PptpSession { ctl, state }
+                    } else {
+                        Record::PptpCall { ctl, state }
+                    }
+                }
+                (PPTP_CALL_GONE, CALL_GONE_LEN) => {
+                    let ctl = r.key()?;
+                    Record::PptpCallGone { ctl, serial: r.u32()? }
+                }
+                (FLOW | GONE | PPTP_SESSION | PPTP_CALL | PPTP_CALL_GONE, _) => return Err(Invalid::Length),
                 _ => return Err(Invalid::Type),
             };
             debug_assert_eq!(r.at, end);

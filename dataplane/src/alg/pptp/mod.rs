@@ -20,6 +20,9 @@
 //!
 //! All control traffic of all sessions is handled under one mutex: control messages are
 //! rare, and the per-packet GRE path never takes it.
+//!
+//! For a standby gateway, sessions and calls export to bytes and import again (`snapshot`):
+//! the standby carries on a control connection where the active one left it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -37,9 +40,11 @@ pub mod pool;
 pub mod stream;
 
 mod session;
+mod snapshot;
 mod translate;
 
 pub use session::{Call, CallState, Session, SessionState};
+pub use snapshot::{SessionExport, SnapshotError, CALL_LEN, SESSION_LEN};
 use translate::*;
 
 crate::counter_family! {

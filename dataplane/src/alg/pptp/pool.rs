@@ -62,6 +62,17 @@ impl Pool {
         None
     }
 
+    /// Takes `id` itself (a call synced from the active gateway); false when it is in use
+    /// or resting.
+    pub fn claim(&mut self, id: u16) -> bool {
+        if id == 0 || self.is_used(id) {
+            return false;
+        }
+        self.set(id, true);
+        self.live += 1;
+        true
+    }
+
     /// Ends an ID's use; it stays unavailable until `until`.
     pub fn release(&mut self, id: u16, until: Time) {
         if self.is_used(id) && self.live > 0 {

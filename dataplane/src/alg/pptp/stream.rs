@@ -43,13 +43,13 @@ pub enum SegOutcome {
 pub type Change = (usize, u8, u8);
 
 #[derive(Debug, Clone, Copy, Default)]
-struct ByteRecord {
-    seq: u32,
-    new: u8,
-    used: bool,
+pub(super) struct ByteRecord {
+    pub(super) seq: u32,
+    pub(super) new: u8,
+    pub(super) used: bool,
 }
 
-const RECORDS: usize = 32;
+pub(super) const RECORDS: usize = 32;
 
 /// Whether the parser knows where messages start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -65,19 +65,19 @@ pub enum StreamSync {
 /// One direction's parser state.
 #[derive(Debug, Clone)]
 pub struct Stream {
-    side: Side,
-    sync: StreamSync,
+    pub(super) side: Side,
+    pub(super) sync: StreamSync,
     /// Sequence number of the stream's first data byte (where `start` put it).
-    first: u32,
-    next: u32,
-    msg_start: u32,
-    head: [u8; KEEP],
-    msg: Option<(MsgType, usize)>,
-    field: Option<(usize, Field)>,
-    repl: Option<u16>,
-    field_hi: u8,
-    records: [ByteRecord; RECORDS],
-    rec_pos: usize,
+    pub(super) first: u32,
+    pub(super) next: u32,
+    pub(super) msg_start: u32,
+    pub(super) head: [u8; KEEP],
+    pub(super) msg: Option<(MsgType, usize)>,
+    pub(super) field: Option<(usize, Field)>,
+    pub(super) repl: Option<u16>,
+    pub(super) field_hi: u8,
+    pub(super) records: [ByteRecord; RECORDS],
+    pub(super) rec_pos: usize,
 }
 
 fn before(a: u32, b: u32) -> bool {
