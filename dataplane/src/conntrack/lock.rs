@@ -10,12 +10,13 @@
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// Spins before a waiter starts yielding its CPU.
 const SPINS: u32 = 64;
 
-/// Bytes before the value: the lock byte and the `live` flag, padded to the value's alignment.
+/// Bytes before the value: the lock byte, the `live` flag and the free-list link, padded to
+/// the value's alignment.
 pub const HEADER: usize = 8;
 
 /// A value behind a spin lock, and a `live` flag only the lock's holder reads or writes.
@@ -32,6 +33,9 @@ pub struct SlotLock<T> {
     // an atomic only so it can sit outside the `UnsafeCell`; every access is made by the
     // lock's holder, so Relaxed suffices (the lock orders them)
     live: AtomicBool,
+    /// While the slot is free: the next free slot (the table's free list lives in the free
+    /// slots themselves, in what would otherwise be padding).
+    next_free: AtomicU32,
     value: UnsafeCell<T>,
 }
 
@@ -51,7 +55,18 @@ pub struct SlotGuard<'a, T> {
 impl<T> SlotLock<T> {
     /// An unlocked value.
     pub const fn new(value: T) -> SlotLock<T> {
-        SlotLock { held: AtomicBool::new(false), live: AtomicBool::new(false), value: UnsafeCell::new(value) }
+        SlotLock {
+            held: AtomicBool::new(false),
+            live: AtomicBool::new(false),
+            next_free: AtomicU32::new(u32::MAX),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// The free-list link (meaningful only while the slot is on the free list).
+    #[inline]
+    pub fn next_free(&self) -> &AtomicU32 {
+        &self.next_free
     }
 
     /// Takes the lock, waiting for it as long as needed.

@@ -20,6 +20,7 @@ pub mod offload;
 pub mod tcp;
 
 mod flow;
+mod free;
 mod table;
 
 pub use flow::*;

@@ -57,7 +57,7 @@ pub const MAX_FLOWS: usize = (index::MAX_VALUE as usize) / 2;
 pub struct FlowTable {
     slots: Box<[SlotLock<Flow>]>,
     index: FlowIndex,
-    free: ArrayQueue<u32>,
+    free: super::free::FreeList,
     live: AtomicUsize,
     next_id: AtomicU64,
     cursor: AtomicUsize,
@@ -92,11 +92,7 @@ impl FlowTable {
     pub fn new(capacity: usize, event_ring: usize) -> FlowTable {
         let capacity = capacity.clamp(1, MAX_FLOWS);
         let slots = crate::mem::table(capacity, |_| SlotLock::new(blank_flow()));
-        let free = ArrayQueue::new(capacity);
-        for i in 0..capacity {
-            // capacity equals the queue's size, so this never fails
-            let _ = free.push(i as u32);
-        }
+        let free = super::free::FreeList::new(&slots);
         FlowTable {
             slots,
             index: FlowIndex::new(capacity * 2, random_seed()),
@@ -240,7 +236,7 @@ impl FlowTable {
         build: impl FnOnce(FlowKey) -> Flow,
         now: Time,
     ) -> Result<(FlowRef, Flow), InsertError> {
-        let Some(slot) = self.free.pop() else {
+        let Some(slot) = self.free.pop(&self.slots) else {
             self.stats.insert_failed_full.inc();
             return Err(InsertError::Full);
         };
@@ -259,7 +255,7 @@ impl FlowTable {
             }
         }
         let Some(reply) = reply else {
-            let _ = self.free.push(slot);
+            self.free.push(&self.slots, slot);
             self.stats.insert_failed_key.inc();
             return Err(InsertError::NoReplyKey);
         };
@@ -277,7 +273,7 @@ impl FlowTable {
             // full): undo ours
             self.lock(slot).set_live(false);
             self.unclaim(&reply, reply_ref);
-            let _ = self.free.push(slot);
+            self.free.push(&self.slots, slot);
             return Err(match existing {
                 Some(r) => InsertError::Exists(r),
                 None => {
@@ -309,7 +305,7 @@ impl FlowTable {
         for (dir, key) in [(Dir::Orig, flow.keys[0]), (Dir::Reply, flow.keys[1])] {
             self.unclaim(&key, FlowRef::new(slot, dir));
         }
-        let _ = self.free.push(slot);
+        self.free.push(&self.slots, slot);
         self.live.fetch_sub(1, Ordering::Relaxed);
     }
 
