@@ -28,6 +28,17 @@ pub fn is_root() -> bool {
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// Resident memory of process `pid`, KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("process status")
+        .lines()
+        .find_map(|x| x.strip_prefix("VmRSS:"))
+        .and_then(|x| x.split_whitespace().next())
+        .and_then(|x| x.parse().ok())
+        .expect("VmRSS")
+}
+
 /// Runs a command, panicking with its output when it fails.
 pub fn sh(args: &[&str]) -> Output {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));

@@ -84,16 +84,6 @@ fn retransmitted(l: &PptpLab, ns: &str) -> (u64, u64) {
     (get("TcpRetransSegs"), get("TcpExtTCPDSACKRecv"))
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("xgwd status")
-        .lines()
-        .find_map(|x| x.strip_prefix("VmRSS:"))
-        .and_then(|x| x.split_whitespace().next())
-        .and_then(|x| x.parse().ok())
-        .expect("VmRSS")
-}
-
 fn pongs(l: &PptpLab, i: usize) -> usize {
     l.lab.log(&format!("ping-{i}.log")).lines().filter(|x| x.starts_with("pong")).count()
 }
@@ -130,7 +120,7 @@ fn drop_count(v: &Value, k: &str) -> u64 {
 fn phase(l: &mut PptpLab, name: &str, ns: &str, src: &str, dst: &str, dport: u16, refused_by: &str) -> u64 {
     let before = stats(l);
     let h0 = held(l);
-    let rss0 = rss_kib(l.xgwd);
+    let rss0 = xgw_tests::rss_kib(l.xgwd);
     let log = format!("flood-{name}.log");
     let flood = xgw_tests::bin("xgw-flood").to_string_lossy().to_string();
     let secs = SECONDS.to_string();
@@ -140,14 +130,14 @@ fn phase(l: &mut PptpLab, name: &str, ns: &str, src: &str, dst: &str, dport: u16
     while !l.lab.log(&log).contains("sent=") {
         assert!(t0.elapsed() < Duration::from_secs_f64(SECONDS + 20.0), "the flood did not end");
         max_entries = max_entries.max(stats(l)["conntrack"]["entries"].as_u64().unwrap_or(0));
-        max_rss = max_rss.max(rss_kib(l.xgwd));
+        max_rss = max_rss.max(xgw_tests::rss_kib(l.xgwd));
         std::thread::sleep(Duration::from_millis(300));
     }
     // replies in flight when the flood ended arrive; echoes sent during it are answered
     std::thread::sleep(Duration::from_secs(2));
     let after = stats(l);
     let h1 = held(l);
-    let rss1 = rss_kib(l.xgwd);
+    let rss1 = xgw_tests::rss_kib(l.xgwd);
     let delta = |k: &str| drop_count(&after, k) - drop_count(&before, k);
     let ring_full = |v: &Value| -> u64 {
         v["ports"]

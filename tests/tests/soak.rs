@@ -40,16 +40,6 @@ fn rules() -> String {
     )
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("xgwd status")
-        .lines()
-        .find_map(|x| x.strip_prefix("VmRSS:"))
-        .and_then(|x| x.split_whitespace().next())
-        .and_then(|x| x.parse().ok())
-        .expect("VmRSS")
-}
-
 /// Every counter of packets xgw lost or refused: drop reasons, and per port the transmit
 /// losses and the AF_XDP socket's own drops.
 fn losses(v: &Value) -> BTreeMap<String, u64> {
@@ -97,7 +87,7 @@ fn fifty_pptp_clients_and_background_udp_for_ten_minutes() {
     };
     let t0 = Instant::now();
     std::thread::sleep(WARM_UP.saturating_sub(t0.elapsed()));
-    let (rss0, loss0) = (rss_kib(l.xgwd), losses(&stats(&l)));
+    let (rss0, loss0) = (xgw_tests::rss_kib(l.xgwd), losses(&stats(&l)));
     let seqs0: Vec<u64> = (1..=CLIENTS).map(|i| l.replied_seqs(i).last().copied().unwrap_or(0)).collect();
     let start = Instant::now();
     let mut max_rss = rss0;
@@ -108,7 +98,7 @@ fn fifty_pptp_clients_and_background_udp_for_ten_minutes() {
     while start.elapsed() < Duration::from_secs(secs) {
         std::thread::sleep(Duration::from_secs(30).min(Duration::from_secs(secs).saturating_sub(start.elapsed())));
         let v = stats(&l);
-        let rss = rss_kib(l.xgwd);
+        let rss = xgw_tests::rss_kib(l.xgwd);
         max_rss = max_rss.max(rss);
         let moved: u64 = losses(&v).iter().map(|(k, n)| n - loss0.get(k).copied().unwrap_or(0)).sum();
         println!(
@@ -120,7 +110,7 @@ fn fifty_pptp_clients_and_background_udp_for_ten_minutes() {
         );
     }
     let v = stats(&l);
-    let rss1 = rss_kib(l.xgwd);
+    let rss1 = xgw_tests::rss_kib(l.xgwd);
     let moved: Vec<String> = losses(&v)
         .iter()
         .filter(|(k, n)| **n > loss0.get(*k).copied().unwrap_or(0))

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use xgw_dataplane::conntrack::tcp::TcpState;
+use xgw_dataplane::conntrack::tcp::STATES;
 use xgw_dataplane::conntrack::{status, Flow, FlowKey, FlowKind, L4State, Rewrite};
 use xgw_dataplane::IfaceId;
 
@@ -136,23 +136,11 @@ fn put_rewrite(v: &mut Vec<u8>, r: &Rewrite) {
     v.push(r.egress.0);
 }
 
-const TCP_STATES: [TcpState; 10] = [
-    TcpState::None,
-    TcpState::SynSent,
-    TcpState::SynRecv,
-    TcpState::Established,
-    TcpState::FinWait,
-    TcpState::CloseWait,
-    TcpState::LastAck,
-    TcpState::TimeWait,
-    TcpState::Close,
-    TcpState::SynSent2,
-];
 const KINDS: [FlowKind; 5] = [FlowKind::Snat, FlowKind::Dnat, FlowKind::Hairpin, FlowKind::Routed, FlowKind::Related];
 
 fn l4_bytes(l: L4State) -> [u8; 2] {
     match l {
-        L4State::Tcp(t) => [1, TCP_STATES.iter().position(|x| *x == t).unwrap_or(0) as u8],
+        L4State::Tcp(t) => [1, STATES.iter().position(|x| *x == t).unwrap_or(0) as u8],
         L4State::Udp => [2, 0],
         L4State::Icmp => [3, 0],
         L4State::Other => [4, 0],
@@ -284,7 +272,7 @@ impl Reader<'_> {
         let [tag, st] = self.take::<2>()?;
         let proto = keys[0].proto;
         let l4 = match (tag, proto) {
-            (1, 6) => L4State::Tcp(*TCP_STATES.get(usize::from(st)).ok_or(Invalid::Field)?),
+            (1, 6) => L4State::Tcp(*STATES.get(usize::from(st)).ok_or(Invalid::Field)?),
             (2, 17) => L4State::Udp,
             (3, 1) => L4State::Icmp,
             (4, p) if !matches!(p, 6 | 17) => L4State::Other,

@@ -10,7 +10,10 @@ use std::sync::Arc;
 
 use etherparse::PacketBuilder;
 use xgw_dataplane::alg::pptp::msg::{build, MsgType};
-use xgw_dataplane::{Engine, EngineConfig, FrameBuf, IfaceId, RxMeta, Shared, Time, Verdict};
+mod common;
+
+use common::run;
+use xgw_dataplane::{Engine, EngineConfig, IfaceId, Shared, Time, Verdict};
 use xgw_sync::apply::{apply, Applied};
 use xgw_sync::channel::{Params, Receiver, Sender};
 use xgw_sync::record::{Batch, Record, SyncFlow};
@@ -47,15 +50,6 @@ fn gre(src: [u8; 4], dst: [u8; 4], key: u16) -> Vec<u8> {
         .write(&mut v, etherparse::IpNumber(47), &g)
         .expect("gre");
     v
-}
-
-fn run(e: &mut Engine, f: &[u8], iface: IfaceId, t: Time) -> (Verdict, Vec<u8>) {
-    let mut buf = f.to_vec();
-    buf.resize(512, 0);
-    let mut fb = FrameBuf { buf: &mut buf[..], len: f.len() };
-    let v = e.process(&mut fb, RxMeta { iface }, t);
-    let len = fb.len;
-    (v, buf[..len].to_vec())
 }
 
 /// TCP payload of a forwarded frame.

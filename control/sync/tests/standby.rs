@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etherparse::PacketBuilder;
-use xgw_dataplane::{Engine, EngineConfig, FrameBuf, IfaceId, RxMeta, Shared, Time, Verdict};
+mod common;
+
+use common::run;
+use xgw_dataplane::{Engine, EngineConfig, IfaceId, Shared, Time, Verdict};
 use xgw_sync::apply::{apply, Applied};
 use xgw_sync::channel::{Params, Receiver, Sender};
 use xgw_sync::record::{Batch, Record, SyncFlow};
@@ -38,16 +41,6 @@ fn tcp(src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16, syn: bool, ack: Option<u32>
     let mut v = Vec::new();
     t.write(&mut v, if syn { b"" } else { b"x" }).expect("frame");
     v
-}
-
-/// Runs a frame; returns the verdict and the frame as it would leave.
-fn run(e: &mut Engine, f: &[u8], iface: IfaceId, t: Time) -> (Verdict, Vec<u8>) {
-    let mut buf = f.to_vec();
-    buf.resize(512, 0);
-    let mut fb = FrameBuf { buf: &mut buf[..], len: f.len() };
-    let v = e.process(&mut fb, RxMeta { iface }, t);
-    let len = fb.len;
-    (v, buf[..len].to_vec())
 }
 
 fn src_port(f: &[u8]) -> u16 {

@@ -65,7 +65,8 @@ impl TcpState {
     }
 }
 
-const STATES: [TcpState; 10] = [
+/// Every state, in a fixed order (their numbers on the HA sync link are positions here).
+pub const STATES: [TcpState; 10] = [
     TcpState::None,
     TcpState::SynSent,
     TcpState::SynRecv,
