@@ -1,9 +1,10 @@
 //! Scenarios for the engine, built from arbitrary bytes but always meaningful: inside hosts
 //! opening TCP, UDP and ICMP echo flows to far hosts, far hosts answering the translations
 //! they saw (or sending unsolicited packets, or reaching a forward), routers beyond sending
-//! ICMP errors that quote packets really forwarded, PPTP control conversations (requests split
-//! anywhere) and their calls' GRE, forged GRE keys, ESP both ways, fragments, VLAN-tagged
-//! frames, time passing with sweeps, and now and then a frame with one byte flipped.
+//! ICMP errors that quote packets really forwarded, PPTP control conversations (requests
+//! coalesced with another message and split anywhere) and their calls' GRE, forged GRE keys,
+//! ESP both ways, fragments, VLAN-tagged frames, time passing with sweeps, and now and then a
+//! frame with one byte flipped.
 //! Checksums are valid unless a step breaks them on purpose.
 //!
 //! After every frame the [`oracle`] checks what a gateway must never do: let an inside
@@ -89,8 +90,9 @@ pub enum Step {
         secs: u8,
     },
     /// An inside host (a PNS) opens a PPTP control connection to a far host (a PAC) and
-    /// will ask for one call with this Call ID; the Outgoing-Call-Request is split after
-    /// `split % 168` bytes (0: one segment).
+    /// will ask for one call with this Call ID; the Outgoing-Call-Request (after an
+    /// Echo-Request in the same segment when `coalesce`) is split after `split` bytes
+    /// (modulo its length; 0: one segment).
     PptpOpen {
         /// Which inside host.
         host: u8,
@@ -100,6 +102,8 @@ pub enum Step {
         call_id: u16,
         /// Where the request is split.
         split: u8,
+        /// An Echo-Request rides in front of the request.
+        coalesce: bool,
     },
     /// The next message of a PPTP conversation, from whichever side the script says.
     PptpNext {

@@ -162,12 +162,12 @@ impl Oracle {
             (!convs.is_empty()).then(|| usize::from(n) % convs.len()).filter(|&i| !convs[i].stale)
         };
         let v = match *step {
-            Step::PptpOpen { host, far, call_id, split } => {
+            Step::PptpOpen { host, far, call_id, split, coalesce } => {
                 if self.convs.len() >= 16 {
                     return Some(Vec::new());
                 }
                 let n = self.convs.len();
-                let mut c = Conv::new(inside_host(host), far_host(far), call_id, split, n);
+                let mut c = Conv::new(inside_host(host), far_host(far), call_id, split, coalesce, n);
                 let first = c.next_frame();
                 self.convs.push(c);
                 first.into_iter().collect()

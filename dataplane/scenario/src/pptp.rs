@@ -1,6 +1,7 @@
 //! PPTP conversations in scenarios: an inside PNS opens a control connection to a far PAC
-//! and asks for one call, message by message (the Outgoing-Call-Request possibly split in two
-//! segments anywhere, even inside the Call ID); the oracle learns the translated port and
+//! and asks for one call, message by message (the Outgoing-Call-Request possibly coalesced
+//! with an Echo-Request before it in one segment, and possibly split in two segments
+//! anywhere, even inside the Call ID); the oracle learns the translated port and
 //! Call ID from what the engine forwards, so the PAC's answers and GRE go where a real PAC's
 //! would. Messages are built here, independently of the engine's PPTP code.
 
@@ -48,6 +49,8 @@ pub struct Conv {
     /// Where the script is.
     pub stage: u8,
     split: usize,
+    /// An Echo-Request travels in the same segment(s) just before the OCRQ.
+    coalesce: bool,
     client_isn: u32,
     /// Client bytes sent so far (stream offset of the next one).
     sent: u32,
@@ -69,7 +72,7 @@ pub const UP: u8 = 8;
 
 impl Conv {
     /// A new conversation; `n` keeps its numbers distinct from the others'.
-    pub fn new(host: [u8; 4], server: [u8; 4], call_id: u16, split: u8, n: usize) -> Conv {
+    pub fn new(host: [u8; 4], server: [u8; 4], call_id: u16, split: u8, coalesce: bool, n: usize) -> Conv {
         Conv {
             host,
             sport: 40_000 + n as u16,
@@ -77,7 +80,8 @@ impl Conv {
             call_id,
             pac_id: 0x4000 + n as u16 * 7,
             stage: 0,
-            split: usize::from(split) % 168,
+            split: usize::from(split) % if coalesce { 184 } else { 168 },
+            coalesce,
             client_isn: 1_000 + n as u32 * 100_000,
             sent: 0,
             answered: 0,
@@ -125,9 +129,11 @@ impl Conv {
             3 => (self.client(&message(SCCRQ, 156, &[(12, 0x0100)]), 0x18), INSIDE, Expect::Nothing),
             4 => (self.server(&message(SCCRP, 156, &[(12, 0x0100), (14, 1)]), 0x18)?, OUTSIDE, to_client),
             5 | 6 => {
-                let m = message(OCRQ, 168, &[(CALL_ID_AT, self.call_id), (14, 1)]);
+                let mut m = if self.coalesce { message(ECHO_RQ, 16, &[(12, 0)]) } else { Vec::new() };
+                let before = m.len() as u32;
+                m.extend_from_slice(&message(OCRQ, 168, &[(CALL_ID_AT, self.call_id), (14, 1)]));
                 if self.stage == 5 {
-                    self.ocrq_at = self.sent;
+                    self.ocrq_at = self.sent + before;
                 }
                 let part = match (self.stage, self.split) {
                     (5, 0) => {

@@ -74,10 +74,11 @@ fn the_oracles_catch_a_leak_a_bad_checksum_and_a_misdelivery() {
 #[test]
 fn scripted_pptp_calls_esp_fragments_and_tags_keep_every_promise() {
     let mut steps = Vec::new();
-    // two PNSs on two inside hosts, the same Call ID, the same PAC; the second splits its
-    // request inside the Call ID (after 13 of 168 bytes)
-    steps.push(Step::PptpOpen { host: 0, far: 0, call_id: 0x0100, split: 0 });
-    steps.push(Step::PptpOpen { host: 1, far: 0, call_id: 0x0100, split: 13 });
+    // two PNSs on two inside hosts, the same Call ID, the same PAC; the second puts an
+    // Echo-Request in front of its request and splits the two inside the Call ID (after 16 +
+    // 13 bytes)
+    steps.push(Step::PptpOpen { host: 0, far: 0, call_id: 0x0100, split: 0, coalesce: false });
+    steps.push(Step::PptpOpen { host: 1, far: 0, call_id: 0x0100, split: 29, coalesce: true });
     for _ in 0..8 {
         steps.push(Step::PptpNext { conv: 0 });
         steps.push(Step::PptpNext { conv: 1 });
