@@ -341,7 +341,10 @@ fn pptp_call_id_exhaustion_towards_one_server_is_refused_counted_and_recovers() 
     };
     assert!(out.contains("udp-before True"), "{out}");
     let calls: u64 = field("calls").parse().expect("calls");
-    assert!((65_000..=65_535).contains(&calls), "the pool was used up before refusals began: {calls}");
+    // refusals begin when the pool is nearly used up (how near varies: a new connection needs
+    // 64 free IDs of distinct high bytes, and allocation scans from a random start, so the
+    // last free IDs cluster; runs so far: 65,084 and 64,883), not at another limit
+    assert!((60_000..=65_535).contains(&calls), "refusals began with {calls} of 65,535 IDs in use");
     assert!(field("last-session-got").parse::<u64>().expect("n") < 64, "{out}");
     assert!(refused > 0, "refusals are counted");
     assert_eq!(field("udp-after"), "True", "a flow of the same host is untouched: {out}");
