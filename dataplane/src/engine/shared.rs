@@ -87,14 +87,15 @@ impl HostCounts {
     }
 
     pub(super) fn remove(&self, host: u32, embryonic: bool) {
-        self.map.remove_if_mut(&host, |_, e| {
+        let gone = self.map.remove_if_mut(&host, |_, e| {
             e.0 = e.0.saturating_sub(1);
             if embryonic {
                 e.1 = e.1.saturating_sub(1);
             }
             e.0 == 0
         });
-        if self.map.get(&host).is_none() {
+        // the host's last flow: forget when the guard last heard of it
+        if gone.is_some() {
             self.told.remove(&host);
         }
     }
