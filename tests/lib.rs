@@ -176,27 +176,35 @@ impl Lab {
         std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
     }
 
-    /// Starts `xgwd run` in namespace `role` with `rules` and waits until it forwards.
+    /// Starts `xgwd run` in namespace `role` with `rules` and waits until it forwards (its
+    /// log `xgwd.log`, its rules `gateway.rules`).
     pub fn start_xgwd(&mut self, role: &str, rules: &str, extra: &[&str]) -> u32 {
-        let path = self.dir.join("gateway.rules");
+        self.start_xgwd_as("xgwd", "gateway.rules", role, rules, extra)
+    }
+
+    /// [`Lab::start_xgwd`] for one of several gateways: its files are named after `name`
+    /// (`<name>.log`, `<name>.ready`, ...), its rules file `rules_file`.
+    pub fn start_xgwd_as(&mut self, name: &str, rules_file: &str, role: &str, rules: &str, extra: &[&str]) -> u32 {
+        let path = self.dir.join(rules_file);
         std::fs::write(&path, rules).expect("rules");
-        let ready = self.dir.join("xgwd.ready");
+        let ready = self.dir.join(format!("{name}.ready"));
         let _ = std::fs::remove_file(&ready);
         let xgwd = bin("xgwd");
         let (p, r) = (path.to_string_lossy().to_string(), ready.to_string_lossy().to_string());
         let mut args = vec![xgwd.to_str().expect("path"), "run", "--rules", &p, "--ready-file", &r];
         args.extend_from_slice(extra);
+        let log = format!("{name}.log");
         // play systemd's side of sd_notify: xgwd must say READY=1 once it forwards
-        let notify_path = self.dir.join("notify.sock");
+        let notify_path = self.dir.join(format!("{name}-notify.sock"));
         let _ = std::fs::remove_file(&notify_path);
         let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
-        let pid = self.spawn_env(role, &args, "xgwd.log", &[("NOTIFY_SOCKET", &notify_path)]);
+        let pid = self.spawn_env(role, &args, &log, &[("NOTIFY_SOCKET", &notify_path)]);
         let t0 = Instant::now();
         while !ready.exists() {
-            assert!(t0.elapsed() < Duration::from_secs(20), "xgwd did not start:\n{}", self.log("xgwd.log"));
+            assert!(t0.elapsed() < Duration::from_secs(20), "xgwd did not start:\n{}", self.log(&log));
             if let Some(c) = self.children.iter_mut().find(|c| c.id() == pid) {
                 if let Ok(Some(st)) = c.try_wait() {
-                    panic!("xgwd exited ({st}):\n{}", self.log("xgwd.log"));
+                    panic!("xgwd exited ({st}):\n{}", self.log(&log));
                 }
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -479,6 +487,42 @@ pub mod pptp {
         format!("10.10.0.{}", 10 + i)
     }
 
+    /// Starts pptpd in namespace `ns` with the PPP stand-in; each call's stand-in logs into
+    /// `<lab dir>/server/`.
+    pub fn start_server(lab: &mut Lab, ns: &str) {
+        let server_logs = lab.dir.join("server");
+        std::fs::create_dir_all(&server_logs).expect("server log dir");
+        let conf = lab.dir.join("pptpd.conf");
+        std::fs::write(&conf, "localip 192.168.99.1\nremoteip 192.168.99.100-250\n").expect("pptpd.conf");
+        let (conf, pid) = (conf.to_string_lossy().to_string(), lab.dir.join("pptpd.pid").to_string_lossy().to_string());
+        let ppp = bin("xgw-ppp").to_string_lossy().to_string();
+        let env = format!("XGW_PPP_LOG_DIR={}", server_logs.display());
+        lab.spawn(ns, &["env", &env, "pptpd", "--fg", "-c", &conf, "-p", &pid, "-e", &ppp], "pptpd.log");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    /// Starts pptp-linux with the PPP stand-in in client `i`'s namespace towards [`SERVER`]
+    /// for `seconds`, its Call ID read from `idfile` (a private mount namespace whose
+    /// /dev/random is that 2-byte file); logs into `<lab dir>/client-<i>.log`.
+    pub fn start_client(lab: &mut Lab, i: usize, idfile: &std::path::Path, seconds: u64) -> u32 {
+        let log = lab.dir.join(format!("client-{i}.log")).to_string_lossy().to_string();
+        // a private /run: pptp-linux's call manager shares one control connection between
+        // every pptp to the same server through a unix socket under /run/pptp
+        let script = format!(
+            "mount -t tmpfs tmpfs /run && mount --bind {} /dev/random && exec {} client --server {SERVER} --token {} --seconds {seconds} --log {log}",
+            idfile.display(),
+            bin("xgw-ppp").display(),
+            client(i)
+        );
+        lab.spawn(&client(i), &["unshare", "-m", "sh", "-c", &script], &format!("client-{i}.out"))
+    }
+
+    /// The LCP echo sequence numbers client `i` got its own replies for, in order.
+    pub fn replied_seqs(lab: &Lab, i: usize) -> Vec<u64> {
+        let me = format!("echo-reply {}#", client(i));
+        lab.log(&format!("client-{i}.log")).lines().filter_map(|l| l.strip_prefix(&me)?.trim().parse().ok()).collect()
+    }
+
     impl PptpLab {
         /// Builds the topology and starts xgwd (with `rules`), pptpd and a capture.
         pub fn start(clients: usize, rules: &str) -> PptpLab {
@@ -520,16 +564,7 @@ pub mod pptp {
             let mut args = vec!["--socket", sock.as_str()];
             args.extend_from_slice(xgwd_args);
             let xgwd = lab.start_xgwd("gw", rules, &args);
-            let server_logs = lab.dir.join("server");
-            std::fs::create_dir_all(&server_logs).expect("server log dir");
-            let conf = lab.dir.join("pptpd.conf");
-            std::fs::write(&conf, "localip 192.168.99.1\nremoteip 192.168.99.100-250\n").expect("pptpd.conf");
-            let (conf, pid) =
-                (conf.to_string_lossy().to_string(), lab.dir.join("pptpd.pid").to_string_lossy().to_string());
-            let ppp = bin("xgw-ppp").to_string_lossy().to_string();
-            let env = format!("XGW_PPP_LOG_DIR={}", server_logs.display());
-            lab.spawn("srv", &["env", &env, "pptpd", "--fg", "-c", &conf, "-p", &pid, "-e", &ppp], "pptpd.log");
-            std::thread::sleep(Duration::from_millis(500));
+            start_server(&mut lab, "srv");
             PptpLab { lab, clients, clients_pids: Vec::new(), xgwd, tcpdump, lan_tcpdump }
         }
 
@@ -555,21 +590,11 @@ pub mod pptp {
 
         /// The LCP echo sequence numbers client `i` got its own replies for, in order.
         pub fn replied_seqs(&self, i: usize) -> Vec<u64> {
-            let me = format!("echo-reply {}#", client(i));
-            self.client_log(i).lines().filter_map(|l| l.strip_prefix(&me)?.trim().parse().ok()).collect()
+            replied_seqs(&self.lab, i)
         }
 
         fn start_client(&mut self, i: usize, idfile: &std::path::Path, seconds: u64) {
-            let log = self.lab.dir.join(format!("client-{i}.log")).to_string_lossy().to_string();
-            // a private /run: pptp-linux's call manager shares one control connection between
-            // every pptp to the same server through a unix socket under /run/pptp
-            let script = format!(
-                "mount -t tmpfs tmpfs /run && mount --bind {} /dev/random && exec {} client --server {SERVER} --token {} --seconds {seconds} --log {log}",
-                idfile.display(),
-                bin("xgw-ppp").display(),
-                client(i)
-            );
-            let pid = self.lab.spawn(&client(i), &["unshare", "-m", "sh", "-c", &script], &format!("client-{i}.out"));
+            let pid = start_client(&mut self.lab, i, idfile, seconds);
             self.clients_pids.push(pid);
         }
 

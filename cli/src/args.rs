@@ -50,6 +50,11 @@ pub(crate) enum Cmd {
         /// The inside host's address.
         addr: std::net::Ipv4Addr,
     },
+    /// The HA pair: this gateway's role and its state sync with the peer.
+    Ha {
+        #[command(subcommand)]
+        cmd: HaCmd,
+    },
     /// The versions of xgwctl and of the running daemon.
     Version,
     /// Print a shell completion script.
@@ -159,4 +164,19 @@ pub(crate) enum ErrorFormat {
     Human,
     /// A JSON array of diagnostics.
     Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum HaCmd {
+    /// Role, readiness, peer, sync link and its counters.
+    Status,
+    /// Set this gateway's role (root; keepalived's notify scripts call it): master forwards,
+    /// backup and fault forward nothing.
+    Role {
+        /// master, backup or fault (keepalived's state names, any case).
+        role: String,
+    },
+    /// Exit 0 when this gateway may take over (master, in sync, or alone), 1 when not: a
+    /// check for keepalived's `vrrp_script` or a monitor.
+    Ready,
 }

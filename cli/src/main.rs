@@ -185,6 +185,19 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                 }
             }
         }
+        Cmd::Ha { cmd } => {
+            let s: answer::HaStatus = match &cmd {
+                HaCmd::Role { role } => ask(sock, Command::HaRole { role: role.clone() })?,
+                HaCmd::Status | HaCmd::Ready => ask(sock, Command::HaStatus)?,
+            };
+            match out {
+                Format::Json => println!("{}", json!(s)),
+                _ => print!("{}", ha_text(&s)),
+            }
+            if matches!(cmd, HaCmd::Ready) && !s.ready {
+                return Err(ExitCode::FAILURE);
+            }
+        }
         Cmd::Stats => {
             let s: answer::Stats = ask(sock, Command::Stats)?;
             match out {

@@ -178,3 +178,26 @@ pub(crate) fn table(rows: &[Vec<String>]) -> String {
         })
         .collect()
 }
+
+/// `ha status` as text.
+pub(crate) fn ha_text(s: &answer::HaStatus) -> String {
+    if !s.enabled {
+        return "HA not configured: this gateway forwards alone\n".into();
+    }
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let bulk = s.last_bulk_ms_ago.map_or("never".to_string(), |ms| format!("{:.1} s ago", ms as f64 / 1000.0));
+    let counters: Vec<String> = s.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!(
+        "role {}  ready {}  synced {}\npeer {} ({})  listen {}\nsync lag {} ms  unacked {}  last bulk sync {}\n{}\n",
+        s.role,
+        yes(s.ready),
+        yes(s.synced),
+        s.peer,
+        s.peer_state,
+        s.listen,
+        s.lag_ms,
+        s.unacked,
+        bulk,
+        counters.join(" ")
+    )
+}

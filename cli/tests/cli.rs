@@ -97,6 +97,7 @@ fn daemon() -> Fixture {
         offload: None,
         egress: None,
         workers: Vec::new(),
+        ha: None,
         ports: vec![("xgw-out".into(), 0, {
             let p = xgw_dataplane::xsk::PortStats::default();
             p.rx.add(5);
@@ -448,4 +449,18 @@ fn an_exempt_flow_is_listed_as_an_identity_translation() {
     assert_eq!((x.inside.0.as_str(), x.outside.0.as_str()), ("10.10.0.5", "10.10.0.5"));
     let line = xgw_control_proto::xlate_line(x);
     assert!(line.starts_with("UDP NAT from inside:10.10.0.5/5353 to outside:10.10.0.5/5353 flags sI"), "{line}");
+}
+
+#[test]
+fn ha_status_of_a_gateway_alone_and_a_role_refused_without_ha() {
+    let f = daemon();
+    assert_eq!(stdout(&ctl(&f.socket, &["ha", "status"])), "HA not configured: this gateway forwards alone\n");
+    let j = json_lines(&ctl(&f.socket, &["-o", "json", "ha", "status"]));
+    assert_eq!((j[0]["enabled"].as_bool(), j[0]["ready"].as_bool()), (Some(false), Some(true)), "{j:?}");
+    assert!(ctl(&f.socket, &["ha", "ready"]).status.success(), "alone: ready");
+    // setting a role needs an HA pair (and root, which the test runs as, or says so)
+    let o = ctl(&f.socket, &["ha", "role", "master"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("HA is not configured") || err.contains("needs root"), "{err}");
 }

@@ -327,3 +327,30 @@ mod tests {
         assert_eq!(back, s);
     }
 }
+
+/// `ha status`: this gateway's part in an HA pair and its sync link.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HaStatus {
+    /// False when no `[ha]` section is configured (the gateway forwards alone).
+    pub enabled: bool,
+    /// "master", "backup" or "fault" (as keepalived last said; "backup" until it speaks).
+    pub role: String,
+    /// The peer's sync address.
+    pub peer: String,
+    /// This gateway's sync address.
+    pub listen: String,
+    /// "unknown" (nothing heard), "alive" or "gone".
+    pub peer_state: String,
+    /// A bulk resync from the current peer session completed with nothing missing.
+    pub synced: bool,
+    /// Ready to take over (what keepalived's tracked file says): master, synced, or alone.
+    pub ready: bool,
+    /// Milliseconds since the last bulk resync completed (none yet: absent).
+    pub last_bulk_ms_ago: Option<u64>,
+    /// The oldest unacknowledged message's age in milliseconds (0: all acknowledged).
+    pub lag_ms: u64,
+    /// Messages sent and not acknowledged yet.
+    pub unacked: u64,
+    /// Counters: records sent/applied by outcome, messages, resent, refused by reason, ...
+    pub counters: Counters,
+}

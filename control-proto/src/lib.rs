@@ -95,6 +95,16 @@ pub enum Command {
     /// [`answer::RulesShown`].
     #[serde(rename = "rules.show")]
     RulesShow,
+    /// The HA pair: role, peer, sync link. Answer: [`answer::HaStatus`].
+    #[serde(rename = "ha.status")]
+    HaStatus,
+    /// Sets this gateway's HA role (root; keepalived's notify scripts call it). Answer:
+    /// [`answer::HaStatus`].
+    #[serde(rename = "ha.role")]
+    HaRole {
+        /// "master", "backup" or "fault".
+        role: String,
+    },
 }
 
 impl Command {
@@ -113,12 +123,20 @@ impl Command {
             Command::Stats => "stats",
             Command::RulesReload { .. } => "rules reload",
             Command::RulesShow => "rules show",
+            Command::HaStatus => "ha status",
+            Command::HaRole { .. } => "ha role",
         }
     }
 
     /// Does it change state (and so need root)?
     pub fn needs_root(&self) -> bool {
-        matches!(self, Command::ConntrackDelete(_) | Command::ConntrackFlush | Command::RulesReload { .. })
+        matches!(
+            self,
+            Command::ConntrackDelete(_)
+                | Command::ConntrackFlush
+                | Command::RulesReload { .. }
+                | Command::HaRole { .. }
+        )
     }
 }
 
@@ -210,6 +228,8 @@ mod tests {
         assert!(Command::ConntrackFlush.needs_root());
         assert!(Command::RulesReload { kill: false }.needs_root());
         assert!(!Command::Stats.needs_root());
+        assert!(Command::HaRole { role: "master".into() }.needs_root());
+        assert!(!Command::HaStatus.needs_root());
         assert_eq!(Command::ConntrackDelete(Filter::default()).name(), "conntrack delete");
     }
 }

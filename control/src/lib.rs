@@ -1,6 +1,7 @@
 //! xgwd, the daemon: its settings and start-up (`daemon`), the XDP and AF_XDP wiring, the
 //! kernel's tables through rtnetlink (`netlink`, `neigh`), the egresses the fast path may use
-//! (`egress`), the fast path's userspace half (`offload`), the control socket and metrics
+//! (`egress`), the fast path's userspace half (`offload`), the HA pair's role and state
+//! sync (`ha`), the control socket and metrics
 //! (`ctl`), ASA-style log lines (`asa`) and the offline replay front end (`replay_cmd`).
 //! The CLI is its own package (`cli`), speaking `xgw-control-proto`.
 #![deny(unsafe_code)]
@@ -9,6 +10,7 @@ pub mod asa;
 pub mod ctl;
 pub mod daemon;
 pub mod egress;
+pub mod ha;
 pub mod neigh;
 pub mod netlink;
 pub mod offload;

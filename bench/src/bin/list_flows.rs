@@ -39,6 +39,7 @@ fn main() {
         egress: None,
         offload: None,
         workers: Vec::new(),
+        ha: None,
         ports: Vec::new(),
     };
     serve(&socket, Arc::new(d)).expect("serve");

@@ -31,6 +31,13 @@ enum Cmd {
     Run(RunArgs),
     /// Run capture files through the engine and write what leaves each interface.
     Replay(ReplayArgs),
+    /// The HA watchdog xgwd starts itself: waits until xgwd's end of its standard input
+    /// closes, then writes `1` (not ready) into keepalived's tracked file.
+    #[command(hide = true)]
+    HaWatch {
+        /// keepalived's tracked file.
+        file: std::path::PathBuf,
+    },
     /// Write man pages (xgwd.8 and one per subcommand) into a directory.
     Man {
         /// The directory.
@@ -82,6 +89,7 @@ fn main() -> std::process::ExitCode {
     let r = match cli.cmd {
         Cmd::Run(a) => daemon::run(&a, cli.log_format == LogFormat::Asa),
         Cmd::Replay(a) => replay_cmd::run(&a),
+        Cmd::HaWatch { file } => xgw_control::ha::watch(&file),
         Cmd::Man { dir } => man(&dir),
     };
     match r {

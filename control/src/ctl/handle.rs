@@ -82,6 +82,35 @@ pub(super) fn handle(
             Ok(report) => done(w, &report),
             Err(e) => fail(w, e),
         },
+        Command::HaStatus => done(w, &ha_status(d)),
+        Command::HaRole { role } => match (&d.ha, crate::ha::Role::parse(role)) {
+            (None, _) => fail(w, "HA is not configured (no [ha] table in xgwd's settings file)"),
+            (Some(_), None) => fail(w, format!("`{role}`: the role is master, backup or fault")),
+            (Some(ha), Some(r)) => {
+                ha.set_role(r);
+                done(w, &ha.status())
+            }
+        },
+    }
+}
+
+/// The HA status, or a disabled one when the gateway runs alone.
+pub(super) fn ha_status(d: &Daemon) -> xgw_control_proto::answer::HaStatus {
+    match &d.ha {
+        Some(ha) => ha.status(),
+        None => xgw_control_proto::answer::HaStatus {
+            enabled: false,
+            role: "alone".into(),
+            peer: String::new(),
+            listen: String::new(),
+            peer_state: "unknown".into(),
+            synced: false,
+            ready: true,
+            last_bulk_ms_ago: None,
+            lag_ms: 0,
+            unacked: 0,
+            counters: Default::default(),
+        },
     }
 }
 

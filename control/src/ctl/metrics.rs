@@ -90,6 +90,21 @@ pub fn render_metrics(d: &Daemon) -> String {
         );
         let _ = writeln!(o, "xgw_rule_implicit_denies_total {}", acl.implicit_denies());
     }
+    if let Some(ha) = &d.ha {
+        let s = ha.status();
+        family(&mut o, "xgw_ha_master", "gauge", "1 when keepalived named this gateway master (it forwards).");
+        let _ = writeln!(o, "xgw_ha_master {}", u8::from(s.role == "master"));
+        family(&mut o, "xgw_ha_ready", "gauge", "1 when this gateway may take over (master, in sync, or alone).");
+        let _ = writeln!(o, "xgw_ha_ready {}", u8::from(s.ready));
+        family(&mut o, "xgw_ha_peer_alive", "gauge", "1 while the peer is heard on the sync link.");
+        let _ = writeln!(o, "xgw_ha_peer_alive {}", u8::from(s.peer_state == "alive"));
+        family(&mut o, "xgw_ha_sync_lag_milliseconds", "gauge", "Age of the oldest unacknowledged sync message.");
+        let _ = writeln!(o, "xgw_ha_sync_lag_milliseconds {}", s.lag_ms);
+        family(&mut o, "xgw_ha_sync_total", "counter", "The sync link's counters, by name.");
+        for (n, v) in &s.counters {
+            let _ = writeln!(o, "xgw_ha_sync_total{{what=\"{n}\"}} {v}");
+        }
+    }
     if let Some(off) = &d.offload {
         family(&mut o, "xgw_offload_flows", "gauge", "Flows the XDP fast path carries now.");
         let _ = writeln!(o, "xgw_offload_flows {}", off.len());

@@ -56,6 +56,8 @@ pub struct Daemon {
     /// Every AF_XDP socket's counters: device, queue, counters (frames the engine forwarded
     /// but the worker could not transmit are counted here).
     pub ports: Vec<(String, u32, Arc<xgw_dataplane::xsk::PortStats>)>,
+    /// The HA pair, when configured.
+    pub ha: Option<Arc<crate::ha::Ha>>,
 }
 
 impl core::fmt::Debug for Daemon {
@@ -93,13 +95,17 @@ pub fn peer_uid(s: &UnixStream) -> Option<u32> {
 /// Listens on `path` (mode 0660) and answers requests, one thread per connection, until
 /// the process ends.
 pub fn serve(path: &Path, d: Arc<Daemon>) -> std::io::Result<()> {
+    serve_with(path, d, Arc::new(EventHub::default()))
+}
+
+/// [`serve`] with the event hub given (xgwd's sync thread subscribes to it too).
+pub fn serve_with(path: &Path, d: Arc<Daemon>, hub: Arc<EventHub>) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let _ = std::fs::remove_file(path);
     let l = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o660))?;
-    let hub = Arc::new(EventHub::default());
     {
         let (d, hub) = (Arc::clone(&d), Arc::clone(&hub));
         std::thread::Builder::new().name("xgw-events".into()).spawn(move || pump_events(&d, &hub))?;

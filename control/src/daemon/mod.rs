@@ -20,6 +20,7 @@ use xgw_rules::file::{compile_file, CheckError};
 mod control_loop;
 mod fast_path;
 mod guard;
+mod pair;
 mod preflight;
 mod reload;
 mod settings;
@@ -76,6 +77,7 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
         ));
     }
     let class_maps = Arc::new(std::sync::Mutex::new(class_maps));
+    let (ha, mut watchdog) = pair::prepare(args, &cfg, &mut attached)?;
 
     // one worker per queue index, owning that queue's socket on every interface
     let queues = cfg.ifaces.iter().map(|i| rx_queues(&i.device)).collect::<Result<Vec<_>>>()?;
@@ -103,6 +105,7 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
             offload: offload.clone(),
             egress: egress.clone(),
             ports: port_stats.clone(),
+            ha: ha.clone(),
             xdp_steering: {
                 let maps = Arc::clone(&class_maps);
                 Box::new(move || {
@@ -128,7 +131,20 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
             crate::ctl::serve_metrics(addr, Arc::clone(&daemon)).with_context(|| format!("metrics endpoint {addr}"))?;
         tracing::info!(address = %bound, "metrics at http://{bound}/metrics");
     }
-    crate::ctl::serve(&args.socket, daemon).with_context(|| format!("control socket {}", args.socket.display()))?;
+    let hub = Arc::new(crate::ctl::EventHub::default());
+    let sync_thread = match &ha {
+        Some(ha) => Some(crate::ha::link::start(
+            Arc::clone(ha),
+            Arc::clone(&shared),
+            hub.subscribe(1 << 16).rx,
+            Arc::clone(&stop),
+            base,
+            os_random(),
+        )?),
+        None => None,
+    };
+    crate::ctl::serve_with(&args.socket, daemon, hub)
+        .with_context(|| format!("control socket {}", args.socket.display()))?;
     tracing::info!(workers = workers.len(), socket = %args.socket.display(), "forwarding");
     if let Some(f) = &args.ready_file {
         std::fs::write(f, format!("{}\n", std::process::id())).with_context(|| format!("writing {}", f.display()))?;
@@ -147,6 +163,13 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
     }
     let _ = netlink_thread.join();
     let _ = guard_thread.join();
+    if let Some(t) = sync_thread {
+        let _ = t.join();
+    }
+    if let Some(mut w) = watchdog.take() {
+        drop(w.stdin.take()); // the watchdog marks this gateway not ready and ends
+        let _ = w.wait();
+    }
     if let Some(t) = egress_thread {
         let _ = t.join();
     }

@@ -93,6 +93,8 @@ pub struct SettingsFile {
     pub offload: Option<Switch>,
     /// Entries of each interface's offload map.
     pub offload_entries: Option<u32>,
+    /// The HA pair (absent: the gateway forwards alone).
+    pub ha: Option<crate::ha::HaFile>,
 }
 
 /// The settings xgwd runs with: flags over the file over the defaults.
@@ -118,6 +120,8 @@ pub struct Settings {
     pub offload: bool,
     /// Entries of each interface's offload map.
     pub offload_entries: u32,
+    /// The HA pair, when configured.
+    pub ha: Option<crate::ha::HaConfig>,
 }
 
 impl Settings {
@@ -138,6 +142,13 @@ impl Settings {
             })?,
             (None, None) => Mode::Auto,
         };
+        let ha =
+            match &file.ha {
+                Some(h) => Some(crate::ha::HaConfig::from_file(h).map_err(|e| {
+                    anyhow!("{}: {e}", a.config.as_deref().unwrap_or(std::path::Path::new("-")).display())
+                })?),
+                None => None,
+            };
         let mut host_services = file.host_services;
         host_services.extend(a.host_services.iter().cloned());
         Ok(Settings {
@@ -155,6 +166,7 @@ impl Settings {
             metrics: a.metrics.or(file.metrics),
             offload: a.offload.or(file.offload).unwrap_or(Switch::On) == Switch::On,
             offload_entries: a.offload_entries.or(file.offload_entries).unwrap_or(65536).max(16),
+            ha,
         })
     }
 }
@@ -215,6 +227,26 @@ mod tests {
         assert!(s.offload, "the flag wins");
         let e = with_file("rules = \"/a\"\noffload = \"maybe\"\n", &[]).expect_err("bad value").to_string();
         assert!(e.contains("offload") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn the_ha_table_is_read_and_checked() {
+        let s = with_file("rules = \"/a\"\n", &[]).expect("defaults");
+        assert!(s.ha.is_none(), "no [ha]: alone");
+        let s = with_file(
+            "rules = \"/a\"\n[ha]\nlisten = \"10.9.0.1:7474\"\npeer = \"10.9.0.2:7474\"\nready_file = \"/run/r\"\n",
+            &[],
+        )
+        .expect("ha");
+        let ha = s.ha.expect("configured");
+        assert_eq!((ha.listen.to_string(), ha.peer.to_string()), ("10.9.0.1:7474".into(), "10.9.0.2:7474".into()));
+        assert_eq!(ha.ready_file, Some(PathBuf::from("/run/r")));
+        let e = with_file("rules = \"/a\"\n[ha]\npeer = \"10.9.0.2:7474\"\n", &[]).expect_err("no listen").to_string();
+        assert!(e.contains("listen"), "{e}");
+        let e = with_file("rules = \"/a\"\n[ha]\nlisten = \"10.9.0.1:7474\"\npeers = 1\n", &[])
+            .expect_err("typo")
+            .to_string();
+        assert!(e.contains("peers"), "{e}");
     }
 
     #[test]

@@ -137,6 +137,8 @@ pub fn xdp_bench_object() -> &'static [u8] {
     aya::include_bytes_aligned!(env!("XGW_XDP_BENCH_OBJECT"))
 }
 
+/// Loads and attaches the program on every interface; with HA configured it starts as a
+/// standby (forwarding nothing until keepalived names this gateway master).
 pub(super) fn attach(cfg: &EngineConfig, args: &Settings, services: &[HostService]) -> Result<Vec<Attached>> {
     let obj = xdp_object();
     let xcfg = xdp_config(cfg);
@@ -154,6 +156,8 @@ pub(super) fn attach(cfg: &EngineConfig, args: &Settings, services: &[HostServic
         }
         Array::<_, XdpConfig>::try_from(bpf.map_mut("CONFIG").ok_or_else(|| anyhow!("no CONFIG map"))?)?
             .set(0, xcfg, 0)?;
+        let role = if args.ha.is_some() { xgw_ebpf_common::role::STANDBY } else { xgw_ebpf_common::role::ACTIVE };
+        Array::<_, u32>::try_from(bpf.map_mut("ROLE").ok_or_else(|| anyhow!("no ROLE map"))?)?.set(0, role, 0)?;
         let mut hs: BpfHashMap<_, HostService, u8> =
             BpfHashMap::try_from(bpf.map_mut("HOST_SERVICES").ok_or_else(|| anyhow!("no HOST_SERVICES map"))?)?;
         for s in services {

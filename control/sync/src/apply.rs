@@ -29,6 +29,36 @@ pub enum Applied {
     /// A PPTP record for a control connection the standby has no flow for (yet), or whose
     /// state the inspector refused.
     PptpRefused,
+    /// The end of a bulk resync (nothing to apply; the caller marks itself in sync).
+    BulkEnd,
+}
+
+impl Applied {
+    /// Every outcome, in counter order.
+    pub const ALL: [Applied; 8] = [
+        Applied::Created,
+        Applied::Updated,
+        Applied::Removed,
+        Applied::Absent,
+        Applied::TableFull,
+        Applied::Conflict,
+        Applied::PptpRefused,
+        Applied::BulkEnd,
+    ];
+
+    /// The outcome's counter name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Applied::Created => "created",
+            Applied::Updated => "updated",
+            Applied::Removed => "removed",
+            Applied::Absent => "absent",
+            Applied::TableFull => "table_full",
+            Applied::Conflict => "conflict",
+            Applied::PptpRefused => "pptp_refused",
+            Applied::BulkEnd => "bulk_end",
+        }
+    }
 }
 
 /// `last_seen` for a flow that may stay idle `remaining` more (capped at its timeout here).
@@ -54,6 +84,7 @@ fn control_id(shared: &Shared, ctl: &FlowKey) -> Option<u64> {
 /// Applies one record to the standby's tables at `now`.
 pub fn apply(shared: &Shared, r: &Record, now: Time) -> Applied {
     match r {
+        Record::BulkEnd => Applied::BulkEnd,
         Record::Gone { key, .. } => match shared.flows.remove_key(key, now) {
             Some(f) => {
                 // a control connection's calls end with it

@@ -113,6 +113,11 @@ impl Sender {
         self.held.len()
     }
 
+    /// When the oldest message not acknowledged yet was (last) sent.
+    pub fn oldest_unacked(&self) -> Option<Time> {
+        self.held.front().map(|(_, _, t)| *t)
+    }
+
     /// An ACK: everything up to `upto` arrived.
     pub fn on_ack(&mut self, upto: u32) {
         while self.held.front().is_some_and(|(s, _, _)| !after(*s, upto)) {
@@ -225,6 +230,11 @@ impl Receiver {
             Some(t) if now.since(t) > self.p.dead_after => PeerState::Gone,
             Some(_) => PeerState::Alive,
         }
+    }
+
+    /// The sender's session this receiver follows (none heard yet).
+    pub fn session(&self) -> Option<u32> {
+        self.session
     }
 
     /// Messages asked for and still missing.

@@ -9,6 +9,8 @@
 //!   inspector session (both streams' positions, partial message, recent rewrites), as the
 //!   inspector exports it; `PPTP_CALL` (13 + `CALL_LEN`): the key and one call (its IDs,
 //!   state, GRE key); `PPTP_CALL_GONE` (17): the key and the call's serial.
+//! - `BULK_END` (0): the bulk resync asked for is complete — everything the sender held
+//!   came before it.
 //!
 //! Local bookkeeping (per-host counts, offload marks) does not travel: the standby derives
 //! its own.
@@ -26,6 +28,7 @@ const GONE: u8 = 2;
 const PPTP_SESSION: u8 = 3;
 const PPTP_CALL: u8 = 4;
 const PPTP_CALL_GONE: u8 = 5;
+const BULK_END: u8 = 6;
 const FLOW_LEN: usize = 72;
 const GONE_LEN: usize = 21;
 const SESSION_REC_LEN: usize = 13 + xgw_dataplane::alg::pptp::SESSION_LEN;
@@ -106,6 +109,8 @@ pub enum Record {
         /// The call's serial within its session.
         serial: u32,
     },
+    /// A bulk resync ends here: every flow and PPTP state the sender held came before.
+    BulkEnd,
 }
 
 /// Why a record was refused.
@@ -184,6 +189,10 @@ impl Record {
                 put_key(v, ctl);
                 v.extend_from_slice(&serial.to_be_bytes());
             }
+            Record::BulkEnd => {
+                v.push(BULK_END);
+                v.extend_from_slice(&0u16.to_be_bytes());
+            }
         }
     }
 
@@ -222,7 +231,8 @@ impl Record {
                     let ctl = r.key()?;
                     Record::PptpCallGone { ctl, serial: r.u32()? }
                 }
-                (FLOW | GONE | PPTP_SESSION | PPTP_CALL | PPTP_CALL_GONE, _) => return Err(Invalid::Length),
+                (BULK_END, 0) => Record::BulkEnd,
+                (FLOW | GONE | PPTP_SESSION | PPTP_CALL | PPTP_CALL_GONE | BULK_END, _) => return Err(Invalid::Length),
                 _ => return Err(Invalid::Type),
             };
             debug_assert_eq!(r.at, end);

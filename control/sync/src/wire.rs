@@ -94,6 +94,16 @@ pub enum Refused {
 }
 
 impl Refused {
+    /// Every reason, in counter order.
+    pub const ALL: [Refused; 6] = [
+        Refused::Truncated,
+        Refused::BadMagic,
+        Refused::BadVersion,
+        Refused::Malformed,
+        Refused::MacMissing,
+        Refused::BadMac,
+    ];
+
     /// The counter name.
     pub fn name(self) -> &'static str {
         match self {

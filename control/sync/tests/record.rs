@@ -33,13 +33,15 @@ fn udp_flow() -> SyncFlow {
 #[test]
 fn a_real_flow_round_trips() {
     let f = udp_flow();
-    let recs = vec![Record::Flow(f.clone()), Record::Gone { key: f.keys[0], id: f.id }];
+    let recs = vec![Record::Flow(f.clone()), Record::Gone { key: f.keys[0], id: f.id }, Record::BulkEnd];
     let mut p = Vec::new();
     for r in &recs {
         r.encode(&mut p);
     }
-    assert_eq!(p.len(), 3 + 72 + 3 + 21);
+    assert_eq!(p.len(), 3 + 72 + 3 + 21 + 3);
     assert_eq!(Record::decode_all(&p, 2), Ok(recs));
+    // the bulk's end marker has no body: one with a body is refused
+    assert_eq!(Record::decode_all(&[6, 0, 1, 0], 2), Err(Invalid::Length));
 }
 
 #[test]

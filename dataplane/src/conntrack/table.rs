@@ -412,8 +412,14 @@ impl FlowTable {
 
     /// Calls `f` with a copy of every live flow (control plane listings). Slots are locked
     /// one at a time.
-    pub fn for_each(&self, mut f: impl FnMut(u32, &Flow)) {
-        for slot in 0..self.slots.len() as u32 {
+    pub fn for_each(&self, f: impl FnMut(u32, &Flow)) {
+        self.for_each_in(0..self.slots.len() as u32, f);
+    }
+
+    /// [`FlowTable::for_each`] over the slots of `slots` only (a walk in steps: the HA sync
+    /// visits a slice of the table per tick; slots run from 0 to [`FlowTable::capacity`]).
+    pub fn for_each_in(&self, slots: core::ops::Range<u32>, mut f: impl FnMut(u32, &Flow)) {
+        for slot in slots.start..slots.end.min(self.slots.len() as u32) {
             let flow = {
                 let s = self.lock(slot);
                 s.live().then_some(*s)

@@ -239,10 +239,21 @@ pub mod steer {
     /// A TCP SYN dropped by the new-flow guard: its host (or forwarded port) is over a
     /// connection limit the engine enforces (map `GUARD`, see [`super::GuardKey`]).
     pub const GUARDED: u32 = 4;
+    /// Transit dropped because this gateway is the standby of an HA pair (map `ROLE`).
+    pub const STANDBY: u32 = 5;
     /// Number of steering outcomes.
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 6;
     /// Names, indexed by outcome.
-    pub const NAMES: [&str; COUNT as usize] = ["kernel", "xsk", "dropped", "fast", "guarded"];
+    pub const NAMES: [&str; COUNT as usize] = ["kernel", "xsk", "dropped", "fast", "guarded", "standby"];
+}
+
+/// Values of the XDP program's `ROLE` map (one entry): whether this gateway forwards.
+pub mod role {
+    /// Forwards (a single gateway, or the active one of an HA pair).
+    pub const ACTIVE: u32 = 0;
+    /// The standby of an HA pair (or a gateway in fault): transit is dropped, counted
+    /// `standby`; the box's own traffic still reaches the kernel.
+    pub const STANDBY: u32 = 1;
 }
 
 /// The new-flow guard: when the engine refuses a TCP SYN because a connection limit is

@@ -30,7 +30,7 @@ use aya_ebpf::{
 use xgw_ebpf_common::csum::{self, fold};
 use xgw_ebpf_common::proto::GRE_V1;
 use xgw_ebpf_common::{
-    class, declined, guard, steer, Counter, FastFlow, FastKey, GuardKey, HostService, XdpConfig, MAX_IFACES,
+    class, declined, guard, role, steer, Counter, FastFlow, FastKey, GuardKey, HostService, XdpConfig, MAX_IFACES,
 };
 
 #[map]
@@ -61,6 +61,12 @@ static TX: DevMap = DevMap::with_max_entries(MAX_IFACES, 0);
 /// go to the AF_XDP workers.
 #[map]
 static EGRESS_OK: Array<u32> = Array::with_max_entries(MAX_IFACES, 0);
+
+/// This gateway's part in an HA pair (entry 0): 0 active, non-zero standby (`role`). A
+/// standby forwards nothing: transit is dropped and counted `standby`; the kernel still gets
+/// its own traffic (VRRP adverts, ARP, the sync link).
+#[map]
+static ROLE: Array<u32> = Array::with_max_entries(1, 0);
 
 /// The new-flow guard (`xgw_ebpf_common::GuardKey`): refused sides and until when.
 #[map]
@@ -340,6 +346,10 @@ pub fn xgw_xdp(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     let (cls, steer) = classify(&ctx).unwrap_or((class::MALFORMED, Steer::Drop));
     count(&CLASS_STATS, cls, len);
+    if matches!(steer, Steer::Xsk) && ROLE.get(0).is_some_and(|r| *r != role::ACTIVE) {
+        count(&STEER_STATS, steer::STANDBY, len);
+        return xdp_action::XDP_DROP;
+    }
     if matches!(steer, Steer::Xsk) && fast_class(cls) {
         if let Some(action) = fast(&ctx) {
             count(&STEER_STATS, steer::FAST, len);
