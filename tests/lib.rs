@@ -505,11 +505,24 @@ pub mod pptp {
     /// for `seconds`, its Call ID read from `idfile` (a private mount namespace whose
     /// /dev/random is that 2-byte file); logs into `<lab dir>/client-<i>.log`.
     pub fn start_client(lab: &mut Lab, i: usize, idfile: &std::path::Path, seconds: u64) -> u32 {
+        start_client_echoing(lab, i, idfile, seconds, None)
+    }
+
+    /// [`start_client`] whose pptp sends a control-connection Echo-Request after
+    /// `idle_wait` seconds without a control message (pptp's default: 60).
+    pub fn start_client_echoing(
+        lab: &mut Lab,
+        i: usize,
+        idfile: &std::path::Path,
+        seconds: u64,
+        idle_wait: Option<u32>,
+    ) -> u32 {
+        let idle = idle_wait.map(|s| format!(" --idle-wait {s}")).unwrap_or_default();
         let log = lab.dir.join(format!("client-{i}.log")).to_string_lossy().to_string();
         // a private /run: pptp-linux's call manager shares one control connection between
         // every pptp to the same server through a unix socket under /run/pptp
         let script = format!(
-            "mount -t tmpfs tmpfs /run && mount --bind {} /dev/random && exec {} client --server {SERVER} --token {} --seconds {seconds} --log {log}",
+            "mount -t tmpfs tmpfs /run && mount --bind {} /dev/random && exec {} client --server {SERVER} --token {} --seconds {seconds}{idle} --log {log}",
             idfile.display(),
             bin("xgw-ppp").display(),
             client(i)

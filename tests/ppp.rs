@@ -4,7 +4,7 @@
 //! Echo-Requests whose data names the sender, answering the peer's. Every frame's token is
 //! logged, so a test can tell which call each frame travelled on.
 //!
-//! - `xgw-ppp client --server ADDR --token NAME [--seconds N] [--log FILE]` starts pptp-linux
+//! - `xgw-ppp client --server ADDR --token NAME [--seconds N] [--idle-wait S] [--log FILE]` starts pptp-linux
 //!   (`--nolaunchpppd`) with one end of a socket pair as its fd 0 and talks PPP on the other.
 //! - Run with any other arguments (pptpd's `ppp` option execs it as if it were pppd, with the
 //!   call's pty as stdin/stdout), it is the server side: it logs to
@@ -220,9 +220,12 @@ fn main() {
             Some(p) => Box::new(std::fs::File::create(p).expect("log file")),
             None => Box::new(std::io::stdout()),
         };
+        // --idle-wait N: pptp sends a control Echo-Request after N seconds without a message
+        let idle: Vec<String> = arg(&args, "--idle-wait").map(|n| vec!["--idle-wait".into(), n]).unwrap_or_default();
         let (mine, theirs) = UnixStream::pair().expect("socketpair");
         let mut child = Command::new("pptp")
             .args([&server, "--nolaunchpppd", "--nohostroute", "--loglevel", "2", "--logstring", &token])
+            .args(&idle)
             .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .spawn()

@@ -10,13 +10,16 @@
 //! ```
 //!
 //! Ten real pptp-linux clients of one Call ID set their calls up through A (LCP echoes
-//! every 200 ms), with a TCP transfer and a UDP flow beside; xgwd on A is killed (-9).
-//! Every call must carry on through B with the same outside Call IDs and ports, no RST on any
-//! control connection, B must translate the next control messages (a client hangs up: its
-//! Call-Clear-Request must reach the server under the Call ID the server knows), the TCP
-//! transfer must complete. The gap (kill → first GRE B forwards) and the echoes lost per
-//! call are printed. The control run, with the sync link's key wrong on B (every message
-//! refused), loses the calls: the test can tell.
+//! every 200 ms; pptp's control-connection Echo-Request after 3 s idle), with a TCP transfer
+//! and a UDP flow beside; then A fails — xgwd killed (-9), or A's outside cable pulled.
+//! Every call must carry on through B with the same outside Call IDs, no RST on any control
+//! connection, every control connection's next Echo-Request must pass B and be answered (B's
+//! inspector carries on where A's left each stream), a client hanging up must be followed
+//! (a Call-Clear-Request leaves under the Call ID the server knows), the TCP transfer must
+//! complete. The gap (failure → first GRE B forwards) and the echoes lost per call are
+//! printed. After the kill, A's xgwd restarts: it may become master again only after its
+//! bulk sync from B, and the calls carry on through it. The control run, with the sync
+//! link's key wrong on B (every message refused), loses the calls: the test can tell.
 #![allow(clippy::expect_used, reason = "test tooling: a failed step ends the run with its message")]
 
 use std::collections::BTreeMap;
@@ -24,7 +27,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use xgw_tests::pptp::{client, client_addr, replied_seqs, start_client, start_server, SERVER};
+use xgw_tests::pptp::{client, client_addr, replied_seqs, start_client_echoing, start_server, SERVER};
 use xgw_tests::{bin, Lab};
 
 const RULES: &str = include_str!("../../rules/examples/lab.rules");
@@ -81,6 +84,16 @@ struct Pair {
     lab: Lab,
     xgwd: [u32; 2],
     capture: u32,
+    rules: String,
+}
+
+/// How the active gateway fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// `kill -9` of xgwd on A.
+    Kill,
+    /// A's outside cable pulled (its port on the WAN bridge down).
+    CutOutside,
 }
 
 fn gw(i: usize) -> &'static str {
@@ -106,6 +119,13 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool, log: impl 
         assert!(t0.elapsed() < limit, "{what}: not after {limit:?}\n{}", log());
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Starts xgwd of gateway `i` with its settings file (written by [`Pair::start`]).
+fn start_gateway(lab: &mut Lab, i: usize, rules: &str) -> u32 {
+    let settings = lab.dir.join(format!("{}.toml", gw(i)));
+    let (s, c) = (sock(lab, i).to_string_lossy().to_string(), settings.to_string_lossy().to_string());
+    lab.start_xgwd_as(gw(i), &format!("{}.rules", gw(i)), gw(i), rules, &["--socket", &s, "--config", &c])
 }
 
 fn now_unix() -> f64 {
@@ -168,11 +188,9 @@ impl Pair {
                 ),
             )
             .expect("settings");
-            let (s, c) = (sock(&lab, i).to_string_lossy().to_string(), settings.to_string_lossy().to_string());
-            *pid =
-                lab.start_xgwd_as(gw(i), &format!("{}.rules", gw(i)), gw(i), &rules, &["--socket", &s, "--config", &c]);
+            *pid = start_gateway(&mut lab, i, &rules);
         }
-        let mut p = Pair { lab, xgwd, capture };
+        let mut p = Pair { lab, xgwd, capture, rules };
         for i in 0..2 {
             p.start_keepalived(i);
         }
@@ -238,6 +256,10 @@ struct Seen {
     ocrq: BTreeMap<u16, u16>,
     /// Call-Clear-Requests: (time, outside port, Call ID).
     ccrq: Vec<(f64, u16, u16)>,
+    /// Control-connection Echo-Requests the gateways sent: (time, source MAC, outside port).
+    echo_rq: Vec<(f64, String, u16)>,
+    /// Echo-Replies the server sent: (time, outside port).
+    echo_rp: Vec<(f64, u16)>,
 }
 
 /// GRE frames, RSTs and the control messages naming calls, on the outside link.
@@ -263,13 +285,17 @@ fn outside_capture(path: &std::path::Path) -> Seen {
             }
             // a control message from the gateway: length, type 1, magic, control type, 0, Call ID
             let p = &fr[(l4 + usize::from(fr[l4 + 12] >> 4) * 4).min(fr.len())..];
-            if ports[1] == 1723 && p.len() >= 14 && p[4..8] == [0x1a, 0x2b, 0x3c, 0x4d] {
+            if p.len() >= 14 && p[4..8] == [0x1a, 0x2b, 0x3c, 0x4d] {
                 let (kind, id) = (u16::from_be_bytes([p[8], p[9]]), u16::from_be_bytes([p[12], p[13]]));
-                match kind {
-                    7 => {
+                let t = r.ts.as_secs_f64();
+                let mac = fr[6..12].iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+                match (kind, ports[1] == 1723) {
+                    (7, true) => {
                         seen.ocrq.insert(ports[0], id);
                     }
-                    12 => seen.ccrq.push((r.ts.as_secs_f64(), ports[0], id)),
+                    (12, true) => seen.ccrq.push((t, ports[0], id)),
+                    (5, true) => seen.echo_rq.push((t, mac, ports[0])),
+                    (6, false) => seen.echo_rp.push((t, ports[1])),
                     _ => {}
                 }
             }
@@ -295,17 +321,20 @@ struct Outcome {
     /// Call-Clear-Requests B sent after the kill: (outside port, Call ID, the Call ID the
     /// connection's Outgoing-Call-Request carried through A).
     hangups: Vec<(u16, u16, Option<u16>)>,
+    /// Control connections (outside ports) that sent an Echo-Request through B after the
+    /// failure, and those of them the server answered.
+    echoed: (usize, usize),
 }
 
-/// Calls up through A, traffic beside, `kill -9` xgwd on A; what happened.
-fn failover(p: &mut Pair, synced: bool) -> Outcome {
-    let seconds = 40;
+/// Calls up through A, traffic beside, A fails `how`; what happened.
+fn failover(p: &mut Pair, synced: bool, how: Failure) -> Outcome {
+    let seconds = 120;
     start_server(&mut p.lab, "srv");
     let idfile = p.lab.dir.join("call-id");
     std::fs::write(&idfile, CALL_ID.to_ne_bytes()).expect("call id file");
     let mut pids = Vec::new();
     for i in 1..=CLIENTS {
-        pids.push(start_client(&mut p.lab, i, &idfile, seconds));
+        pids.push(start_client_echoing(&mut p.lab, i, &idfile, seconds, Some(3)));
     }
     let lab = &p.lab;
     wait_for(
@@ -343,7 +372,12 @@ fn failover(p: &mut Pair, synced: bool) -> Outcome {
     std::thread::sleep(Duration::from_secs(2));
     let seqs_before: Vec<u64> = (1..=CLIENTS).map(|i| replied_seqs(&p.lab, i).last().copied().unwrap_or(0)).collect();
     let killed_at = now_unix();
-    p.lab.crash(p.xgwd[0]);
+    match how {
+        Failure::Kill => p.lab.crash(p.xgwd[0]),
+        Failure::CutOutside => {
+            p.lab.exec_ok("wan", &["ip", "link", "set", "g0", "down"]);
+        }
+    }
     // the calls carry on for a while through B; then one client hangs up
     std::thread::sleep(Duration::from_secs(8));
     let b_stats = |lab: &Lab| -> u64 {
@@ -386,6 +420,9 @@ fn failover(p: &mut Pair, synced: bool) -> Outcome {
         .filter(|(t, _, _)| *t > killed_at)
         .map(|(_, port, id)| (*port, *id, seen.ocrq.get(port).copied()))
         .collect();
+    let via_b: std::collections::BTreeSet<u16> =
+        seen.echo_rq.iter().filter(|(t, m, _)| *t > killed_at && *m == macs[1]).map(|e| e.2).collect();
+    let answered = via_b.iter().filter(|port| seen.echo_rp.iter().any(|(t, p)| *t > killed_at && p == *port)).count();
     let gap = gre.iter().find(|(t, mac, _, _)| *t > killed_at && *mac == macs[1]).map(|(t, _, _, _)| t - killed_at);
     let keys_before = gre.iter().filter(|(t, m, _, _)| *t < killed_at && *m == macs[0]).map(|g| g.3).collect();
     let keys_after = gre.iter().filter(|(t, m, _, _)| *t > killed_at && *m == macs[1]).map(|g| g.3).collect();
@@ -403,17 +440,16 @@ fn failover(p: &mut Pair, synced: bool) -> Outcome {
         keys_after,
         sources_after,
         hangups,
+        echoed: (via_b.len(), answered),
     }
 }
 
-#[test]
-fn every_pptp_call_survives_a_crash_of_the_active_gateway() {
-    let mut p = Pair::start("xgw-ha-test-key-0123456789");
-    let o = failover(&mut p, true);
+/// Prints what a failover did and checks that everything carried on through B.
+fn assert_carried_on(p: &Pair, o: &Outcome, what: &str) {
     println!(
-        "HA failover (kill -9 of xgwd on A): gap kill → first GRE forwarded by B {:?} s; calls alive after: {} of {}; \
+        "HA failover ({what}): gap → first GRE forwarded by B {:?} s; calls alive after: {} of {}; \
          echoes lost per call {:?}; RSTs on control connections {}; TCP: {}; UDP: {}; B's calls {} then {} after a hang-up \
-         (Call-Clear-Requests from B: {:?})",
+         (Call-Clear-Requests from B: {:?}); control connections with an Echo-Request through B, answered: {:?}",
         o.gap.map(|g| (g * 1000.0).round() / 1000.0),
         o.survived,
         CLIENTS - 1,
@@ -424,15 +460,19 @@ fn every_pptp_call_survives_a_crash_of_the_active_gateway() {
         o.b_calls,
         o.b_calls_after_hangup,
         o.hangups,
+        o.echoed,
     );
     let st = xgwctl(&p.lab, 1, &["ha", "status"]);
     println!("B: {st}");
     assert_eq!(o.survived, CLIENTS - 1, "calls lost in the failover: {o:?}\n{}", p.lab.log("gwb.log"));
     assert_eq!(o.rst, 0, "a control connection was reset");
-    assert!(o.gap.is_some_and(|g| g < 3.0), "B forwarded no GRE soon after the kill: {o:?}");
+    assert!(o.gap.is_some_and(|g| g < 3.0), "B forwarded no GRE soon after the failure: {o:?}");
     assert!(o.tcp.starts_with("OK 8000000 198.51.100.1:"), "the TCP transfer: {o:?}");
     assert_eq!(o.b_calls, CLIENTS as u64, "B holds every call after the failover");
-    assert!(!o.hangups.is_empty(), "no Call-Clear-Request left B: {o:?}");
+    // every control connection's next message (pptp's Echo-Request every 3 s idle) went
+    // through B and was answered: B's inspector carried on where A's left each stream
+    assert_eq!(o.echoed, (CLIENTS, CLIENTS), "control connections echoed through B and answered: {o:?}");
+    // a client hanging up sends a Call-Clear-Request (when pptp gets to it before its end)
     for (port, id, through_a) in &o.hangups {
         assert_eq!(Some(*id), *through_a, "port {port}: the hang-up names the call as the server knows it");
         assert_ne!(*id, CALL_ID, "port {port}: the client's own Call ID leaked");
@@ -444,10 +484,68 @@ fn every_pptp_call_survives_a_crash_of_the_active_gateway() {
 }
 
 #[test]
+fn every_pptp_call_survives_a_crash_of_the_active_gateway_and_the_failback() {
+    let mut p = Pair::start("xgw-ha-test-key-0123456789");
+    let o = failover(&mut p, true, Failure::Kill);
+    assert_carried_on(&p, &o, "kill -9 of xgwd on A");
+
+    // failback: A's xgwd restarts, takes B's state in a bulk resync, and only then may
+    // keepalived make it master again (it has the higher priority)
+    let before: Vec<u64> = (1..CLIENTS).map(|i| replied_seqs(&p.lab, i).last().copied().unwrap_or(0)).collect();
+    let rules = p.rules.clone();
+    p.xgwd[0] = start_gateway(&mut p.lab, 0, &rules);
+    let lab = &p.lab;
+    wait_for(
+        "A master again, B backup",
+        Duration::from_secs(20),
+        || ha_status(lab, 0)["role"] == "master" && ha_status(lab, 1)["role"] == "backup",
+        || format!("{}\n{}", lab.log("gwa.log"), lab.log("keepalived-gwa.log")),
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let log = p.lab.log("gwa.log");
+    let synced_at = log.find("HA readiness ready=true synced=true").expect("A became ready only once in sync");
+    let master_at = log.find("to=\"master\"").expect("A became master");
+    assert!(synced_at < master_at, "A was master before its bulk sync completed:\n{log}");
+    let st = ha_status(&p.lab, 0);
+    let a_calls = {
+        let v: serde_json::Value =
+            serde_json::from_str(&xgwctl(&p.lab, 0, &["-o", "json", "stats"])).unwrap_or_default();
+        v["pptp"]["calls_in_progress"].as_u64().unwrap_or(0)
+    };
+    let mut alive = 0;
+    let mut lost = BTreeMap::new();
+    for i in 1..CLIENTS {
+        let after: Vec<u64> = replied_seqs(&p.lab, i).into_iter().filter(|s| *s > before[i - 1]).collect();
+        if after.len() >= 10 {
+            alive += 1;
+        }
+        let top = after.last().copied().unwrap_or(before[i - 1]);
+        lost.insert(i, (top - before[i - 1]) - after.len() as u64);
+    }
+    println!(
+        "HA failback (A restarted): A master after its bulk sync (last bulk {:?} ms before the check); A holds {a_calls} calls; \
+         calls alive through A: {alive} of {}; echoes lost per call {lost:?}",
+        st["last_bulk_ms_ago"],
+        CLIENTS - 1
+    );
+    assert_eq!(a_calls, CLIENTS as u64 - 1, "A took every call in its bulk sync");
+    assert_eq!(alive, CLIENTS - 1, "calls lost in the failback: {lost:?}\n{log}");
+}
+
+#[test]
+fn every_pptp_call_survives_the_active_gateways_outside_link_cut() {
+    let mut p = Pair::start("xgw-ha-test-key-0123456789");
+    let o = failover(&mut p, true, Failure::CutOutside);
+    assert_carried_on(&p, &o, "A's outside link cut");
+    let a = ha_status(&p.lab, 0);
+    assert_eq!(a["role"], "fault", "A, cut off, leaves the master role: {a}");
+}
+
+#[test]
 fn without_the_state_sync_the_calls_are_lost() {
     // B's key differs: every sync message is refused (and counted), B has nothing to go on
     let mut p = Pair::start("another-key-entirely-0123456789");
-    let o = failover(&mut p, false);
+    let o = failover(&mut p, false, Failure::Kill);
     println!(
         "HA control run (sync refused): calls alive after the failover {} of {}; gap {:?}; B's calls {}",
         o.survived,

@@ -46,6 +46,8 @@ pub(super) struct Changes {
     cursor: u32,
     pass: u32,
     bulk: bool,
+    /// The walk's copies of a slice of the table (kept between steps: no allocation per tick).
+    scratch: Vec<Flow>,
     /// Records waiting to be sent, in order.
     pub(super) pending: VecDeque<Record>,
 }
@@ -109,7 +111,8 @@ impl Changes {
     pub(super) fn walk(&mut self, shared: &Shared, slots: u32, now: Time) {
         let cap = u32::try_from(shared.flows.capacity()).unwrap_or(u32::MAX);
         let end = self.cursor.saturating_add(slots).min(cap);
-        let mut seen = Vec::new();
+        let mut seen = std::mem::take(&mut self.scratch);
+        seen.clear();
         shared.flows.for_each_in(self.cursor..end, |_, f| seen.push(*f));
         for f in &seen {
             let due = match self.told.get_mut(&f.id) {
@@ -126,6 +129,7 @@ impl Changes {
                 self.tell(f, shared, now);
             }
         }
+        self.scratch = seen;
         self.cursor = end;
         if end < cap {
             return;
