@@ -156,7 +156,19 @@ impl Changes {
     /// or ended. A session is told only once its control flow was.
     pub(super) fn pptp(&mut self, shared: &Shared, now: Time) {
         let ids = shared.pptp.session_ids();
-        self.sessions.retain(|id, _| ids.contains(id));
+        // a session that ended (its control connection closed and the grace ran out) takes
+        // its calls with it: the standby is told each call's end, as its control flow may
+        // live on (TIME_WAIT) and would keep them
+        let ended: Vec<u64> = self.sessions.keys().copied().filter(|id| !ids.contains(id)).collect();
+        for id in ended {
+            if let Some(told) = self.sessions.remove(&id) {
+                if let Some(ctl) = told.ctl {
+                    let mut serials: Vec<u32> = told.calls.into_keys().collect();
+                    serials.sort_unstable();
+                    self.pending.extend(serials.into_iter().map(|serial| Record::PptpCallGone { ctl, serial }));
+                }
+            }
+        }
         for id in ids {
             let Some(ctl) = self.told.get(&id).map(|t| t.keys[0]) else { continue };
             let Some((mut state, calls)) = shared.pptp.export_session(id, now) else { continue };

@@ -23,9 +23,10 @@ use super::{Ha, Role};
 
 /// How often the thread wakes (socket read timeout).
 const TICK: Duration = Duration::from_millis(5);
-/// Table slots walked per tick: a table of a million slots takes about a second per pass
-/// at 200 ticks a second.
-const SLOTS_PER_TICK: u32 = 5_000;
+/// Ticks per pass of the table walk (about half a second at 200 ticks a second): a flow's
+/// state change reaches the standby within a pass; the walk's cost is the table's size per
+/// pass, whatever the traffic.
+const TICKS_PER_PASS: u32 = 100;
 /// At most this many messages in flight unacknowledged; beyond, telling waits.
 const IN_FLIGHT: usize = 1024;
 /// Records waiting beyond this pause the walk (the peer is slow or gone).
@@ -151,20 +152,24 @@ impl Link {
         }
     }
 
-    /// Reads every datagram waiting (the first read waits up to a tick).
+    /// Reads every datagram waiting: the first read waits up to a tick, the others do not
+    /// wait (the socket is back to waiting reads on the way out, whatever ended the loop).
     fn receive(&mut self, buf: &mut [u8], base: Instant) {
+        let mut waiting = true;
         for _ in 0..4096 {
-            let (n, from) = match self.sock.recv_from(buf) {
-                Ok(x) => x,
-                Err(_) => return,
-            };
+            let Ok((n, from)) = self.sock.recv_from(buf) else { break };
             let now = time(base);
             self.on_datagram(&buf[..n], from, now);
-            if self.sock.set_nonblocking(true).is_err() {
-                break;
+            if waiting {
+                waiting = self.sock.set_nonblocking(true).is_err();
+                if waiting {
+                    break;
+                }
             }
         }
-        let _ = self.sock.set_nonblocking(false);
+        if !waiting {
+            let _ = self.sock.set_nonblocking(false);
+        }
     }
 
     fn on_datagram(&mut self, d: &[u8], from: SocketAddr, now: Time) {
@@ -271,7 +276,8 @@ impl Link {
         if (master || self.changes.bulk()) && room {
             let bulk = self.changes.bulk();
             // a bulk walks as fast as the link takes it
-            let slots = if bulk { SLOTS_PER_TICK * 8 } else { SLOTS_PER_TICK };
+            let per_tick = (u32::try_from(self.shared.flows.capacity()).unwrap_or(u32::MAX) / TICKS_PER_PASS).max(256);
+            let slots = if bulk { per_tick.saturating_mul(8) } else { per_tick };
             self.changes.walk(&self.shared, slots, now);
             if bulk && !self.changes.bulk() {
                 self.count("bulk_sent", 1);
