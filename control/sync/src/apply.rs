@@ -75,6 +75,13 @@ fn update(f: &mut Flow, s: &SyncFlow, shared: &Shared, now: Time) {
     f.last_seen = last_seen_for(f, s.remaining, shared, now);
 }
 
+const ESP: u8 = 50;
+
+/// Moves a flow's reply direction from key `old` to `new`.
+fn rekey(shared: &Shared, old: &FlowKey, new: FlowKey) -> bool {
+    shared.flows.lookup(old).is_some_and(|rr| shared.flows.rekey(rr, old, new))
+}
+
 /// The standby's flow id of the control connection with original key `ctl`.
 fn control_id(shared: &Shared, ctl: &FlowKey) -> Option<u64> {
     let fr = shared.flows.lookup(ctl)?;
@@ -113,15 +120,22 @@ pub fn apply(shared: &Shared, r: &Record, now: Time) -> Applied {
         Record::Flow(s) => {
             let [orig, reply] = s.keys;
             if let Some(fr) = shared.flows.lookup(&orig) {
-                let same = shared.flows.with_flow(fr, &orig, |f, _| {
-                    let same = f.keys == s.keys;
-                    if same {
+                // the same flow, or an ESP flow whose reply key (the peer's inbound SPI) the
+                // active learnt since it was told: the standby's copy takes the new key
+                let found = shared.flows.with_flow(fr, &orig, |f, _| {
+                    if f.keys == s.keys {
                         update(f, s, shared, now);
+                        None
+                    } else {
+                        Some(f.keys[1])
                     }
-                    same
                 });
-                return match same {
-                    Some(true) => Applied::Updated,
+                return match found {
+                    Some(None) => Applied::Updated,
+                    Some(Some(old)) if orig.proto == ESP && rekey(shared, &old, reply) => {
+                        shared.flows.with_flow(fr, &orig, |f, _| update(f, s, shared, now));
+                        Applied::Updated
+                    }
                     _ => Applied::Conflict,
                 };
             }

@@ -165,3 +165,41 @@ fn a_synced_flow_expires_when_it_would_have_on_the_active() {
     b.sweep(expiry.plus(Duration::from_secs(1)), usize::MAX);
     assert_eq!(b.flows.len(), 0, "gone a second after the active's would have");
 }
+
+fn esp(src: [u8; 4], dst: [u8; 4], spi: u32) -> Vec<u8> {
+    let mut p = spi.to_be_bytes().to_vec();
+    p.extend_from_slice(&[0, 0, 0, 1]);
+    p.extend_from_slice(&[0x55; 32]);
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2([2; 6], [4; 6])
+        .ipv4(src, dst, 64)
+        .write(&mut v, etherparse::IpNumber(50), &p)
+        .expect("esp");
+    v
+}
+
+#[test]
+fn an_esp_flows_inbound_spi_learnt_after_it_was_synced_reaches_the_standby() {
+    let a = Arc::new(Shared::new(EngineConfig::example()).expect("config"));
+    let b = Arc::new(Shared::new(EngineConfig::example()).expect("config"));
+    let (mut ea, mut eb) = (Engine::new(Arc::clone(&a)), Engine::new(Arc::clone(&b)));
+    let t = Time::from_secs(1);
+    let p = Params::default();
+    let (mut s, mut r) = (Sender::new(p, 1, 1, t), Receiver::new(p));
+    r.on_message(&s.hello(t), t);
+    // the inside host's SA out: the flow exists before the peer's SPI is known
+    assert_eq!(run(&mut ea, &esp([10, 0, 0, 5], SRV, 0x1111), INSIDE, t).0, Verdict::Forward(OUTSIDE));
+    assert_eq!(sync(&a, &b, &mut s, &mut r, t), vec![Applied::Created]);
+    // the peer's first packet in teaches the active its inbound SPI
+    let (v, f) = run(&mut ea, &esp(SRV, OUT, 0x2222), OUTSIDE, t);
+    assert_eq!((v, &f[30..34]), (Verdict::Forward(INSIDE), &[10, 0, 0, 5][..]));
+    let mut keys = Vec::new();
+    a.flows.for_each(|_, f| keys.push(f.keys));
+    assert_eq!(sync(&a, &b, &mut s, &mut r, t), vec![Applied::Updated], "the learnt key, not a conflict");
+    let mut standby = Vec::new();
+    b.flows.for_each(|_, f| standby.push(f.keys));
+    assert_eq!(standby, keys, "the standby holds the active's keys");
+    // promoted, the standby delivers the peer's ESP to the inside host
+    let (v, f) = run(&mut eb, &esp(SRV, OUT, 0x2222), OUTSIDE, t);
+    assert_eq!((v, &f[30..34]), (Verdict::Forward(INSIDE), &[10, 0, 0, 5][..]));
+}
