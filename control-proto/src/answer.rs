@@ -354,3 +354,22 @@ pub struct HaStatus {
     /// Counters: records sent/applied by outcome, messages, resent, refused by reason, ...
     pub counters: Counters,
 }
+
+impl HaStatus {
+    /// The status of a gateway without an HA pair: it forwards alone, and is always ready.
+    pub fn alone() -> HaStatus {
+        HaStatus {
+            enabled: false,
+            role: "alone".into(),
+            peer: String::new(),
+            listen: String::new(),
+            peer_state: "unknown".into(),
+            synced: false,
+            ready: true,
+            last_bulk_ms_ago: None,
+            lag_ms: 0,
+            unacked: 0,
+            counters: Counters::new(),
+        }
+    }
+}

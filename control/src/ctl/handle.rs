@@ -98,19 +98,7 @@ pub(super) fn handle(
 pub(super) fn ha_status(d: &Daemon) -> xgw_control_proto::answer::HaStatus {
     match &d.ha {
         Some(ha) => ha.status(),
-        None => xgw_control_proto::answer::HaStatus {
-            enabled: false,
-            role: "alone".into(),
-            peer: String::new(),
-            listen: String::new(),
-            peer_state: "unknown".into(),
-            synced: false,
-            ready: true,
-            last_bulk_ms_ago: None,
-            lag_ms: 0,
-            unacked: 0,
-            counters: Default::default(),
-        },
+        None => xgw_control_proto::answer::HaStatus::alone(),
     }
 }
 

@@ -191,12 +191,12 @@ impl Link {
             Kind::Ack => self.sender.on_ack(m.a),
             Kind::Nack => match self.sender.on_nack(m.a, m.b, now) {
                 SenderAction::Resend(ms) => ms.iter().for_each(|m| self.send(m)),
-                SenderAction::Resync => self.start_bulk(),
+                SenderAction::Resync => self.changes.start_bulk(),
                 SenderAction::None => {}
             },
             Kind::Resync => {
                 self.count("resync_asked", 1);
-                self.start_bulk();
+                self.changes.start_bulk();
             }
             Kind::Hello | Kind::Data | Kind::Alive => {
                 let r = self.receiver.on_message(&m, now);
@@ -217,10 +217,6 @@ impl Link {
                 }
             }
         }
-    }
-
-    fn start_bulk(&mut self) {
-        self.changes.start_bulk();
     }
 
     fn apply(&mut self, payload: &[u8], now: Time) {

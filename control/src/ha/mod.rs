@@ -155,13 +155,8 @@ impl Ha {
             role: Role::Backup.name().into(),
             peer: cfg.peer.to_string(),
             listen: cfg.listen.to_string(),
-            peer_state: "unknown".into(),
-            synced: false,
             ready: false,
-            last_bulk_ms_ago: None,
-            lag_ms: 0,
-            unacked: 0,
-            counters: Default::default(),
+            ..HaStatus::alone()
         };
         let ha = Ha { cfg, role: AtomicU8::new(1), xdp_roles: Mutex::new(xdp_roles), status: Mutex::new(status) };
         ha.write_xdp(Role::Backup);
