@@ -112,15 +112,14 @@ fn the_oracles_catch_gre_delivered_to_the_wrong_client() {
     assert!(e.0.contains("no flow or call"), "{e}");
 }
 
-/// An open finding of the fuzz smoke run (CI, session 8): a PNS's Outgoing-Call-Request split
-/// in two segments, the second retransmitted several times with bytes changed (a flipped
-/// byte in the sub-address, a flipped ACK number), then the PAC's Outgoing-Call-Reply reaches
-/// the PNS with the translated Peer Call ID (0x9760) instead of the PNS's own (257). Whether
-/// the inspector should restore it, or drop the reply after a conflicting retransmission, is
-/// not decided yet; until it is, this input stays out of the fuzz corpus (the smoke run would
-/// fail on it every time) and here.
+/// A finding of the fuzz smoke run (CI, session 8): a PNS's Outgoing-Call-Request split in
+/// two segments, the second retransmitted with bytes changed (one with its ACK number
+/// flipped), and a stray SYN-ACK before the PAC's first message. Any acknowledgement of the
+/// PAC's still empty stream used to move where the inspector thought it started, so the
+/// flipped ACK number put the start beyond the PAC's Outgoing-Call-Reply, which then passed
+/// as a "retransmission" with the translated Peer Call ID. Now the first acknowledgement
+/// fixes the start for good and bytes before it are refused.
 #[test]
-#[ignore = "open finding (issue 19): OCRP untranslated after conflicting retransmissions of the OCRQ"]
 fn an_ocrp_after_conflicting_retransmissions_of_its_ocrq_is_translated_or_dropped() {
     let bytes = include_bytes!("findings/ocrp-after-conflicting-retransmission.bin");
     let s = Scenario::arbitrary_take_rest(Unstructured::new(bytes)).expect("a scenario");

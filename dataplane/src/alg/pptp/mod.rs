@@ -33,7 +33,7 @@ use crate::counters::SharedCounter;
 use crate::time::Time;
 use msg::Side;
 use pool::Pool;
-use stream::{Change, SegOutcome, Stream, StreamSync};
+use stream::{Change, SegOutcome, Stream};
 
 pub mod msg;
 pub mod pool;
@@ -205,16 +205,17 @@ impl Pptp {
         let Some(sess) = st.sessions.get_mut(&flow_id) else { return SegmentVerdict::Pass };
         let d = usize::from(!from_pns);
         // Where each stream starts: the sender's SYN says, and until a stream has carried
-        // data the receiver's acknowledgements correct it. (A SYN-ACK can be seen here and
-        // then lost; the server may answer the client's retransmitted SYN with a new initial
-        // sequence number — SYN cookies do — and only the client's ACK tells which one
-        // the connection uses. Parsing from the wrong one would refuse every segment.)
-        if flags & f::SYN != 0 && (sess.streams[d].sync() == StreamSync::Unsynced || sess.streams[d].untouched()) {
-            sess.streams[d].start(seq.wrapping_add(1));
+        // data the receiver's first acknowledgement corrects it. (A SYN-ACK can be seen here
+        // and then lost; the server may answer the client's retransmitted SYN with a new
+        // initial sequence number — SYN cookies do — and only the client's ACK tells which
+        // one the connection uses. Parsing from the wrong one would refuse every segment.)
+        // After that first acknowledgement nothing moves it: a stray SYN-ACK or a flipped
+        // ACK number must not make the parser skip messages it has not seen.
+        if flags & f::SYN != 0 {
+            sess.streams[d].syn(seq);
         }
-        let other = 1 - d;
-        if flags & f::ACK != 0 && sess.streams[other].untouched() && sess.streams[other].next_seq() != ack {
-            sess.streams[other].start(ack);
+        if flags & f::ACK != 0 {
+            sess.streams[1 - d].acknowledged(ack);
         }
         let mut actions: Vec<Action> = Vec::new();
         let outcome = {

@@ -99,11 +99,12 @@ impl Stream {
     /// Appends this parser's whole state (for a standby gateway): where it is, any message
     /// or field half seen, and the bytes it rewrote lately. 239 bytes.
     pub fn export(&self, v: &mut Vec<u8>) {
-        v.push(match self.sync {
+        let sync = match self.sync {
             StreamSync::Unsynced => 0,
             StreamSync::Synced => 1,
             StreamSync::Desynced => 2,
-        });
+        };
+        v.push(sync | u8::from(self.confirmed) << 4);
         for x in [self.first, self.next, self.msg_start] {
             v.extend_from_slice(&x.to_be_bytes());
         }
@@ -146,7 +147,9 @@ impl Stream {
         }
         let u16_at = |o: usize| u16::from_be_bytes([b[o], b[o + 1]]);
         let u32_at = |o: usize| u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-        let sync = match b[0] {
+        // the low nibble is the sync state, bit 4 whether the start was confirmed
+        let confirmed = b[0] & 0x10 != 0;
+        let sync = match b[0] & !0x10 {
             0 => StreamSync::Unsynced,
             1 => StreamSync::Synced,
             2 => StreamSync::Desynced,
@@ -203,6 +206,7 @@ impl Stream {
         Some(Stream {
             side,
             sync,
+            confirmed,
             first: u32_at(1),
             next: u32_at(5),
             msg_start: u32_at(9),
@@ -399,10 +403,12 @@ mod tests {
     fn a_stream_round_trips_and_inconsistent_bytes_are_refused() {
         let mut s = Stream::new(Side::FromPns);
         s.start(1000);
+        s.acknowledged(1000);
         let mut good = Vec::new();
         s.export(&mut good);
         assert_eq!(good.len(), Stream::EXPORT_LEN);
         let back = Stream::import(Side::FromPns, &good).expect("imports");
+        assert!(back.confirmed && !back.restartable(), "the confirmed start travels");
         let mut again = Vec::new();
         back.export(&mut again);
         assert_eq!(again, good);
@@ -414,6 +420,11 @@ mod tests {
             ("an unknown sync state", {
                 let mut b = good.clone();
                 b[0] = 3;
+                b
+            }),
+            ("an unknown flag beside the sync state", {
+                let mut b = good.clone();
+                b[0] |= 0x20;
                 b
             }),
             ("an unknown message type", {

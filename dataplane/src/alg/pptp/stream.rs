@@ -67,6 +67,10 @@ pub enum StreamSync {
 pub struct Stream {
     pub(super) side: Side,
     pub(super) sync: StreamSync,
+    /// The receiver's first acknowledgement fixed where the stream starts: from then on
+    /// neither a SYN nor an acknowledgement moves it (a stray or forged SYN-ACK, or an ACK
+    /// number flipped in transit, would otherwise make the parser skip real messages).
+    pub(super) confirmed: bool,
     /// Sequence number of the stream's first data byte (where `start` put it).
     pub(super) first: u32,
     pub(super) next: u32,
@@ -90,6 +94,7 @@ impl Stream {
         Stream {
             side,
             sync: StreamSync::Unsynced,
+            confirmed: false,
             first: 0,
             next: 0,
             msg_start: 0,
@@ -107,6 +112,7 @@ impl Stream {
     /// (the SYN's sequence number plus one).
     pub fn start(&mut self, seq: u32) {
         self.sync = StreamSync::Synced;
+        self.confirmed = false;
         self.first = seq;
         self.next = seq;
         self.msg_start = seq;
@@ -118,6 +124,32 @@ impl Stream {
     /// another with a new initial sequence number, as a server under SYN-cookie load does).
     pub fn untouched(&self) -> bool {
         self.sync == StreamSync::Synced && self.next == self.first && self.msg.is_none()
+    }
+
+    /// True while a SYN may still (re)start the stream: nothing parsed, not confirmed.
+    pub fn restartable(&self) -> bool {
+        self.sync == StreamSync::Unsynced || (self.untouched() && !self.confirmed)
+    }
+
+    /// The sender's SYN (or SYN-ACK) with sequence number `seq`: starts the stream after
+    /// it while [`Stream::restartable`].
+    pub fn syn(&mut self, seq: u32) {
+        if self.restartable() {
+            self.start(seq.wrapping_add(1));
+        }
+    }
+
+    /// The receiver acknowledged `ack`: the first acknowledgement of a stream that carried
+    /// no data yet says where it starts (correcting a SYN-ACK that was seen here and then
+    /// lost, answered by another with a new initial sequence number, as a server under
+    /// SYN-cookie load does); later ones change nothing.
+    pub fn acknowledged(&mut self, ack: u32) {
+        if self.untouched() && !self.confirmed {
+            if self.next != ack {
+                self.start(ack);
+            }
+            self.confirmed = true;
+        }
     }
 
     /// Stops inspecting (log-only policy after an invalid message).
@@ -162,6 +194,11 @@ impl Stream {
         }
         let Ok(len) = u32::try_from(payload.len()) else { return SegOutcome::Pass };
         let end = seq.wrapping_add(len);
+        // offsets from the stream's first byte: a segment starting beyond the next expected
+        // byte, or before the first one (bytes never parsed), cannot be inspected
+        if seq.wrapping_sub(self.first) > self.next.wrapping_sub(self.first) {
+            return SegOutcome::OutOfOrder;
+        }
         if before(seq, self.next) {
             // bytes parsed before: rewrite them as the first time
             for r in self.records {
@@ -176,8 +213,6 @@ impl Stream {
             if !before(self.next, end) {
                 return SegOutcome::Pass;
             }
-        } else if before(self.next, seq) {
-            return SegOutcome::OutOfOrder;
         }
         let mut p = self.next.wrapping_sub(seq) as usize;
         while p < payload.len() {
@@ -397,6 +432,64 @@ mod tests {
         let (b, _) = run(&mut s, &mut log, start.wrapping_add(13), &m[13..]);
         assert_eq!(&[a[12], b[0]], &[0xab, 0x01]);
         assert_eq!(log.messages, vec![MsgType::Ocrq]);
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Ev {
+        Syn(u32),
+        Ack(u32),
+        /// An Echo-Request (16 bytes) at this sequence number.
+        Data(u32),
+    }
+
+    #[test]
+    fn where_a_stream_starts_each_transition() {
+        use Ev::*;
+        use StreamSync::*;
+        // (what happens, then: sync state, next byte to parse, whether a SYN may restart it)
+        let cases: &[(&str, &[Ev], StreamSync, u32, bool)] = &[
+            ("nothing seen", &[], Unsynced, 0, true),
+            ("an ACK of a stream never started", &[Ack(1000)], Unsynced, 0, true),
+            ("a SYN starts it", &[Syn(999)], Synced, 1000, true),
+            ("a second SYN before any ACK restarts it", &[Syn(999), Syn(4999)], Synced, 5000, true),
+            ("the first ACK corrects the start", &[Syn(999), Ack(5000)], Synced, 5000, false),
+            ("the first ACK confirms the start", &[Syn(999), Ack(1000)], Synced, 1000, false),
+            ("a SYN after the confirming ACK is ignored", &[Syn(999), Ack(1000), Syn(4999)], Synced, 1000, false),
+            ("a later ACK moves nothing", &[Syn(999), Ack(1000), Ack(1181)], Synced, 1000, false),
+            ("after data an ACK moves nothing", &[Syn(999), Data(1000), Ack(5000)], Synced, 1016, false),
+            ("after data a SYN moves nothing", &[Syn(999), Data(1000), Syn(4999)], Synced, 1016, false),
+        ];
+        let echo = msg::build(MsgType::EchoRq, &[]);
+        for &(name, evs, sync, next, restartable) in cases {
+            let mut s = Stream::new(Side::FromPns);
+            for &ev in evs {
+                match ev {
+                    Syn(seq) => s.syn(seq),
+                    Ack(ack) => s.acknowledged(ack),
+                    Data(seq) => assert_eq!(run(&mut s, &mut Log::default(), seq, &echo).1, SegOutcome::Pass, "{name}"),
+                }
+            }
+            assert_eq!((s.sync(), s.restartable()), (sync, restartable), "{name}");
+            if sync == Synced {
+                assert_eq!(s.next_seq(), next, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_before_the_first_or_beyond_the_next_are_refused() {
+        let echo = msg::build(MsgType::EchoRq, &[]);
+        let mut s = Stream::new(Side::FromPns);
+        s.syn(999);
+        s.acknowledged(1000);
+        let mut log = Log::default();
+        assert_eq!(run(&mut s, &mut log, 984, &echo).1, SegOutcome::OutOfOrder, "wholly before the first byte");
+        assert_eq!(run(&mut s, &mut log, 990, &echo).1, SegOutcome::OutOfOrder, "reaching into the stream");
+        assert_eq!(run(&mut s, &mut log, 1016, &echo).1, SegOutcome::OutOfOrder, "beyond the next byte");
+        assert!(log.messages.is_empty());
+        assert_eq!(run(&mut s, &mut log, 1000, &echo).1, SegOutcome::Pass);
+        assert_eq!(run(&mut s, &mut log, 1000, &echo).1, SegOutcome::Pass, "a retransmission");
+        assert_eq!(log.messages, vec![MsgType::EchoRq]);
     }
 
     #[test]
