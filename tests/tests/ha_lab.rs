@@ -643,13 +643,14 @@ fn the_sync_keeps_up_with_a_flood_of_new_flows() {
     let created = engine["conntrack"]["inserted"].as_u64().unwrap_or(0);
     let d = |a: &serde_json::Value, b: &serde_json::Value, n: &str| counter(b, n) - counter(a, n);
     let records = d(&a0, &a1, "records_sent");
+    let acked = d(&a0, &a1, "messages_acked");
     let applied = d(&b0, &b1, "records_applied");
     let flows_created_b = d(&b0, &b1, "applied_created");
     let cpu = (ticks1 - ticks0) as f64 / 100.0;
     println!(
         "HA sync under a flood: {} ; A created {created} flows; records sent {records} ({:.0}/s over {caught_up:.1} s until B caught up), \
          {:.2} records per flow, {:.0} bytes per flow on the sync link ({} bytes), sync thread CPU {cpu:.2} s ({:.0} % of a core), \
-         max lag {max_lag} ms, idle {idle:.0} % of a core; B applied {applied} records, created {flows_created_b} flows, conflicts {}, table full {}, invalid {}",
+         max lag {max_lag} ms, idle {idle:.0} % of a core; messages acknowledged {acked}; B applied {applied} records, created {flows_created_b} flows, conflicts {}, table full {}, invalid {}",
         p.lab.log("flood.log").trim(),
         records as f64 / caught_up,
         records as f64 / created.max(1) as f64,
@@ -662,6 +663,7 @@ fn the_sync_keeps_up_with_a_flood_of_new_flows() {
     );
     assert!(created > 10_000, "the flood created too few flows to measure: {created}");
     assert!(applied >= records, "B applied {applied} of the {records} records A sent");
+    assert!(acked > 0, "B acknowledged none of A's messages");
     assert!(flows_created_b as f64 >= 0.99 * created as f64, "B created {flows_created_b} of {created} flows");
     assert_eq!(d(&b0, &b1, "records_invalid"), 0);
 }

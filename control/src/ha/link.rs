@@ -348,6 +348,7 @@ impl Link {
         for (a, v) in Applied::ALL.iter().zip(self.applied) {
             counters.insert(format!("applied_{}", a.name()), v);
         }
+        counters.insert("messages_acked".into(), self.sender.acked);
         counters.insert("resent".into(), self.sender.resent);
         counters.insert("nacks_sent".into(), self.receiver.nacks);
         counters.insert("duplicates".into(), self.receiver.duplicates);

@@ -70,7 +70,7 @@ fn last_seen_for(f: &Flow, remaining: Duration, shared: &Shared, now: Time) -> T
 
 fn update(f: &mut Flow, s: &SyncFlow, shared: &Shared, now: Time) {
     f.l4 = s.l4;
-    f.status = (f.status & !TRAVELLING) | s.status;
+    f.status = (f.status & !TRAVELLING) | (s.status & TRAVELLING);
     f.rule = s.rule;
     f.last_seen = last_seen_for(f, s.remaining, shared, now);
 }
@@ -94,10 +94,8 @@ pub fn apply(shared: &Shared, r: &Record, now: Time) -> Applied {
         Record::BulkEnd => Applied::BulkEnd,
         Record::Gone { key, .. } => match shared.flows.remove_key(key, now) {
             Some(f) => {
-                // a control connection's calls end with it
-                if shared.pptp.has_session(f.id) {
-                    shared.pptp.control_gone(f.id, &shared.flows, now);
-                }
+                // its host's count, and a control connection's calls, end with it
+                shared.flow_gone(&f, now);
                 Applied::Removed
             }
             None => Applied::Absent,
@@ -151,8 +149,15 @@ pub fn apply(shared: &Shared, r: &Record, now: Time) -> Applied {
                 now,
             );
             match made {
-                Ok((fr, _)) => {
-                    shared.flows.with_flow(fr, &orig, |f, _| f.last_seen = last_seen_for(f, s.remaining, shared, now));
+                Ok((fr, flow)) => {
+                    // counted against its host as on the active (outside the flow's lock)
+                    let counted = s.status & status::HOST_COUNTED != 0 && shared.count_synced_host(&flow);
+                    shared.flows.with_flow(fr, &orig, |f, _| {
+                        f.last_seen = last_seen_for(f, s.remaining, shared, now);
+                        if counted {
+                            f.status |= status::HOST_COUNTED;
+                        }
+                    });
                     Applied::Created
                 }
                 Err(InsertError::Full) => Applied::TableFull,

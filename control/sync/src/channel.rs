@@ -56,6 +56,8 @@ pub struct Sender {
     last_sent: Time,
     /// Data messages sent again (after a NACK or a silence).
     pub resent: u64,
+    /// Data messages the peer acknowledged.
+    pub acked: u64,
     /// NACKs that asked for messages no longer held.
     pub too_old: u64,
 }
@@ -85,6 +87,7 @@ impl Sender {
             evicted: None,
             last_sent: now,
             resent: 0,
+            acked: 0,
             too_old: 0,
         }
     }
@@ -122,6 +125,7 @@ impl Sender {
     pub fn on_ack(&mut self, upto: u32) {
         while self.held.front().is_some_and(|(s, _, _)| !after(*s, upto)) {
             self.held.pop_front();
+            self.acked += 1;
         }
     }
 

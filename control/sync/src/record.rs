@@ -34,8 +34,11 @@ const GONE_LEN: usize = 21;
 const SESSION_REC_LEN: usize = 13 + xgw_dataplane::alg::pptp::SESSION_LEN;
 const CALL_REC_LEN: usize = 13 + xgw_dataplane::alg::pptp::CALL_LEN;
 const CALL_GONE_LEN: usize = 17;
-/// The status bits a flow record carries.
+/// The status bits a flow record carries as the flow's state.
 pub const TRAVELLING: u8 = status::SEEN_REPLY | status::ASSURED | status::ALG_PPTP;
+/// The status bits a record carries: the state, and whether the active counted the flow
+/// against its inside host's limits (the standby counts it too).
+pub const CARRIED: u8 = TRAVELLING | status::HOST_COUNTED;
 /// The longest idle time a record may claim (the longest timeout xgw accepts is far less).
 const MAX_REMAINING: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -48,7 +51,7 @@ pub struct SyncFlow {
     pub rewrite: [Rewrite; 2],
     /// Protocol state.
     pub l4: L4State,
-    /// Status bits ([`TRAVELLING`] only).
+    /// Status bits ([`CARRIED`] only).
     pub status: u8,
     /// Kind of translation.
     pub kind: FlowKind,
@@ -67,7 +70,7 @@ impl SyncFlow {
             keys: f.keys,
             rewrite: f.rewrite,
             l4: f.l4,
-            status: f.status & TRAVELLING,
+            status: f.status & CARRIED,
             kind: f.kind,
             rule: f.rule,
             remaining: remaining.min(MAX_REMAINING),
@@ -164,7 +167,7 @@ impl Record {
                 put_rewrite(v, &f.rewrite[0]);
                 put_rewrite(v, &f.rewrite[1]);
                 v.extend_from_slice(&l4_bytes(f.l4));
-                v.push(f.status & TRAVELLING);
+                v.push(f.status & CARRIED);
                 v.push(KINDS.iter().position(|k| *k == f.kind).unwrap_or(0) as u8);
                 v.extend_from_slice(&f.rule.to_be_bytes());
                 let ms = f.remaining.min(MAX_REMAINING).as_millis() as u32;
@@ -292,7 +295,7 @@ impl Reader<'_> {
             return Err(Invalid::Field);
         }
         let status = self.u8()?;
-        if status & !TRAVELLING != 0 {
+        if status & !CARRIED != 0 {
             return Err(Invalid::Field);
         }
         let kind = *KINDS.get(usize::from(self.u8()?)).ok_or(Invalid::Field)?;

@@ -115,7 +115,9 @@ fn sender_resends_on_nack_forgets_on_ack_and_asks_for_resync_when_too_old() {
     }
     assert_eq!(s.unacked(), 4, "a NACK acknowledges nothing: an earlier gap may be open");
     s.on_ack(102);
-    assert_eq!(s.unacked(), 1);
+    assert_eq!((s.unacked(), s.acked, s.resent), (1, 3, 2));
+    s.on_ack(102);
+    assert_eq!(s.acked, 3, "an ACK repeated acknowledges nothing more");
     // a NACK from the future or backwards is ignored
     assert_eq!(s.on_nack(200, 201, t), SenderAction::None);
     assert_eq!(s.on_nack(103, 101, t), SenderAction::None);

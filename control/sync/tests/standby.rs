@@ -203,3 +203,45 @@ fn an_esp_flows_inbound_spi_learnt_after_it_was_synced_reaches_the_standby() {
     let (v, f) = run(&mut eb, &esp(SRV, OUT, 0x2222), OUTSIDE, t);
     assert_eq!((v, &f[30..34]), (Verdict::Forward(INSIDE), &[10, 0, 0, 5][..]));
 }
+
+#[test]
+fn synced_flows_count_against_their_hosts_limit_on_the_standby() {
+    let mut cfg = EngineConfig::example();
+    cfg.limits.per_host = Some(3);
+    let a = Arc::new(Shared::new(cfg.clone()).expect("config"));
+    let b = Arc::new(Shared::new(cfg).expect("config"));
+    let (mut ea, mut eb) = (Engine::new(Arc::clone(&a)), Engine::new(Arc::clone(&b)));
+    let t = Time::from_secs(1);
+    let host = u32::from_be_bytes([10, 0, 0, 5]);
+    // the host's three flows on the active: its limit
+    for port in 5000..5003 {
+        assert_eq!(run(&mut ea, &udp([10, 0, 0, 5], SRV, port, 53), INSIDE, t).0, Verdict::Forward(OUTSIDE));
+    }
+    let p = Params::default();
+    let (mut s, mut r) = (Sender::new(p, 7, 1, t), Receiver::new(p));
+    r.on_message(&s.hello(t), t);
+    assert_eq!(sync(&a, &b, &mut s, &mut r, t), vec![Applied::Created; 3]);
+    let hosts = b.hosts.as_ref().expect("counted");
+    assert_eq!(hosts.get(host), (3, 0), "the standby counts the host's synced flows");
+    // updates do not count again
+    assert_eq!(sync(&a, &b, &mut s, &mut r, t), vec![Applied::Updated; 3]);
+    assert_eq!(hosts.get(host), (3, 0));
+    // promoted, the standby holds the host to its limit
+    let (v, _) = run(&mut eb, &udp([10, 0, 0, 5], SRV, 5003, 53), INSIDE, t);
+    assert!(matches!(v, Verdict::Drop(_)), "a fourth flow of the host: {v:?}");
+    // a flow the active ends frees its place on the standby
+    let key = xgw_dataplane::conntrack::FlowKey {
+        src: host,
+        dst: u32::from_be_bytes(SRV),
+        sport: 5000,
+        dport: 53,
+        proto: 17,
+    };
+    assert_eq!(transfer(&[Record::Gone { key, id: 0 }], &b, &mut s, &mut r, t), vec![Applied::Removed]);
+    assert_eq!(hosts.get(host), (2, 0));
+    assert_eq!(run(&mut eb, &udp([10, 0, 0, 5], SRV, 5003, 53), INSIDE, t).0, Verdict::Forward(OUTSIDE));
+    assert_eq!(hosts.get(host), (3, 0));
+    // and flows the standby expires leave the count
+    b.sweep(t.plus(Duration::from_secs(3600)), usize::MAX);
+    assert_eq!(hosts.get(host), (0, 0));
+}

@@ -335,6 +335,20 @@ impl Shared {
         n
     }
 
+    /// Counts a flow the peer gateway created (HA sync) against its inside host's limit, as
+    /// if this engine had created it (never as half-open: the peer's records do not say when
+    /// it stops being one). True when counted: the caller marks the flow
+    /// [`status::HOST_COUNTED`], so that its end uncounts it.
+    pub fn count_synced_host(&self, f: &Flow) -> bool {
+        match &self.hosts {
+            Some(hosts) => {
+                hosts.add(f.inside_host(), false);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Tells the inspectors that a flow is gone (expired or deleted), so that what hangs
     /// off it (a PPTP session's calls) goes too.
     pub fn flow_gone(&self, f: &Flow, now: Time) {
