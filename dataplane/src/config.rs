@@ -45,6 +45,12 @@ impl IfaceConfig {
         a & mask == u32::from(self.addr) & mask
     }
 
+    /// The subnet: its first address and how many it holds.
+    pub fn subnet(&self) -> (u32, u32) {
+        let mask = prefix_mask(self.prefix_len);
+        (u32::from(self.addr) & mask, (!mask).saturating_add(1).max(1))
+    }
+
     /// The subnet's directed broadcast address.
     pub fn broadcast(&self) -> u32 {
         u32::from(self.addr) | !prefix_mask(self.prefix_len)
@@ -91,6 +97,33 @@ pub struct NatConfig {
     /// NAT exemption (ASA `nat (inside) 0`): the first entry whose inside and far address
     /// ranges hold a flow's ends decides whether it is routed untranslated.
     pub exempt: Vec<Exemption>,
+    /// Port blocks: each inside host's translations stay inside blocks of ports it holds
+    /// (`None`: ports are chosen from the whole range, per flow).
+    pub blocks: Option<BlockConfig>,
+}
+
+/// Port-block allocation (RFC 7422 style): `nat overload ... block-size N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockConfig {
+    /// Ports in a block.
+    pub size: u16,
+    /// Blocks a host may hold at once.
+    pub per_host: u16,
+    /// How long a block stays with its host after its last flow ended.
+    pub hold: Duration,
+    /// Each host's blocks are a function of its address (RFC 7422 deterministic mapping):
+    /// it holds all `per_host` of them from the start and nothing needs logging.
+    pub deterministic: bool,
+}
+
+impl BlockConfig {
+    /// The most blocks a host may hold.
+    pub const MAX_PER_HOST: u16 = 32;
+
+    /// 8 blocks of 512 ports per host, held 2 minutes after their last flow.
+    pub fn new(size: u16) -> BlockConfig {
+        BlockConfig { size, per_host: 8, hold: Duration::from_secs(120), deterministic: false }
+    }
 }
 
 /// One NAT exemption entry: inclusive address ranges of the inside and the far end.
@@ -123,6 +156,7 @@ impl Default for NatConfig {
             host_ports: Some((32768, 60999)),
             pool: Vec::new(),
             exempt: Vec::new(),
+            blocks: None,
         }
     }
 }
@@ -374,9 +408,51 @@ impl EngineConfig {
         if self.limits.max_flows == 0 || self.limits.max_flows > (1 << 30) {
             return Err("max_flows must be between 1 and 2^30".into());
         }
+        if let Some(b) = &self.nat.blocks {
+            self.validate_blocks(b)?;
+        }
         for f in &self.forwards {
             if self.inside_for(u32::from(f.inside_addr)).is_none() {
                 return Err(format!("forward target {} is on no inside interface", f.inside_addr));
+            }
+        }
+        Ok(())
+    }
+
+    /// The inside subnets, in order: (first address, size).
+    pub fn inside_subnets(&self) -> Vec<(u32, u32)> {
+        self.ifaces.iter().filter(|i| i.role == Role::Inside).map(IfaceConfig::subnet).collect()
+    }
+
+    /// Checks port blocks against the range, the reserved ports and (deterministic mode)
+    /// the inside subnets.
+    pub fn validate_blocks(&self, b: &BlockConfig) -> Result<(), String> {
+        if b.size == 0 || b.per_host == 0 || b.per_host > BlockConfig::MAX_PER_HOST {
+            return Err(format!(
+                "port blocks need a size of at least 1 and 1 to {} blocks per host",
+                BlockConfig::MAX_PER_HOST
+            ));
+        }
+        let layout = crate::nat::blocks::Layout::new(&self.nat, b.size);
+        if layout.starts.len() < usize::from(b.per_host) {
+            return Err(format!(
+                "the NAT port range holds {} whole blocks of {} ports (outside the gateway's own ports), fewer than the {} a host may hold",
+                layout.starts.len(),
+                b.size,
+                b.per_host
+            ));
+        }
+        if b.deterministic {
+            let hosts: u64 = self.inside_subnets().iter().map(|&(_, n)| u64::from(n)).sum();
+            let per_addr = (layout.starts.len() / usize::from(b.per_host)) as u64;
+            let addrs = self.nat.pool.len().max(1) as u64;
+            if hosts > per_addr * addrs {
+                return Err(format!(
+                    "deterministic port blocks: the inside subnets hold {hosts} addresses, but {addrs} outside address(es) × {per_addr} hosts of {} blocks of {} ports map only {}",
+                    b.per_host,
+                    b.size,
+                    per_addr * addrs
+                ));
             }
         }
         Ok(())

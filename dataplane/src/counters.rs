@@ -179,6 +179,10 @@ drop_reasons! {
     WrongInterface => "wrong_interface",
     /// No free outside port (or ICMP id) for a new translation.
     NatPortsExhausted => "nat_ports_exhausted",
+    /// Port blocks: the host's blocks are full and it holds all it may.
+    NatBlockQuota => "nat_block_quota",
+    /// Port blocks: the host's blocks are full and its outside address has no free block.
+    NatBlocksExhausted => "nat_blocks_exhausted",
     /// New translation refused: the outside interface has no address yet (`address auto`).
     NoOutsideAddress => "no_outside_address",
     /// Port-less protocol: another inside host holds the translation towards that peer.

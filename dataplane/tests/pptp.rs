@@ -173,6 +173,34 @@ fn two_clients_same_call_id_same_server_never_cross() {
 }
 
 #[test]
+fn with_port_blocks_a_translated_call_id_is_a_port_of_its_hosts_block() {
+    let mut cfg = EngineConfig::example();
+    cfg.nat.port_range = (1024, 2047);
+    cfg.nat.host_ports = None;
+    cfg.nat.blocks =
+        Some(xgw_dataplane::config::BlockConfig { per_host: 2, ..xgw_dataplane::config::BlockConfig::new(256) });
+    let mut e = engine_with(cfg);
+    let blocks = std::sync::Arc::clone(e.shared().blocks.as_ref().expect("blocks"));
+    let mut ids = Vec::new();
+    for (i, c) in [C1, C2].into_iter().enumerate() {
+        for n in 0..3u16 {
+            let mut ctl = Ctl::open(&mut e, c, 40_001 + n, S);
+            let x = ctl.ocrq(&mut e, 0x0100);
+            // the host's block: the one its control connections' ports are in
+            let (_, _, lo, hi, _, _) =
+                blocks.list().into_iter().find(|b| b.0 == u32::from_be_bytes(c)).expect("a block");
+            assert!((lo..=hi).contains(&x), "client {i} call {n}: ID {x:#x} outside its block {lo}-{hi}");
+            assert!((lo..=hi).contains(&ctl.pport), "its control connection's port too");
+            assert_eq!(ctl.ocrp(&mut e, 0x4000 + n, x, 1), 0x0100);
+            ids.push(x);
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "six calls of one Call ID towards one server, six translated IDs");
+}
+
+#[test]
 fn two_hundred_clients_overlapping_ids_zero_misdeliveries() {
     let mut cfg = EngineConfig::example();
     cfg.ifaces[0].prefix_len = 16;

@@ -140,7 +140,9 @@ pub enum Stmt {
         /// Where `address auto` stood (for errors about it).
         addr_span: Range<usize>,
     },
-    /// `nat overload [ports LO-HI] [preserve-port on|off] [host-ports LO-HI|none]` / `nat off`
+    /// `nat overload [ports LO-HI] [preserve-port on|off] [host-ports LO-HI|none]
+    /// [pool ADDR...] [block-size N [blocks-per-host M] [block-hold DURATION]
+    /// [deterministic]]` / `nat off`
     Nat {
         /// Translation on?
         on: bool,
@@ -152,6 +154,8 @@ pub enum Stmt {
         host_ports: Option<Option<(u16, u16)>>,
         /// Addresses to translate onto instead of the outside interface's.
         pool: Vec<Ipv4Addr>,
+        /// Port blocks.
+        blocks: Option<xgw_dataplane::config::BlockConfig>,
     },
     /// `forward tcp|udp PORT to HOST [PORT]`
     Forward {

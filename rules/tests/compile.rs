@@ -161,3 +161,25 @@ fn cisco_spellings_and_nat_exemption_compile_to_the_engine_s_terms() {
     .expect("compiles");
     assert!(!off.engine.pptp.enabled);
 }
+
+#[test]
+fn port_blocks_compile_with_their_options_in_any_order() {
+    let base = "interface lan device e1 role inside address 10.0.0.1/24\n\
+        interface wan device e0 role outside address 203.0.113.1/24\n";
+    // (the nat statement, the blocks it asks for: size, per host, hold in seconds, deterministic)
+    type Blocks = Option<(u16, u16, u64, bool)>;
+    let cases: &[(&str, Blocks)] = &[
+        ("nat overload", None),
+        ("nat overload block-size 512", Some((512, 8, 120, false))),
+        ("nat overload block-hold 30s blocks-per-host 4 block-size 256", Some((256, 4, 30, false))),
+        (
+            "nat overload ports 1024-65535 host-ports none pool 203.0.113.10 203.0.113.11 block-size 256 blocks-per-host 1 deterministic",
+            Some((256, 1, 120, true)),
+        ),
+    ];
+    for &(stmt, want) in cases {
+        let c = compile("t.rules", &format!("{base}{stmt}\n"), &|p| Err(format!("no {p}"))).expect(stmt);
+        let got = c.engine.nat.blocks.map(|b| (b.size, b.per_host, b.hold.as_secs(), b.deterministic));
+        assert_eq!(got, want, "{stmt}");
+    }
+}

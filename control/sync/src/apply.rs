@@ -152,6 +152,8 @@ pub fn apply(shared: &Shared, r: &Record, now: Time) -> Applied {
                 Ok((fr, flow)) => {
                     // counted against its host as on the active (outside the flow's lock)
                     let counted = s.status & status::HOST_COUNTED != 0 && shared.count_synced_host(&flow);
+                    // and its port block becomes its host's here too
+                    shared.adopt_synced_block(&flow, now);
                     shared.flows.with_flow(fr, &orig, |f, _| {
                         f.last_seen = last_seen_for(f, s.remaining, shared, now);
                         if counted {

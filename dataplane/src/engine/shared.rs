@@ -10,6 +10,7 @@ use crate::alg::pptp::Pptp;
 use crate::config::{EngineConfig, IfaceId, Role};
 use crate::conntrack::{status, Flow, FlowKind, FlowTable};
 use crate::frag::FragTable;
+use crate::nat::blocks::PortBlocks;
 use crate::nat::Forwards;
 use crate::time::Time;
 use crate::wire::{icmp, proto};
@@ -39,6 +40,8 @@ pub struct Shared {
     pub(super) nat_addrs: Vec<u32>,
     /// Per inside host counts (only when a per-host or embryonic limit is set).
     pub hosts: Option<HostCounts>,
+    /// Port blocks (only with `block-size`); the PPTP inspector holds them too.
+    pub blocks: Option<Arc<PortBlocks>>,
     /// Refused SYN senders and forwarded ports for the XDP program's new-flow guard.
     pub guard: GuardNotices,
     pub(super) policy: ArcSwap<Box<dyn Policy>>,
@@ -160,6 +163,22 @@ pub struct ReloadReport {
     pub killed: usize,
 }
 
+/// Block events the engine queues for the NAT event exporter.
+const BLOCK_EVENTS: usize = 16_384;
+
+/// The outside port (or ICMP identifier) of a translated flow that lives in a port block.
+pub fn block_port(f: &Flow) -> Option<u16> {
+    if f.kind != FlowKind::Snat {
+        return None;
+    }
+    let r = &f.keys[1];
+    match r.proto {
+        proto::TCP | proto::UDP => Some(r.dport),
+        proto::ICMP => Some(r.sport),
+        _ => None,
+    }
+}
+
 /// A live flow as the policy would have seen its first packet.
 pub fn flow_as_new(f: &Flow) -> NewFlow {
     let k = &f.keys[0];
@@ -185,13 +204,18 @@ impl Shared {
         config.validate()?;
         let (oid, oif) = config.outside().ok_or("no outside interface")?;
         let outside_net = (u64::from(u32::from(oif.addr)) << 8) | u64::from(oif.prefix_len);
+        let blocks = config.nat.blocks.map(|b| {
+            let pool: Vec<u32> = config.nat.pool.iter().map(|a| u32::from(*a)).collect();
+            Arc::new(PortBlocks::new(b, &config.nat, &pool, config.inside_subnets(), BLOCK_EVENTS))
+        });
         Ok(Shared {
             forwards: Forwards::new(&config.forwards),
             flows: FlowTable::new(config.limits.max_flows, config.limits.event_ring),
             frags: FragTable::new(config.limits.max_fragments),
-            pptp: Pptp::new(config.pptp.clone()),
+            pptp: Pptp::new(config.pptp.clone()).with_blocks(blocks.clone()),
             nat_addrs: config.nat.pool.iter().map(|a| u32::from(*a)).collect(),
             hosts: (config.limits.per_host.is_some() || config.limits.embryonic.is_some()).then(HostCounts::default),
+            blocks,
             guard: GuardNotices::default(),
             policy: ArcSwap::from_pointee(Box::new(PermitAll) as Box<dyn Policy>),
             asa_log: std::sync::atomic::AtomicBool::new(false),
@@ -257,6 +281,9 @@ impl Shared {
     /// The address inside host `host` is translated onto (the same one every time): one of
     /// the pool, or the outside address (0 while there is none).
     pub fn nat_addr_for(&self, host: u32) -> u32 {
+        if let Some(a) = self.blocks.as_ref().and_then(|b| b.deterministic_addr(host)) {
+            return a;
+        }
         let n = self.nat_addrs.len() as u32;
         if n == 0 {
             return self.outside_addr();
@@ -330,9 +357,19 @@ impl Shared {
     /// regularly from a control thread (or the replay loop).
     pub fn sweep(&self, now: Time, budget: usize) -> usize {
         self.frags.sweep(now);
+        if let Some(b) = &self.blocks {
+            b.sweep(now);
+        }
         let n = self.flows.sweep(now, budget, &self.config.timeouts, |f| self.flow_gone(f, now));
         self.pptp.sweep(&self.flows, now);
         n
+    }
+
+    /// A flow the peer gateway created (HA sync) holds its port block here too.
+    pub fn adopt_synced_block(&self, f: &Flow, now: Time) {
+        if let (Some(b), Some(port)) = (&self.blocks, block_port(f)) {
+            b.adopt(f.inside_host(), f.keys[1].dst, port, now);
+        }
     }
 
     /// Counts a flow the peer gateway created (HA sync) against its inside host's limit, as
@@ -354,6 +391,9 @@ impl Shared {
     pub fn flow_gone(&self, f: &Flow, now: Time) {
         if let (true, Some(hosts)) = (f.status & status::HOST_COUNTED != 0, &self.hosts) {
             hosts.remove(f.inside_host(), f.status & status::EMBRYONIC != 0);
+        }
+        if let (Some(b), Some(port)) = (&self.blocks, block_port(f)) {
+            b.flow_removed(f.inside_host(), port, now);
         }
         if f.status & status::ALG_PPTP != 0 {
             self.pptp.control_gone(f.id, &self.flows, now);

@@ -4,8 +4,9 @@
 use crate::alg::pptp::{self};
 use crate::config::{EngineConfig, IfaceConfig, IfaceId, Role};
 use crate::conntrack::tcp::{TcpEvent, TcpState};
-use crate::conntrack::{status, Flow, FlowKey, InsertError, L4State};
+use crate::conntrack::{status, Flow, FlowKey, FlowRef, InsertError, L4State};
 use crate::counters::DropReason;
+use crate::nat::blocks::{BlockPorts, PortBlocks, Refusal};
 use crate::nat::plan::Shape;
 use crate::wire::{icmp, proto, tcp};
 
@@ -188,21 +189,29 @@ impl WorkerState {
         // a host service's port on the outside address is the box's (the XDP program passes
         // it to the kernel by port alone): never a translation's
         let services = &cfg.host_services;
-        let cands = shape
-            .ports(&k, &cfg.nat, seed)
-            .filter(|&p| !(matches!(k.proto, 6 | 17) && services.contains(&(k.proto, p))))
-            .map(|p| shape.reply_key(&k, p));
-        let result = shared.flows.insert(
-            k,
-            cands,
-            |r| {
-                let mut f = Flow::new([k, r], shape.rewrites(&k, &r, meta.iface), l4state, shape.kind(), now);
-                f.rule = rule;
-                f.status |= alg;
-                f
-            },
-            now,
-        );
+        let make = |r: FlowKey| {
+            let mut f = Flow::new([k, r], shape.rewrites(&k, &r, meta.iface), l4state, shape.kind(), now);
+            f.rule = rule;
+            f.status |= alg;
+            f
+        };
+        let result = match (&shared.blocks, shape) {
+            (Some(blocks), Shape::Snat { addr, esp: false, .. })
+                if matches!(pkt.l4, L4::Tcp | L4::Udp | L4::IcmpQuery) =>
+            {
+                match insert_in_blocks(shared, blocks, &k, &shape, addr, seed, &make, now) {
+                    Ok(r) => r,
+                    Err(reason) => return Verdict::Drop(reason),
+                }
+            }
+            _ => {
+                let cands = shape
+                    .ports(&k, &cfg.nat, seed)
+                    .filter(|&p| !(matches!(k.proto, 6 | 17) && services.contains(&(k.proto, p))))
+                    .map(|p| shape.reply_key(&k, p));
+                shared.flows.insert(k, cands, make, now)
+            }
+        };
         match result {
             Ok((r, flow)) => {
                 self.counters.traffic.flows_created.inc();
@@ -230,6 +239,43 @@ impl WorkerState {
                 L4::Tcp | L4::Udp | L4::IcmpQuery => DropReason::NatPortsExhausted,
                 _ => DropReason::NatPeerTaken,
             }),
+        }
+    }
+}
+
+/// Inserts a translated flow whose outside port must lie in its host's port blocks: tries
+/// the blocks the host holds, and once more with another block when they are all taken
+/// towards this destination. `Err` is the drop reason when the host may not have another.
+#[allow(clippy::too_many_arguments, reason = "the new-flow path's state, passed down once")]
+fn insert_in_blocks(
+    sh: &Shared,
+    blocks: &PortBlocks,
+    k: &FlowKey,
+    shape: &Shape,
+    addr: u32,
+    seed: u32,
+    make: &impl Fn(FlowKey) -> Flow,
+    now: Time,
+) -> Result<Result<(FlowRef, Flow), InsertError>, DropReason> {
+    let cfg = sh.config();
+    let refused = |r: Refusal| match r {
+        Refusal::Quota => DropReason::NatBlockQuota,
+        Refusal::Exhausted => DropReason::NatBlocksExhausted,
+    };
+    let mut held = blocks.held(k.src, addr, now).map_err(refused)?;
+    loop {
+        let cands = BlockPorts::new(held, blocks.layout().size, k.sport, &cfg.nat, seed)
+            .filter(|&p| !(matches!(k.proto, 6 | 17) && cfg.host_services.contains(&(k.proto, p))))
+            .map(|p| shape.reply_key(k, p));
+        match sh.flows.insert(*k, cands, make, now) {
+            Err(InsertError::NoReplyKey) => held = blocks.grow(k.src, addr, now).map_err(refused)?,
+            Ok((r, f)) => {
+                if let Some(port) = block_port(&f) {
+                    blocks.flow_added(k.src, port);
+                }
+                return Ok(Ok((r, f)));
+            }
+            other => return Ok(other),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! talk to different remote endpoints. Reservation is atomic because it *is* the insertion
 //! of the reply key into the connection table's index.
 
+pub mod blocks;
 pub mod plan;
 
 use std::collections::HashMap;
@@ -113,6 +114,7 @@ mod tests {
             host_ports: None,
             pool: Vec::new(),
             exempt: Vec::new(),
+            blocks: None,
         };
         let v: Vec<u16> = PortCandidates::new(40000, &cfg, 2).collect();
         assert_eq!(v, vec![40000, 5002, 5003, 5000, 5001]);

@@ -25,6 +25,8 @@ pub(super) struct Collected {
     pub(super) pptp_ifaces: Vec<(usize, Spanned<String>)>,
     seen_timeouts: HashMap<String, (usize, usize)>,
     pub(super) nat_span: Option<(usize, std::ops::Range<usize>)>,
+    /// Where port blocks were asked for.
+    pub(super) blocks_span: Option<(usize, std::ops::Range<usize>)>,
     /// (file, statement) of every `nat exempt`, in order
     pub(super) exempts: Vec<(usize, Stmt)>,
     /// names declared by statements that had errors: defined, but nothing else is said of them
@@ -75,8 +77,12 @@ impl Collected {
                 });
                 self.ifaces.push((name.v, fi, name.span));
             }
-            Stmt::Nat { on, ports, preserve, host_ports, pool } => {
+            Stmt::Nat { on, ports, preserve, host_ports, pool, blocks } => {
                 self.engine.nat.enabled = on;
+                if blocks.is_some() {
+                    self.engine.nat.blocks = blocks;
+                    self.blocks_span = Some((fi, span.clone()));
+                }
                 if !pool.is_empty() {
                     self.engine.nat.pool = pool;
                     self.nat_span = Some((fi, span.clone()));

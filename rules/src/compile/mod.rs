@@ -151,6 +151,7 @@ pub fn compile(name: &str, text: &str, loader: Loader<'_>) -> Result<Compiled, V
         forwards,
         pptp_ifaces,
         nat_span,
+        blocks_span,
         broken,
         exempts,
         ..
@@ -362,6 +363,16 @@ pub fn compile(name: &str, text: &str, loader: Loader<'_>) -> Result<Compiled, V
                 cx.warn(*fi, span.clone(), format!("access-list `{l}` is not bound to any interface")).hint =
                     Some(format!("bind it with `access-group {l} in interface NAME`"));
             }
+        }
+    }
+
+    // port blocks must fit the range, the quota and (deterministic) the inside subnets
+    if let (Some((fi, span)), Some(b)) = (&blocks_span, engine.nat.blocks) {
+        if let Err(e) = engine.validate_blocks(&b) {
+            cx.err(*fi, span.clone(), e).hint = Some(
+                "a smaller block-size or blocks-per-host, a wider `ports` range, fewer reserved `host-ports`, or more pool addresses"
+                    .into(),
+            );
         }
     }
 

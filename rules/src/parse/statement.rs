@@ -2,6 +2,8 @@
 
 use std::net::Ipv4Addr;
 
+use xgw_dataplane::config::BlockConfig;
+
 use crate::diag::did_you_mean;
 use crate::lexer::{Tok, Token};
 
@@ -83,12 +85,45 @@ impl<'a> Parser<'a> {
                         preserve: None,
                         host_ports: None,
                         pool: Vec::new(),
+                        blocks: None,
                     });
                 }
                 let (mut ports, mut preserve, mut host_ports, mut pool) = (None, None, None, Vec::new());
+                let (mut blocks, mut block_opts) = (None::<BlockConfig>, Vec::new());
                 while !self.at_eol() {
-                    let o = self.keyword(&["ports", "preserve-port", "host-ports", "pool"])?;
+                    let o = self.keyword(&[
+                        "ports",
+                        "preserve-port",
+                        "host-ports",
+                        "pool",
+                        "block-size",
+                        "blocks-per-host",
+                        "block-hold",
+                        "deterministic",
+                    ])?;
                     match o.v.as_str() {
+                        "block-size" => {
+                            let n = self.number("ports per block", 65535)?;
+                            if n.v == 0 {
+                                self.error(n.span, "a block of no ports", "a block size of 1 or more", None);
+                                return Err(());
+                            }
+                            blocks = Some(BlockConfig::new(n.v as u16));
+                        }
+                        "blocks-per-host" => {
+                            let max = u64::from(BlockConfig::MAX_PER_HOST);
+                            let n = self.number("blocks a host may hold", max)?;
+                            if n.v == 0 {
+                                self.error(n.span, "no blocks per host", &format!("1 to {max}"), None);
+                                return Err(());
+                            }
+                            block_opts.push((o.span, BlockOpt::PerHost(n.v as u16)));
+                        }
+                        "block-hold" => {
+                            let d = self.duration()?;
+                            block_opts.push((o.span, BlockOpt::Hold(d.v)));
+                        }
+                        "deterministic" => block_opts.push((o.span, BlockOpt::Deterministic)),
                         "pool" => {
                             let start = self.here();
                             while matches!(self.peek(), Some(Token { tok: Some(Tok::Addr | Tok::Cidr), .. })) {
@@ -140,7 +175,18 @@ impl<'a> Parser<'a> {
                         }
                     }
                 }
-                Ok(Stmt::Nat { on: true, ports, preserve, host_ports, pool })
+                for (span, opt) in block_opts {
+                    let Some(b) = blocks.as_mut() else {
+                        self.error(span, "a port-block option without `block-size`", "`block-size N` first", None);
+                        return Err(());
+                    };
+                    match opt {
+                        BlockOpt::PerHost(n) => b.per_host = n,
+                        BlockOpt::Hold(d) => b.hold = d,
+                        BlockOpt::Deterministic => b.deterministic = true,
+                    }
+                }
+                Ok(Stmt::Nat { on: true, ports, preserve, host_ports, pool, blocks })
             }
             "forward" => {
                 self.pos += 1;
@@ -334,4 +380,11 @@ impl<'a> Parser<'a> {
             }
         }
     }
+}
+
+/// A port-block option, applied once `block-size` is known (it may come later).
+enum BlockOpt {
+    PerHost(u16),
+    Hold(std::time::Duration),
+    Deterministic,
 }

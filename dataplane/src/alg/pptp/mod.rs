@@ -117,6 +117,8 @@ struct State {
 #[derive(Debug)]
 pub struct Pptp {
     cfg: PptpConfig,
+    /// Port blocks: translated Call IDs are drawn from the host's block ports.
+    blocks: Option<std::sync::Arc<crate::nat::blocks::PortBlocks>>,
     state: Mutex<State>,
     /// Counters.
     pub stats: PptpStats,
@@ -128,7 +130,19 @@ pub use xgw_ebpf_common::proto::PPTP_PORT as PORT;
 impl Pptp {
     /// An inspector with `cfg`.
     pub fn new(cfg: PptpConfig) -> Pptp {
-        Pptp { cfg, state: Mutex::new(State { rng: 0x2545_f491, ..State::default() }), stats: PptpStats::default() }
+        Pptp {
+            cfg,
+            blocks: None,
+            state: Mutex::new(State { rng: 0x2545_f491, ..State::default() }),
+            stats: PptpStats::default(),
+        }
+    }
+
+    /// With port blocks: a call's translated Call ID is one of its host's block ports, so
+    /// that (outside address, Call ID) names the subscriber as (outside address, port) does.
+    pub fn with_blocks(mut self, blocks: Option<std::sync::Arc<crate::nat::blocks::PortBlocks>>) -> Pptp {
+        self.blocks = blocks;
+        self
     }
 
     /// Seeds the translated-ID generator (the daemon seeds from the OS so IDs are not
@@ -233,6 +247,9 @@ impl Pptp {
                 per_host: st.per_host.entry(host).or_insert(0),
                 total_calls: &mut st.total_calls,
                 rng: &mut st.rng,
+                blocks: self.blocks.as_deref(),
+                host,
+                addr: pool_key.0,
                 current: resumed,
                 next_serial,
                 actions: &mut actions,

@@ -62,6 +62,18 @@ impl Pool {
         None
     }
 
+    /// Hands out the first free ID of `ids` accepted by `ok`.
+    pub fn allocate_in(&mut self, ids: impl Iterator<Item = u16>, mut ok: impl FnMut(u16) -> bool) -> Option<u16> {
+        for id in ids {
+            if id != 0 && !self.is_used(id) && ok(id) {
+                self.set(id, true);
+                self.live += 1;
+                return Some(id);
+            }
+        }
+        None
+    }
+
     /// Takes `id` itself (a call synced from the active gateway); false when it is in use
     /// or resting.
     pub fn claim(&mut self, id: u16) -> bool {

@@ -127,6 +127,11 @@ pub(super) struct Ctx<'a> {
     pub(super) per_host: &'a mut usize,
     pub(super) total_calls: &'a mut usize,
     pub(super) rng: &'a mut u32,
+    /// Port blocks, the PNS's inside address and the outside address it is translated
+    /// onto: translated IDs come from the host's blocks.
+    pub(super) blocks: Option<&'a crate::nat::blocks::PortBlocks>,
+    pub(super) host: u32,
+    pub(super) addr: u32,
     /// The call the message being parsed concerns.
     pub(super) current: Option<usize>,
     pub(super) next_serial: &'a mut u32,
@@ -208,7 +213,17 @@ impl Ctx<'_> {
         let taken: Vec<u8> =
             self.calls.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, c)| (c.xlat_id >> 8) as u8).collect();
         let start = self.rand();
-        let got = self.pool.allocate(start, self.cfg.id_limit, |t| !taken.contains(&((t >> 8) as u8)));
+        let (limit, ok) = (self.cfg.id_limit, |t: u16| !taken.contains(&((t >> 8) as u8)));
+        let got = match self.blocks {
+            Some(b) => match b.held(self.host, self.addr, self.now) {
+                Ok(held) => {
+                    let ids = crate::nat::blocks::BlockPorts::every(held, b.layout().size, start);
+                    self.pool.allocate_in(ids.filter(|&t| t <= limit), ok)
+                }
+                Err(_) => None,
+            },
+            None => self.pool.allocate(start, limit, ok),
+        };
         match got {
             Some(t) => {
                 self.calls[i].xlat_id = t;
