@@ -112,7 +112,14 @@ pub(crate) fn stats_text(s: &answer::Stats) -> String {
         let _ = writeln!(o, "{k:<16} {v}");
     }
     let _ = writeln!(o, "{:<16} {}", "workers", s.workers);
-    for (family, m) in [("conntrack", &s.conntrack), ("pptp", &s.pptp), ("drop", &s.drops)] {
+    let none = Default::default();
+    for (family, m) in [
+        ("conntrack", &s.conntrack),
+        ("pptp", &s.pptp),
+        ("drop", &s.drops),
+        ("blocks", s.blocks.as_ref().unwrap_or(&none)),
+        ("natlog", s.nat_log.as_ref().unwrap_or(&none)),
+    ] {
         for (k, v) in m {
             let _ = writeln!(o, "{:<28} {v}", format!("{family}.{k}"));
         }

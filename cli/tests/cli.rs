@@ -98,6 +98,7 @@ fn daemon() -> Fixture {
         egress: None,
         workers: Vec::new(),
         ha: None,
+        natlog: None,
         ports: vec![("xgw-out".into(), 0, {
             let p = xgw_dataplane::xsk::PortStats::default();
             p.rx.add(5);

@@ -296,6 +296,12 @@ pub struct Stats {
     pub worker_unclassified: u64,
     /// Every AF_XDP socket's counters.
     pub ports: Vec<PortCounters>,
+    /// Port blocks' family, blocks held and free; absent without port blocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<Counters>,
+    /// NAT event logging's family; absent when it is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat_log: Option<Counters>,
 }
 
 #[cfg(test)]
@@ -319,6 +325,8 @@ mod tests {
             worker_classes: Counters::new(),
             worker_unclassified: 0,
             ports: vec![],
+            blocks: None,
+            nat_log: None,
         };
         let v = serde_json::to_value(&s).expect("serialise");
         assert_eq!(v["rx"], 7);

@@ -11,6 +11,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod egress;
 pub mod ha;
+pub mod natlog;
 pub mod neigh;
 pub mod netlink;
 pub mod offload;

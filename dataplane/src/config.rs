@@ -408,9 +408,6 @@ impl EngineConfig {
         if self.limits.max_flows == 0 || self.limits.max_flows > (1 << 30) {
             return Err("max_flows must be between 1 and 2^30".into());
         }
-        if let Some(b) = &self.nat.blocks {
-            self.validate_blocks(b)?;
-        }
         for f in &self.forwards {
             if self.inside_for(u32::from(f.inside_addr)).is_none() {
                 return Err(format!("forward target {} is on no inside interface", f.inside_addr));
@@ -422,40 +419,6 @@ impl EngineConfig {
     /// The inside subnets, in order: (first address, size).
     pub fn inside_subnets(&self) -> Vec<(u32, u32)> {
         self.ifaces.iter().filter(|i| i.role == Role::Inside).map(IfaceConfig::subnet).collect()
-    }
-
-    /// Checks port blocks against the range, the reserved ports and (deterministic mode)
-    /// the inside subnets.
-    pub fn validate_blocks(&self, b: &BlockConfig) -> Result<(), String> {
-        if b.size == 0 || b.per_host == 0 || b.per_host > BlockConfig::MAX_PER_HOST {
-            return Err(format!(
-                "port blocks need a size of at least 1 and 1 to {} blocks per host",
-                BlockConfig::MAX_PER_HOST
-            ));
-        }
-        let layout = crate::nat::blocks::Layout::new(&self.nat, b.size);
-        if layout.starts.len() < usize::from(b.per_host) {
-            return Err(format!(
-                "the NAT port range holds {} whole blocks of {} ports (outside the gateway's own ports), fewer than the {} a host may hold",
-                layout.starts.len(),
-                b.size,
-                b.per_host
-            ));
-        }
-        if b.deterministic {
-            let hosts: u64 = self.inside_subnets().iter().map(|&(_, n)| u64::from(n)).sum();
-            let per_addr = (layout.starts.len() / usize::from(b.per_host)) as u64;
-            let addrs = self.nat.pool.len().max(1) as u64;
-            if hosts > per_addr * addrs {
-                return Err(format!(
-                    "deterministic port blocks: the inside subnets hold {hosts} addresses, but {addrs} outside address(es) × {per_addr} hosts of {} blocks of {} ports map only {}",
-                    b.per_host,
-                    b.size,
-                    per_addr * addrs
-                ));
-            }
-        }
-        Ok(())
     }
 
     /// A two-interface configuration used by tests, benches and examples:

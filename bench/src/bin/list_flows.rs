@@ -40,6 +40,7 @@ fn main() {
         offload: None,
         workers: Vec::new(),
         ha: None,
+        natlog: None,
         ports: Vec::new(),
     };
     serve(&socket, Arc::new(d)).expect("serve");

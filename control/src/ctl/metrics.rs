@@ -105,6 +105,19 @@ pub fn render_metrics(d: &Daemon) -> String {
             let _ = writeln!(o, "xgw_ha_sync_total{{what=\"{n}\"}} {v}");
         }
     }
+    if let Some(b) = &d.shared.blocks {
+        counters(&mut o, "xgw_nat_blocks", &b.stats.list());
+        family(&mut o, "xgw_nat_blocks_held", "gauge", "Port blocks held by inside hosts.");
+        let _ = writeln!(o, "xgw_nat_blocks_held {}", b.list().len());
+        family(&mut o, "xgw_nat_blocks_free", "gauge", "Port blocks free, per outside address.");
+        for (a, n) in b.free_counts() {
+            let a = std::net::Ipv4Addr::from(if a == 0 { d.shared.outside_addr() } else { a });
+            let _ = writeln!(o, "xgw_nat_blocks_free{{address=\"{a}\"}} {n}");
+        }
+    }
+    if let Some(l) = &d.natlog {
+        counters(&mut o, "xgw_natlog", &l.stats.list());
+    }
     if let Some(off) = &d.offload {
         family(&mut o, "xgw_offload_flows", "gauge", "Flows the XDP fast path carries now.");
         let _ = writeln!(o, "xgw_offload_flows {}", off.len());

@@ -58,6 +58,8 @@ pub struct Daemon {
     pub ports: Vec<(String, u32, Arc<xgw_dataplane::xsk::PortStats>)>,
     /// The HA pair, when configured.
     pub ha: Option<Arc<crate::ha::Ha>>,
+    /// NAT event logging, when on.
+    pub natlog: Option<Arc<crate::natlog::NatLog>>,
 }
 
 impl core::fmt::Debug for Daemon {

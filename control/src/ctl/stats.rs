@@ -101,5 +101,12 @@ pub(super) fn stats(d: &Daemon) -> answer::Stats {
                 counters: family(&st.list()),
             })
             .collect(),
+        blocks: d.shared.blocks.as_ref().map(|b| {
+            let mut m = family(&b.stats.list());
+            m.insert("held".into(), b.list().len() as u64);
+            m.insert("free".into(), b.free_counts().iter().map(|(_, n)| *n as u64).sum());
+            m
+        }),
+        nat_log: d.natlog.as_ref().map(|l| family(&l.stats.list())),
     }
 }

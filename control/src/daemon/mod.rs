@@ -94,6 +94,19 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
     let guard_thread = guard::start_guard(&shared, &mut attached, &stop)?;
     let Workers { threads: workers, ports: port_stats, counters: worker_counters, stats: worker_stats } =
         start_workers(&cfg, args, &shared, &mut attached, &queues, &neigh, &stop, base)?;
+    let hub = Arc::new(crate::ctl::EventHub::default());
+    // NAT event logging: as the settings say, and with port blocks always (log lines of
+    // the blocks at least)
+    let (natlog, natlog_thread) = match (&args.nat_log, shared.blocks.is_some()) {
+        (None, false) => (None, None),
+        (f, blocks) => {
+            let cfg = crate::natlog::NatLogConfig::new(&f.clone().unwrap_or_default(), blocks);
+            let events = hub.subscribe(1 << 16);
+            let (l, t) = crate::natlog::start(cfg, Arc::clone(&shared), events.rx, events.gap, Arc::clone(&stop), base)
+                .context("NAT event logging")?;
+            (Some(l), Some(t))
+        }
+    };
     let daemon = {
         let (sh, rules, maps) = (Arc::clone(&shared), args.rules.clone(), Arc::clone(&class_maps));
         Arc::new(crate::ctl::Daemon {
@@ -106,6 +119,7 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
             egress: egress.clone(),
             ports: port_stats.clone(),
             ha: ha.clone(),
+            natlog,
             xdp_steering: {
                 let maps = Arc::clone(&class_maps);
                 Box::new(move || {
@@ -131,7 +145,6 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
             crate::ctl::serve_metrics(addr, Arc::clone(&daemon)).with_context(|| format!("metrics endpoint {addr}"))?;
         tracing::info!(address = %bound, "metrics at http://{bound}/metrics");
     }
-    let hub = Arc::new(crate::ctl::EventHub::default());
     let sync_thread = match &ha {
         Some(ha) => Some(crate::ha::link::start(
             Arc::clone(ha),
@@ -164,6 +177,9 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
     let _ = netlink_thread.join();
     let _ = guard_thread.join();
     if let Some(t) = sync_thread {
+        let _ = t.join();
+    }
+    if let Some(t) = natlog_thread {
         let _ = t.join();
     }
     if let Some(mut w) = watchdog.take() {

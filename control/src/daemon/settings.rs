@@ -95,6 +95,8 @@ pub struct SettingsFile {
     pub offload_entries: Option<u32>,
     /// The HA pair (absent: the gateway forwards alone).
     pub ha: Option<crate::ha::HaFile>,
+    /// NAT event logging (IPFIX collector, log lines).
+    pub nat_log: Option<crate::natlog::NatLogFile>,
 }
 
 /// The settings xgwd runs with: flags over the file over the defaults.
@@ -122,6 +124,8 @@ pub struct Settings {
     pub offload_entries: u32,
     /// The HA pair, when configured.
     pub ha: Option<crate::ha::HaConfig>,
+    /// NAT event logging, when configured.
+    pub nat_log: Option<crate::natlog::NatLogFile>,
 }
 
 impl Settings {
@@ -167,6 +171,7 @@ impl Settings {
             offload: a.offload.or(file.offload).unwrap_or(Switch::On) == Switch::On,
             offload_entries: a.offload_entries.or(file.offload_entries).unwrap_or(65536).max(16),
             ha,
+            nat_log: file.nat_log.clone(),
         })
     }
 }

@@ -202,6 +202,9 @@ impl Shared {
     /// Builds the shared state; refuses an inconsistent configuration.
     pub fn new(config: EngineConfig) -> Result<Shared, String> {
         config.validate()?;
+        if let Some(b) = &config.nat.blocks {
+            crate::nat::blocks::validate(&config, b)?;
+        }
         let (oid, oif) = config.outside().ok_or("no outside interface")?;
         let outside_net = (u64::from(u32::from(oif.addr)) << 8) | u64::from(oif.prefix_len);
         let blocks = config.nat.blocks.map(|b| {

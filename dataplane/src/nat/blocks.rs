@@ -19,7 +19,7 @@ use std::sync::Mutex;
 
 use crossbeam::queue::ArrayQueue;
 
-use crate::config::{BlockConfig, NatConfig};
+use crate::config::{BlockConfig, EngineConfig, NatConfig};
 use crate::counters::SharedCounter;
 use crate::time::Time;
 
@@ -64,6 +64,40 @@ impl Layout {
         let s = self.starts[usize::from(b)];
         (s, (u32::from(s) + u32::from(self.size) - 1) as u16)
     }
+}
+
+/// Checks port blocks against the range, the reserved ports and (deterministic mode)
+/// the inside subnets.
+pub fn validate(cfg: &EngineConfig, b: &BlockConfig) -> Result<(), String> {
+    if b.size == 0 || b.per_host == 0 || b.per_host > BlockConfig::MAX_PER_HOST {
+        return Err(format!(
+            "port blocks need a size of at least 1 and 1 to {} blocks per host",
+            BlockConfig::MAX_PER_HOST
+        ));
+    }
+    let layout = Layout::new(&cfg.nat, b.size);
+    if layout.starts.len() < usize::from(b.per_host) {
+        return Err(format!(
+            "the NAT port range holds {} whole blocks of {} ports (outside the gateway's own ports), fewer than the {} a host may hold",
+            layout.starts.len(),
+            b.size,
+            b.per_host
+        ));
+    }
+    if b.deterministic {
+        let hosts: u64 = cfg.inside_subnets().iter().map(|&(_, n)| u64::from(n)).sum();
+        let per_addr = (layout.starts.len() / usize::from(b.per_host)) as u64;
+        let addrs = cfg.nat.pool.len().max(1) as u64;
+        if hosts > per_addr * addrs {
+            return Err(format!(
+                "deterministic port blocks: the inside subnets hold {hosts} addresses, but {addrs} outside address(es) × {per_addr} hosts of {} blocks of {} ports map only {}",
+                b.per_host,
+                b.size,
+                per_addr * addrs
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What happened to the blocks (for NAT event logging).
@@ -217,6 +251,9 @@ pub struct PortBlocks {
     /// Deterministic mode: the inside subnets (first address, size), in order.
     inside: Vec<(u32, u32)>,
     events: ArrayQueue<BlockEvent>,
+    /// When a refusal was last queued as an event, per (kind, host or address): at most
+    /// one a second each, so a refused flood makes a record a second, not one a packet.
+    told: dashmap::DashMap<(u8, u32), Time, foldhash::fast::RandomState>,
     last_sweep: AtomicU64,
     /// Counters.
     pub stats: BlockStats,
@@ -243,6 +280,7 @@ impl PortBlocks {
             hosts: dashmap::DashMap::default(),
             inside,
             events: ArrayQueue::new(events.max(1)),
+            told: dashmap::DashMap::default(),
             last_sweep: AtomicU64::new(0),
             stats: BlockStats::default(),
         }
@@ -266,6 +304,28 @@ impl PortBlocks {
         if self.events.push(BlockEvent { kind, host, addr, ports, at }).is_err() {
             self.stats.events_dropped.inc();
         }
+    }
+
+    /// Counts a refusal and queues its event unless one for the same host (quota) or
+    /// address (exhausted) was queued less than a second ago.
+    fn refuse(&self, r: Refusal, host: u32, addr: u32, now: Time) -> Refusal {
+        let (kind, key) = match r {
+            Refusal::Quota => {
+                self.stats.quota_exceeded.inc();
+                (BlockEventKind::QuotaExceeded, host)
+            }
+            Refusal::Exhausted => {
+                self.stats.exhausted.inc();
+                (BlockEventKind::Exhausted, addr)
+            }
+        };
+        let mut t = self.told.entry((kind as u8, key)).or_insert(Time::ZERO);
+        if *t == Time::ZERO || now.since(*t) >= std::time::Duration::from_secs(1) {
+            *t = now;
+            drop(t);
+            self.emit(kind, host, addr, (0, 0), now);
+        }
+        r
     }
 
     /// Takes the oldest block event.
@@ -309,8 +369,7 @@ impl PortBlocks {
     pub fn held(&self, host: u32, addr: u32, now: Time) -> Result<Held, Refusal> {
         if self.cfg.deterministic {
             let Some((_, first)) = self.slot(host) else {
-                self.stats.exhausted.inc();
-                return Err(Refusal::Exhausted);
+                return Err(self.refuse(Refusal::Exhausted, host, addr, now));
             };
             let mut h = Held { n: usize::from(self.cfg.per_host), starts: [0; MAX] };
             for (i, s) in h.starts[..h.n].iter_mut().enumerate() {
@@ -343,16 +402,12 @@ impl PortBlocks {
     /// (counted, and an event).
     pub fn grow(&self, host: u32, addr: u32, now: Time) -> Result<Held, Refusal> {
         if self.cfg.deterministic {
-            self.stats.quota_exceeded.inc();
-            self.emit(BlockEventKind::QuotaExceeded, host, addr, (0, 0), now);
-            return Err(Refusal::Quota);
+            return Err(self.refuse(Refusal::Quota, host, addr, now));
         }
         let mut e = self.hosts.entry(host).or_insert(HostBlocks { addr, n: 0, blocks: [Block::default(); MAX] });
         if e.n >= usize::from(self.cfg.per_host) {
             drop(e);
-            self.stats.quota_exceeded.inc();
-            self.emit(BlockEventKind::QuotaExceeded, host, addr, (0, 0), now);
-            return Err(Refusal::Quota);
+            return Err(self.refuse(Refusal::Quota, host, addr, now));
         }
         let ix = self.addr_ix(addr);
         let got = self.free[ix].lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop_front();
@@ -362,9 +417,7 @@ impl PortBlocks {
             if empty {
                 self.hosts.remove_if(&host, |_, e| e.n == 0);
             }
-            self.stats.exhausted.inc();
-            self.emit(BlockEventKind::Exhausted, host, addr, (0, 0), now);
-            return Err(Refusal::Exhausted);
+            return Err(self.refuse(Refusal::Exhausted, host, addr, now));
         };
         let n = e.n;
         e.addr = addr;
@@ -470,6 +523,12 @@ impl PortBlocks {
         }
         v.sort_unstable();
         v
+    }
+
+    /// Bytes a host's entry takes (up to the most blocks a host may hold), and bytes a
+    /// block takes in its address's free list.
+    pub fn memory() -> (usize, usize) {
+        (std::mem::size_of::<(u32, HostBlocks)>(), std::mem::size_of::<u16>())
     }
 
     /// Blocks free on each address.

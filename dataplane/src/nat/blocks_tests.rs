@@ -146,7 +146,10 @@ fn deterministic_blocks_follow_the_inside_address() {
     assert_eq!(b.deterministic_addr(0x0a00_0006), None);
     assert_eq!(b.grow(0x0a00_0004, A, t).err(), Some(Refusal::Quota), "no more than its own");
     assert!(b.list().is_empty(), "nothing is allocated, so nothing is logged");
-    assert_eq!(events(&b), vec![(BlockEventKind::QuotaExceeded, 0x0a00_0004, (0, 0))]);
+    assert_eq!(
+        events(&b),
+        vec![(BlockEventKind::Exhausted, 0x0a00_0006, (0, 0)), (BlockEventKind::QuotaExceeded, 0x0a00_0004, (0, 0))]
+    );
 }
 
 #[test]
@@ -184,4 +187,28 @@ fn candidates_walk_the_host_blocks_from_an_offset_in_the_first() {
     let cfg = NatConfig { max_probes: 3, preserve_port: false, ..cfg };
     let v: Vec<u16> = BlockPorts::new(held, 4, 1002, &cfg, 1).collect();
     assert_eq!(v, vec![2001, 2002, 2003]);
+}
+
+#[test]
+fn refusals_are_all_counted_but_queued_once_a_second_per_host() {
+    let b = dynamic(1, (1024, 1151), 64, &[A]);
+    let t = Time::from_secs(5);
+    b.held(H1, A, t).expect("block");
+    b.held(H2, A, t).expect("block");
+    for i in 0..10 {
+        assert_eq!(b.grow(H1, A, t.plus(Duration::from_millis(i * 150))).err(), Some(Refusal::Quota));
+        assert_eq!(b.held(0x0a00_0009, A, t.plus(Duration::from_millis(i * 150))).err(), Some(Refusal::Exhausted));
+    }
+    assert_eq!((b.stats.quota_exceeded.get(), b.stats.exhausted.get()), (10, 10));
+    let refusals: Vec<_> = events(&b).into_iter().filter(|e| e.2 == (0, 0)).map(|e| e.0).collect();
+    // at 0 ms and 1050 ms (1.35 s is within a second of it)
+    assert_eq!(
+        refusals,
+        vec![
+            BlockEventKind::QuotaExceeded,
+            BlockEventKind::Exhausted,
+            BlockEventKind::QuotaExceeded,
+            BlockEventKind::Exhausted
+        ]
+    );
 }

@@ -368,7 +368,7 @@ pub fn compile(name: &str, text: &str, loader: Loader<'_>) -> Result<Compiled, V
 
     // port blocks must fit the range, the quota and (deterministic) the inside subnets
     if let (Some((fi, span)), Some(b)) = (&blocks_span, engine.nat.blocks) {
-        if let Err(e) = engine.validate_blocks(&b) {
+        if let Err(e) = xgw_dataplane::nat::blocks::validate(&engine, &b) {
             cx.err(*fi, span.clone(), e).hint = Some(
                 "a smaller block-size or blocks-per-host, a wider `ports` range, fewer reserved `host-ports`, or more pool addresses"
                     .into(),
