@@ -394,11 +394,6 @@ impl EngineConfig {
         if outside != 1 {
             return Err(format!("exactly one outside interface is required, found {outside}"));
         }
-        if let Some((_, o)) = self.outside() {
-            if let Some(a) = self.nat.pool.iter().find(|a| !o.contains(u32::from(**a))) {
-                return Err(format!("NAT pool address {a} is not on the outside interface's subnet"));
-            }
-        }
         if self.nat.port_range.0 == 0 || self.nat.port_range.0 > self.nat.port_range.1 {
             return Err("NAT port range must be non-empty and exclude port 0".into());
         }

@@ -187,15 +187,16 @@ pub fn compile(name: &str, text: &str, loader: Loader<'_>) -> Result<Compiled, V
     }
     engine.pptp.interfaces = (!pptp_on.is_empty()).then_some(pptp_on);
 
-    // a NAT pool must be on the outside subnet (the gateway answers for it there)
+    // a NAT pool sits on the outside subnet, or is routed to this gateway by the upstream
+    // (a static route, or BGP announcing it: README "Scaling out")
     if let (Some((fi, span)), Some((_, o))) = (&nat_span, engine.outside()) {
         if o.auto_addr {
             cx.err(*fi, span.clone(), "a NAT pool with `address auto` on the outside").hint =
                 Some("a pool must sit on a known outside subnet: give the outside interface A/LEN".into());
         } else if let Some(a) = engine.nat.pool.iter().find(|a| !o.contains(u32::from(**a))) {
             let msg = format!("pool address {a} is not on the outside subnet {}/{}", o.addr, o.prefix_len);
-            cx.err(*fi, span.clone(), msg).hint =
-                Some("pool addresses must be reachable on the outside interface".into());
+            cx.warn(*fi, span.clone(), msg).hint =
+                Some(format!("the upstream router must route it to this gateway ({}), e.g. by BGP", o.addr));
         }
     }
     // forwards
