@@ -415,7 +415,7 @@ impl Worker {
         p.stats.tx.add(sent as u64);
         pending.drain(..sent);
         if p.tx.needs_wakeup() || sent > 0 {
-            let _ = p.tx.wakeup();
+            p.kick_tx();
         }
         if !pending.is_empty() {
             // the ring is full: give the frames back rather than hold them
