@@ -95,26 +95,17 @@ fn a_real_collector_sees_each_port_block_once_with_its_subscriber() {
         lab.exec_ok(c, &["ip", "route", "add", "default", "via", via]);
     }
     lab.exec_ok("gw", &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
-    // the collector: tshark's IPFIX dissector on the server's side
-    let fields = [
-        "cflow.nat_event",
-        "cflow.srcaddr",
-        "cflow.post_natsource_ipv4_address",
-        "cflow.port_range_start",
-        "cflow.port_range_end",
-        "cflow.port_range_num_ports",
-    ];
-    let mut args = vec!["tshark", "-i", "eth0", "-l", "-n", "-f", "udp port 4739", "-d", "udp.port==4739,cflow"];
-    args.extend(["-T", "fields", "-E", "aggregator=;", "-a", "duration:40"]);
-    for f in &fields {
-        args.extend(["-e", f]);
-    }
-    let tshark = lab.spawn("srv", &args, "collector.log");
-    let t0 = Instant::now();
-    while !lab.log("collector.log").contains("Capturing on") {
-        assert!(t0.elapsed() < Duration::from_secs(15), "tshark did not start: {}", lab.log("collector.log"));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let tshark = start_collector(
+        &mut lab,
+        &[
+            "cflow.nat_event",
+            "cflow.srcaddr",
+            "cflow.post_natsource_ipv4_address",
+            "cflow.port_range_start",
+            "cflow.port_range_end",
+            "cflow.port_range_num_ports",
+        ],
+    );
     let settings = lab.dir.join("xgwd.toml");
     std::fs::write(&settings, "[nat_log]\nipfix = \"198.51.100.20:4739\"\ntemplate_every = 1\n").expect("settings");
     let sock = lab.dir.join("xgw.sock").to_string_lossy().to_string();
@@ -181,4 +172,92 @@ fn a_real_collector_sees_each_port_block_once_with_its_subscriber() {
     assert_eq!(ranges.iter().filter(|r| r.1 == "10.10.0.5").count(), 3);
     assert_eq!(s["nat_log"]["send_errors"], 0);
     assert!(lab.log("xgwd.log").contains("NAT port block allocate 10.20.0.5 -> 198.51.100.1 ports"));
+}
+
+/// tshark's IPFIX dissector on the server's side, printing `fields` of every message on a
+/// line (tab-separated, a message's records joined by ';'); returns its pid once capturing.
+fn start_collector(lab: &mut Lab, fields: &[&str]) -> u32 {
+    let mut args = vec!["tshark", "-i", "eth0", "-l", "-n", "-f", "udp port 4739", "-d", "udp.port==4739,cflow"];
+    args.extend(["-T", "fields", "-E", "aggregator=;", "-a", "duration:40"]);
+    for f in fields {
+        args.extend(["-e", f]);
+    }
+    let tshark = lab.spawn("srv", &args, "collector.log");
+    let t0 = Instant::now();
+    while !lab.log("collector.log").contains("Capturing on") {
+        assert!(t0.elapsed() < Duration::from_secs(15), "tshark did not start: {}", lab.log("collector.log"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tshark
+}
+
+#[test]
+fn without_port_blocks_a_real_collector_sees_every_translation_created_and_deleted() {
+    let mut lab = Lab::new();
+    for ns in ["c1", "gw", "srv"] {
+        lab.add_ns(ns);
+    }
+    lab.link("c1", "eth0", "10.10.0.5/24", "gw", "xgw-in", "10.10.0.1/24");
+    lab.link("gw", "xgw-out", "198.51.100.1/24", "srv", "eth0", "198.51.100.20/24");
+    lab.exec_ok("c1", &["ip", "route", "add", "default", "via", "10.10.0.1"]);
+    lab.exec_ok("gw", &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+    let fields = [
+        "cflow.nat_event",
+        "cflow.protocol",
+        "cflow.srcaddr",
+        "cflow.srcport",
+        "cflow.post_natsource_ipv4_address",
+        "cflow.post_naptsource_transport_port",
+        "cflow.dstaddr",
+        "cflow.dstport",
+    ];
+    let tshark = start_collector(&mut lab, &fields);
+    let settings = lab.dir.join("xgwd.toml");
+    std::fs::write(&settings, "[nat_log]\nipfix = \"198.51.100.20:4739\"\ntemplate_every = 1\n").expect("settings");
+    let sock = lab.dir.join("xgw.sock").to_string_lossy().to_string();
+    let c = settings.to_string_lossy().to_string();
+    let rules = "interface lan device xgw-in role inside address 10.10.0.1/24
+interface wan device xgw-out role outside address 198.51.100.1/24
+timeout udp 2s
+";
+    let gw = lab.start_xgwd("gw", rules, &["--socket", &sock, "--config", &c]);
+    let out = lab.exec_ok("c1", &["python3", "-c", SPRAY, "198.51.100.20", "9", "5"]);
+    assert!(out.contains("sent"), "{out}");
+    // the five translations expire after 2 s
+    let t0 = Instant::now();
+    while lab.log("xgwd.log").matches("NAT44 session delete").count() < 5 {
+        assert!(t0.elapsed() < Duration::from_secs(15), "no deletes:\n{}", lab.log("xgwd.log"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = lab.stop(tshark, "collector.log");
+    lab.stop(gw, "xgwd.log");
+    // (event, proto, source, source port, post-NAT source, post-NAPT port, destination, its port)
+    let mut recs = Vec::new();
+    for line in log.lines() {
+        let cols: Vec<Vec<&str>> = line.split('\t').map(|c| c.split(';').collect()).collect();
+        if cols.len() < fields.len() || cols[0][0].is_empty() {
+            continue;
+        }
+        for i in 0..cols[0].len() {
+            let get = |c: usize| cols[c].get(i).copied().unwrap_or("").to_string();
+            recs.push((get(0), get(1), get(2), get(3), get(4), get(5), get(6), get(7)));
+        }
+    }
+    println!("NAT44 sessions seen by the collector: {}", recs.len());
+    for r in &recs {
+        println!("  {r:?}");
+    }
+    for (event, n) in [("4", 5), ("5", 5)] {
+        let these: Vec<_> = recs.iter().filter(|r| r.0 == event).collect();
+        assert_eq!(these.len(), n, "natEvent {event}: {recs:?}");
+        let mut sports: Vec<u32> = these.iter().map(|r| r.3.parse().expect("port")).collect();
+        sports.sort_unstable();
+        assert_eq!(sports, vec![20000, 20001, 20002, 20003, 20004], "{these:?}");
+        for r in these {
+            assert_eq!((r.1.as_str(), r.2.as_str(), r.4.as_str()), ("17", "10.10.0.5", "198.51.100.1"), "{r:?}");
+            assert_eq!((r.6.as_str(), r.7.as_str()), ("198.51.100.20", "9"), "{r:?}");
+            assert!(r.5.parse::<u16>().is_ok_and(|p| p >= 1024), "{r:?}");
+        }
+    }
 }

@@ -105,12 +105,13 @@ pub fn start(
     stop: Arc<AtomicBool>,
     base: Instant,
 ) -> std::io::Result<(Arc<NatLog>, std::thread::JoinHandle<()>)> {
+    // not connected: a connected UDP socket fails its next send after an ICMP error (a
+    // collector restarting, its port closed a moment), losing a message that would arrive
     let sock = match cfg.ipfix {
         Some(c) => {
             let s = UdpSocket::bind(if c.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
-            s.connect(c)?;
             s.set_nonblocking(true)?;
-            Some(s)
+            Some((s, c))
         }
         None => None,
     };
@@ -130,7 +131,7 @@ pub fn start(
 struct Exporter {
     log: Arc<NatLog>,
     shared: Arc<Shared>,
-    sock: Option<UdpSocket>,
+    sock: Option<(UdpSocket, SocketAddr)>,
     enc: Encoder,
     wall_base_ms: u64,
     last_templates: Option<Instant>,
@@ -216,24 +217,24 @@ impl Exporter {
                 self.log.stats.lines.inc();
             }
         }
-        let Some(sock) = &self.sock else { return };
+        let Some((sock, to)) = &self.sock else { return };
         let wall = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         let secs = u32::try_from(wall.as_secs()).unwrap_or(u32::MAX);
         if self.last_templates.is_none_or(|t| t.elapsed() >= self.log.cfg.template_every) {
             self.last_templates = Some(Instant::now());
-            if send(sock, &self.enc.templates(secs), &self.log.stats) {
+            if send(sock, *to, &self.enc.templates(secs), &self.log.stats) {
                 self.log.stats.templates_sent.inc();
             }
         }
         for m in self.enc.data(secs, records) {
-            send(sock, &m, &self.log.stats);
+            send(sock, *to, &m, &self.log.stats);
         }
         self.log.stats.records_sent.add(records.len() as u64);
     }
 }
 
-fn send(sock: &UdpSocket, m: &[u8], stats: &NatLogStats) -> bool {
-    match sock.send(m) {
+fn send(sock: &UdpSocket, to: SocketAddr, m: &[u8], stats: &NatLogStats) -> bool {
+    match sock.send_to(m, to) {
         Ok(_) => {
             stats.messages_sent.inc();
             true
