@@ -1,10 +1,11 @@
 //! xdpgen: line-rate-ish traffic for bench/nat-compare from XDP itself, so that the gateway —
 //! not the generator — is what runs out of CPU.
 //!
-//! - `xdpgen gen DEV udp|gre SRC_MAC DST_MAC SRC DST PORT_OR_CALL_ID FLOWS SECONDS`: 64-byte
-//!   frames (UDP to PORT with source ports 1024.. over FLOWS flows, or PPTP GRE with key
-//!   CALL_ID) sent out of DEV by xgw's `xgw_gen` program through BPF_PROG_TEST_RUN in
-//!   live-frames mode, for SECONDS. Prints `sent=<n> seconds=<s>`.
+//! - `xdpgen gen DEV udp|gre SRC_MAC DST_MAC SRC DST PORT_OR_CALL_ID FLOWS SECONDS [RATE]`:
+//!   64-byte frames (UDP to PORT with source ports 1024.. over FLOWS flows, or PPTP GRE with
+//!   key CALL_ID) sent out of DEV by xgw's `xgw_gen` program through BPF_PROG_TEST_RUN in
+//!   live-frames mode, for SECONDS, as fast as it can or paced at RATE frames a second.
+//!   Prints `sent=<n> seconds=<s>`.
 //! - `xdpgen sink DEV FILE`: attaches `xgw_sink` to DEV (it counts and drops the benchmark's
 //!   UDP and GRE) and writes the count to FILE every 100 ms until killed.
 #![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
@@ -70,13 +71,22 @@ fn main() {
                 .expect("tx");
             let prog: &mut Xdp = bpf.program_mut("xgw_gen").expect("xgw_gen").try_into().expect("xdp");
             prog.load().expect("verifier");
+            // an optional rate (frames per second): runs of at most a hundredth of it, paced
+            let rate: Option<u64> = a.get(11).and_then(|s| s.parse().ok()).filter(|&r| r > 0);
+            let per_run = rate.map_or(1 << 14, |r| (r / 100).clamp(1, 1 << 14) as u32);
             let t0 = Instant::now();
+            let mut runs = 0u64;
             while t0.elapsed() < Duration::from_secs(secs) {
                 let mut o = TestRunOptions::new();
                 o.data_in = Some(&frame);
-                o.repeat = 1 << 14;
+                o.repeat = per_run;
                 o.attrs = TestRunAttrs::new().xdp_live_frames(64);
                 prog.test_run(o).expect("BPF_PROG_TEST_RUN (live frames)");
+                runs += 1;
+                if let Some(r) = rate {
+                    let due = Duration::from_secs_f64((runs * u64::from(per_run)) as f64 / r as f64);
+                    std::thread::sleep(due.saturating_sub(t0.elapsed()));
+                }
             }
             let sent = total(&PerCpuArray::try_from(bpf.map("GEN_COUNT").expect("count")).expect("percpu"), 0);
             println!("sent={sent} seconds={:.3}", t0.elapsed().as_secs_f64());
@@ -99,7 +109,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: xdpgen gen DEV udp|gre SRC_MAC DST_MAC SRC DST PORT FLOWS SECONDS | xdpgen sink DEV FILE"
+                "usage: xdpgen gen DEV udp|gre SRC_MAC DST_MAC SRC DST PORT FLOWS SECONDS [RATE] | xdpgen sink DEV FILE"
             );
             std::process::exit(2);
         }
