@@ -102,6 +102,18 @@ impl Lab {
         }
     }
 
+    /// Creates namespace `role` as a switch: a bridge `br0`, up, for [`Lab::plug`].
+    pub fn add_switch(&mut self, role: &str) {
+        self.add_ns(role);
+        self.exec_ok(role, &["ip", "link", "add", "br0", "type", "bridge"]);
+        self.exec_ok(role, &["ip", "link", "set", "br0", "up"]);
+    }
+
+    /// Puts device `port` of switch `sw` (see [`Lab::add_switch`]) into its bridge.
+    pub fn plug(&self, sw: &str, port: &str) {
+        self.exec_ok(sw, &["ip", "link", "set", port, "master", "br0"]);
+    }
+
     /// Makes the neighbour's device `dev` in namespace `role` behave like the far end of a
     /// physical wire: full checksums on what it sends (transmit checksum offload off) and
     /// NAPI on what it receives (GRO on, so it takes XDP redirects). Only for tests that are
@@ -477,6 +489,19 @@ pub mod pptp {
         out
     }
 
+    /// Clients 1..=`n` (namespaces [`client`], addresses [`client_addr`]) on the switch
+    /// `lan` (which must exist), their default route via 10.10.0.1.
+    pub fn add_clients(lab: &mut Lab, n: usize) {
+        for i in 1..=n {
+            let c = client(i);
+            lab.add_ns(&c);
+            let port = format!("p{i}");
+            lab.link(&c, "eth0", &format!("{}/24", client_addr(i)), "lan", &port, "");
+            lab.plug("lan", &port);
+            lab.exec_ok(&c, &["ip", "route", "add", "default", "via", "10.10.0.1"]);
+        }
+    }
+
     /// Client `i`'s namespace role (1-based).
     pub fn client(i: usize) -> String {
         format!("c{i}")
@@ -545,23 +570,13 @@ pub mod pptp {
         /// [`PptpLab::start`] with extra arguments for `xgwd run`.
         pub fn start_with(clients: usize, rules: &str, xgwd_args: &[&str]) -> PptpLab {
             let mut lab = Lab::new();
-            for i in 1..=clients {
-                lab.add_ns(&client(i));
-            }
-            for ns in ["lan", "gw", "srv"] {
+            lab.add_switch("lan");
+            add_clients(&mut lab, clients);
+            for ns in ["gw", "srv"] {
                 lab.add_ns(ns);
             }
-            lab.exec_ok("lan", &["ip", "link", "add", "br0", "type", "bridge"]);
-            lab.exec_ok("lan", &["ip", "link", "set", "br0", "up"]);
-            for i in 1..=clients {
-                let c = client(i);
-                let port = format!("p{i}");
-                lab.link(&c, "eth0", &format!("{}/24", client_addr(i)), "lan", &port, "");
-                lab.exec_ok("lan", &["ip", "link", "set", &port, "master", "br0"]);
-                lab.exec_ok(&c, &["ip", "route", "add", "default", "via", "10.10.0.1"]);
-            }
             lab.link("gw", "xgw-in", "10.10.0.1/24", "lan", "pg", "");
-            lab.exec_ok("lan", &["ip", "link", "set", "pg", "master", "br0"]);
+            lab.plug("lan", "pg");
             lab.link("gw", "xgw-out", "198.51.100.1/24", "srv", "eth0", &format!("{SERVER}/24"));
             lab.exec_ok("gw", &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
             let pcap = lab.dir.join("outside.pcap").to_string_lossy().to_string();

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use xgw_tests::pptp::{client, client_addr, replied_seqs, start_client_echoing, start_server, SERVER};
+use xgw_tests::pptp::{add_clients, client, client_addr, replied_seqs, start_client_echoing, start_server, SERVER};
 use xgw_tests::{bin, Lab};
 
 const RULES: &str = include_str!("../../rules/examples/lab.rules");
@@ -137,33 +137,23 @@ impl Pair {
     /// master and B backup.
     fn start(key_b: &str) -> Pair {
         let mut lab = Lab::new();
-        for i in 1..=CLIENTS {
-            lab.add_ns(&client(i));
-        }
-        for ns in ["lan", "wan", "gwa", "gwb", "srv"] {
-            lab.add_ns(ns);
-        }
         for sw in ["lan", "wan"] {
-            lab.exec_ok(sw, &["ip", "link", "add", "br0", "type", "bridge"]);
-            lab.exec_ok(sw, &["ip", "link", "set", "br0", "up"]);
+            lab.add_switch(sw);
         }
-        let plug = |lab: &Lab, sw: &str, port: &str| lab.exec_ok(sw, &["ip", "link", "set", port, "master", "br0"]);
-        for i in 1..=CLIENTS {
-            let port = format!("p{i}");
-            lab.link(&client(i), "eth0", &format!("{}/24", client_addr(i)), "lan", &port, "");
-            plug(&lab, "lan", &port);
-            lab.exec_ok(&client(i), &["ip", "route", "add", "default", "via", "10.10.0.1"]);
+        add_clients(&mut lab, CLIENTS);
+        for ns in ["gwa", "gwb", "srv"] {
+            lab.add_ns(ns);
         }
         for (i, g) in ["gwa", "gwb"].iter().enumerate() {
             lab.link(g, "xgw-in", &format!("10.10.0.{}/24", 2 + i), "lan", &format!("g{i}"), "");
-            plug(&lab, "lan", &format!("g{i}"));
+            lab.plug("lan", &format!("g{i}"));
             lab.link(g, "xgw-out", &format!("198.51.100.{}/24", 2 + i), "wan", &format!("g{i}"), "");
-            plug(&lab, "wan", &format!("g{i}"));
+            lab.plug("wan", &format!("g{i}"));
             lab.exec_ok(g, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
         }
         lab.link("gwa", "sync", "192.168.255.1/30", "gwb", "sync", "192.168.255.2/30");
         lab.link("srv", "eth0", &format!("{SERVER}/24"), "wan", "ps", "");
-        plug(&lab, "wan", "ps");
+        lab.plug("wan", "ps");
         // the outside link as the server sees it, with link-level addresses (which gateway)
         let pcap = lab.dir.join("outside.pcap").to_string_lossy().to_string();
         let capture = lab.spawn("srv", &["tcpdump", "-i", "eth0", "-U", "-w", &pcap, "ip"], "tcpdump.log");

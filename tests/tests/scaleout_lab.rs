@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use xgw_tests::pptp::{client, client_addr, replied_seqs, start_client, start_server, SERVER};
+use xgw_tests::pptp::{add_clients, client_addr, replied_seqs, start_client, start_server, SERVER};
 use xgw_tests::{bin, Lab};
 
 const CLIENTS: usize = 20;
@@ -143,27 +143,17 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool, log: impl 
 fn two_active_gateways_behind_ecmp_one_dies_its_pool_is_withdrawn_and_its_clients_move() {
     let mut lab = Lab::new();
     let mut dirs = FrrDirs(Vec::new());
-    for i in 1..=CLIENTS {
-        lab.add_ns(&client(i));
-    }
-    for ns in ["lan", "wan", "rin", "gwa", "gwb", "rout", "srv"] {
-        lab.add_ns(ns);
-    }
     for sw in ["lan", "wan"] {
-        lab.exec_ok(sw, &["ip", "link", "add", "br0", "type", "bridge"]);
-        lab.exec_ok(sw, &["ip", "link", "set", "br0", "up"]);
+        lab.add_switch(sw);
     }
-    let plug = |lab: &Lab, sw: &str, port: &str| lab.exec_ok(sw, &["ip", "link", "set", port, "master", "br0"]);
-    for i in 1..=CLIENTS {
-        let port = format!("p{i}");
-        lab.link(&client(i), "eth0", &format!("{}/24", client_addr(i)), "lan", &port, "");
-        plug(&lab, "lan", &port);
-        lab.exec_ok(&client(i), &["ip", "route", "add", "default", "via", "10.10.0.1"]);
+    add_clients(&mut lab, CLIENTS);
+    for ns in ["rin", "gwa", "gwb", "rout", "srv"] {
+        lab.add_ns(ns);
     }
     // the inside router: ECMP over the two gateways, hashed on (source, destination), in a
     // resilient group (a dead gateway's buckets move, the others' stay)
     lab.link("rin", "eth0", "10.10.0.1/24", "lan", "pr", "");
-    plug(&lab, "lan", "pr");
+    lab.plug("lan", "pr");
     lab.link("rin", "ta", "10.1.1.1/30", "gwa", "xgw-in", "10.1.1.2/30");
     lab.link("rin", "tb", "10.1.2.1/30", "gwb", "xgw-in", "10.1.2.2/30");
     lab.exec_ok("rin", &["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=0"]);
@@ -174,13 +164,13 @@ fn two_active_gateways_behind_ecmp_one_dies_its_pool_is_withdrawn_and_its_client
     // the outside: both gateways and the outside router on one switch; the server behind
     for (i, g) in ["gwa", "gwb"].iter().enumerate() {
         lab.link(g, "xgw-out", &format!("100.64.0.{}/24", 2 + i), "wan", &format!("g{i}"), "");
-        plug(&lab, "wan", &format!("g{i}"));
+        lab.plug("wan", &format!("g{i}"));
         lab.exec_ok(g, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
         lab.exec_ok(g, &["ip", "route", "add", "10.10.0.0/24", "via", &format!("10.1.{}.1", 1 + i)]);
         lab.exec_ok(g, &["ip", "route", "add", "default", "via", "100.64.0.1"]);
     }
     lab.link("rout", "eth0", "100.64.0.1/24", "wan", "pr", "");
-    plug(&lab, "wan", "pr");
+    lab.plug("wan", "pr");
     lab.link("rout", "eth1", "198.51.100.1/24", "srv", "eth0", &format!("{SERVER}/24"));
     lab.exec_ok("rout", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     lab.exec_ok("srv", &["ip", "route", "add", "default", "via", "198.51.100.1"]);
