@@ -67,52 +67,6 @@ pub fn flow_hash(src: u32, dst: u32) -> u32 {
     h ^ (h >> 16)
 }
 
-/// Slots of a [`NextHopCache`] (a power of two).
-const CACHE_SLOTS: usize = 1024;
-
-#[derive(Debug, Clone, Copy, Default)]
-struct CacheSlot {
-    /// The neighbours' generation the entry was learnt in, plus one (0: empty).
-    generation: u64,
-    egress: u8,
-    src: u32,
-    dst: u32,
-    macs: Macs,
-}
-
-/// A worker's memory of resolved next hops: (egress, source, destination) → both MAC
-/// addresses, valid while the neighbours' generation has not moved (any route or neighbour
-/// change moves it). Keyed by the source too, because a multipath route picks its next hop
-/// by (source, destination). Saves a route and a neighbour lookup per transmitted packet of
-/// a flow seen before; only resolved answers are kept.
-#[derive(Debug)]
-pub struct NextHopCache {
-    slots: Box<[CacheSlot]>,
-}
-
-impl Default for NextHopCache {
-    fn default() -> Self {
-        NextHopCache { slots: vec![CacheSlot::default(); CACHE_SLOTS].into_boxed_slice() }
-    }
-}
-
-impl NextHopCache {
-    /// The next hop for `src` → `dst` leaving on `egress`: from the cache, or asked of `n`.
-    pub fn lookup(&mut self, n: &dyn Neighbours, egress: IfaceId, src: u32, dst: u32) -> NextHop {
-        let generation = n.generation().wrapping_add(1);
-        let h = flow_hash(src, dst) ^ u32::from(egress.0).wrapping_mul(0x9e37_79b9);
-        let slot = &mut self.slots[h as usize & (CACHE_SLOTS - 1)];
-        if slot.generation == generation && slot.egress == egress.0 && slot.src == src && slot.dst == dst {
-            return NextHop::Resolved(slot.macs);
-        }
-        let found = n.lookup(egress, dst, flow_hash(src, dst));
-        if let NextHop::Resolved(macs) = found {
-            *slot = CacheSlot { generation, egress: egress.0, src, dst, macs };
-        }
-        found
-    }
-}
-
 /// Why a frame could not wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
@@ -213,58 +167,6 @@ mod tests {
     const A: IfaceId = IfaceId(0);
     const B: IfaceId = IfaceId(1);
     const MACS: Macs = ([1; 6], [2; 6]);
-
-    /// Answers from a script, counting the lookups it was asked.
-    struct Script {
-        lookups: std::sync::atomic::AtomicU32,
-        generation: std::sync::atomic::AtomicU64,
-        resolved: bool,
-    }
-
-    impl Neighbours for Script {
-        fn lookup(&self, _: IfaceId, dst: u32, hash: u32) -> NextHop {
-            self.lookups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if self.resolved {
-                // the MAC tells which next hop the hash picked
-                NextHop::Resolved(([1; 6], [(dst as u8) ^ (hash as u8); 6]))
-            } else {
-                NextHop::Unresolved(dst)
-            }
-        }
-        fn request(&self, _: IfaceId, _: u32) {}
-        fn resolved(&self, _: IfaceId, _: u32) -> Option<Macs> {
-            None
-        }
-        fn generation(&self) -> u64 {
-            self.generation.load(std::sync::atomic::Ordering::Relaxed)
-        }
-    }
-
-    #[test]
-    fn the_next_hop_cache_answers_until_the_neighbours_change() {
-        use std::sync::atomic::Ordering::Relaxed;
-        let n = Script { lookups: 0.into(), generation: 0.into(), resolved: true };
-        let mut c = NextHopCache::default();
-        let first = c.lookup(&n, A, 7, 9);
-        assert_eq!(c.lookup(&n, A, 7, 9), first);
-        assert_eq!(n.lookups.load(Relaxed), 1, "the second came from the cache");
-        // another source (a multipath route may pick another next hop), another egress
-        assert_eq!(c.lookup(&n, A, 8, 9), NextHop::Resolved(([1; 6], [9 ^ flow_hash(8, 9) as u8; 6])));
-        c.lookup(&n, B, 7, 9);
-        assert_eq!(n.lookups.load(Relaxed), 3);
-        // a route or neighbour change: asked again
-        n.generation.store(5, Relaxed);
-        c.lookup(&n, A, 7, 9);
-        assert_eq!(n.lookups.load(Relaxed), 4);
-        c.lookup(&n, A, 7, 9);
-        assert_eq!(n.lookups.load(Relaxed), 4);
-        // what is not resolved is never kept
-        let u = Script { lookups: 0.into(), generation: 0.into(), resolved: false };
-        let mut c = NextHopCache::default();
-        assert_eq!(c.lookup(&u, A, 7, 9), NextHop::Unresolved(9));
-        c.lookup(&u, A, 7, 9);
-        assert_eq!(u.lookups.load(Relaxed), 2);
-    }
 
     #[test]
     fn bounds_per_next_hop_and_in_total() {

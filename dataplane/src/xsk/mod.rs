@@ -26,7 +26,7 @@ use crate::config::IfaceId;
 use crate::counters::SharedCounter;
 use crate::engine::{Engine, FrameBuf, RxMeta, Verdict};
 use crate::neighbour::Neighbours;
-use crate::neighbour::{Macs, NextHop, NextHopCache, Refused, Waiting};
+use crate::neighbour::{flow_hash, Macs, NextHop, Refused, Waiting};
 use crate::time::Time;
 
 mod port;
@@ -86,8 +86,6 @@ pub struct Worker {
     pending_tx: Vec<Vec<FrameDesc>>,
     /// TX frames (MAC addresses still to be written) waiting for their next hop.
     waiting: Waiting<FrameDesc>,
-    /// Resolved next hops of recent destinations.
-    next_hops: NextHopCache,
     /// The neighbours' generation when the waiting frames were last looked at, and when.
     waiting_seen: (u64, Instant),
     /// Counters.
@@ -124,7 +122,6 @@ impl Worker {
             rx_descs: vec![FrameDesc::default(); BATCH],
             pending_tx: (0..n).map(|_| Vec::with_capacity(BATCH)).collect(),
             waiting: Waiting::new(WAIT_PER_NEXT_HOP, WAIT_TOTAL),
-            next_hops: NextHopCache::default(),
             waiting_seen: (0, base),
             stats: Arc::new(WorkerStats::default()),
         }
@@ -291,7 +288,7 @@ impl Worker {
         else {
             return;
         };
-        let macs = match self.next_hops.lookup(&*self.neighbours, egress, src, dst) {
+        let macs = match self.neighbours.lookup(egress, dst, flow_hash(src, dst)) {
             NextHop::Resolved(m) => Some(m),
             NextHop::Unresolved(nh) => {
                 if self.waiting.is_empty() {
