@@ -415,7 +415,8 @@ impl Worker {
         p.stats.tx.add(sent as u64);
         pending.drain(..sent);
         if p.tx.needs_wakeup() || sent > 0 {
-            p.kick_tx();
+            let _ = p.tx.wakeup();
+            p.stats.tx_kicks.inc();
         }
         if !pending.is_empty() {
             // the ring is full: give the frames back rather than hold them

@@ -78,8 +78,7 @@ crate::counter_family! {
         /// Frames the kernel dropped because the socket's receive ring was full (its
         /// `rx_ring_full`). Read once a second.
         xsk_rx_ring_full,
-        /// Transmit kicks (sendto): in copy mode the kernel sends at most 32 frames a kick,
-        /// so a batch may take several.
+        /// Transmit kicks (sendto; in copy mode the kernel sends at most 32 frames a kick).
         tx_kicks,
     }
 }
@@ -106,8 +105,6 @@ pub struct Port {
     pub(super) outstanding_tx: usize,
     pub(super) rx_frames: usize,
     pub(super) tx_frames: usize,
-    /// Slots of the TX ring.
-    pub(super) tx_ring: u32,
     /// Counters.
     pub stats: Arc<PortStats>,
 }
@@ -171,7 +168,6 @@ impl Port {
                         outstanding_tx: 0,
                         rx_frames: half as usize,
                         tx_frames: half as usize,
-                        tx_ring: half,
                         stats: Arc::new(PortStats::default()),
                     });
                 }
@@ -191,25 +187,6 @@ impl Port {
     /// numbers set at start: equal when no frame leaked.
     pub fn frames_accounted(&self) -> ((usize, usize), (usize, usize)) {
         ((self.in_fill, self.rx_frames), (self.free_tx.len() + self.outstanding_tx, self.tx_frames))
-    }
-
-    /// Has the kernel send what the TX ring holds. In copy mode (veth, drivers without
-    /// zero-copy) a kick sends at most 32 frames, synchronously: kick again while the ring
-    /// drains, and stop as soon as a kick takes nothing (the device is busy, or — in
-    /// zero-copy mode — the driver sends on its own time).
-    pub(super) fn kick_tx(&mut self) {
-        let mut free = self.tx.nb_free_exact();
-        let mut kicks = 0;
-        while free < self.tx_ring && kicks <= self.tx_ring / 32 {
-            let _ = self.tx.wakeup();
-            kicks += 1;
-            let now = self.tx.nb_free_exact();
-            if now == free {
-                break;
-            }
-            free = now;
-        }
-        self.stats.tx_kicks.add(u64::from(kicks));
     }
 
     /// Takes back transmitted frames from the completion ring.
