@@ -220,8 +220,12 @@ fn main() {
             Some(p) => Box::new(std::fs::File::create(p).expect("log file")),
             None => Box::new(std::io::stdout()),
         };
-        // --idle-wait N: pptp sends a control Echo-Request after N seconds without a message
-        let idle: Vec<String> = arg(&args, "--idle-wait").map(|n| vec!["--idle-wait".into(), n]).unwrap_or_default();
+        // --idle-wait N: pptp sends a control Echo-Request after N seconds without a message;
+        // it gives the reply 15 s (pptp's own default is 60; left to itself with a short idle
+        // wait it gives up after about as long, which a server slowed by a busy machine misses)
+        let idle: Vec<String> = arg(&args, "--idle-wait")
+            .map(|n| vec!["--idle-wait".into(), n, "--max-echo-wait".into(), "15".into()])
+            .unwrap_or_default();
         let (mine, theirs) = UnixStream::pair().expect("socketpair");
         let mut child = Command::new("pptp")
             .args([&server, "--nolaunchpppd", "--nohostroute", "--loglevel", "2", "--logstring", &token])
