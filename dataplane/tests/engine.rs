@@ -315,16 +315,7 @@ fn ip_options_dropped_on_transit() {
     b[14] = 0x46;
     let tl = u16::from_be_bytes([b[16], b[17]]) + 4;
     b[16..18].copy_from_slice(&tl.to_be_bytes());
-    b[24] = 0;
-    b[25] = 0;
-    let mut s: u32 = 0;
-    for c in b[14..38].chunks(2) {
-        s += u32::from(c[0]) << 8 | u32::from(c[1]);
-    }
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    b[24..26].copy_from_slice(&(!(s as u16)).to_be_bytes());
+    fix_ip_csum(&mut b);
     assert_eq!(run(&mut e, &mut b, INSIDE, 0), Verdict::Drop(DropReason::IpOptions));
 }
 
@@ -418,19 +409,6 @@ fn fragments_follow_their_first_fragment() {
     assert_eq!(&second[14 + 12..14 + 16], &P, "later fragment gets the outside address");
     assert!(sums_to_ones(&second[14..34], 0));
     assert!(sums_to_ones(&first[14..34], 0));
-}
-
-fn fix_ip_csum(f: &mut [u8]) {
-    f[24] = 0;
-    f[25] = 0;
-    let mut s: u32 = 0;
-    for c in f[14..34].chunks(2) {
-        s += u32::from(c[0]) << 8 | u32::from(c[1]);
-    }
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    f[24..26].copy_from_slice(&(!(s as u16)).to_be_bytes());
 }
 
 #[test]

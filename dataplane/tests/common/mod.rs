@@ -118,6 +118,22 @@ pub fn run(e: &mut Engine, frame: &mut Vec<u8>, iface: IfaceId, t: u64) -> Verdi
     v
 }
 
+/// Sets the IPv4 header checksum of an Ethernet frame (header length from its IHL), for
+/// tests that edit a header by hand.
+pub fn fix_ip_csum(f: &mut [u8]) {
+    let end = 14 + usize::from(f[14] & 0x0f) * 4;
+    f[24] = 0;
+    f[25] = 0;
+    let mut s: u32 = 0;
+    for c in f[14..end].chunks(2) {
+        s += u32::from(c[0]) << 8 | u32::from(c[1]);
+    }
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    f[24..26].copy_from_slice(&(!(s as u16)).to_be_bytes());
+}
+
 /// Independent RFC 1071 sum check.
 pub fn sums_to_ones(data: &[u8], init: u32) -> bool {
     let mut s = init;

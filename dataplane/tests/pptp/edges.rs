@@ -90,19 +90,8 @@ fn fragmented_inbound_gre_follows_its_call() {
     second[21] = 4; // 32 bytes
     let tl = (second.len() - 14) as u16;
     second[16..18].copy_from_slice(&tl.to_be_bytes());
-    for f in [&mut first, &mut second] {
-        f[24] = 0;
-        f[25] = 0;
-        let mut s: u32 = 0;
-        for c in f[14..34].chunks(2) {
-            s += u32::from(c[0]) << 8 | u32::from(c[1]);
-        }
-        while s >> 16 != 0 {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        let c = !(s as u16);
-        f[24..26].copy_from_slice(&c.to_be_bytes());
-    }
+    fix_ip_csum(&mut first);
+    fix_ip_csum(&mut second);
     assert_eq!(run(&mut e, &mut first, OUTSIDE, 40), Verdict::Forward(INSIDE));
     assert_eq!(&first[30..34], &C1);
     assert_eq!(be(&first, 14 + 20 + 6), 4, "key restored in the first fragment");
