@@ -30,6 +30,13 @@ use xgw_dataplane::neighbour::Neighbours;
 use xgw_dataplane::{IfaceId, Shared, Time};
 use xgw_ebpf_common::{FastFlow, FastKey};
 
+/// Installed flows a sync round reads between two pauses (two map reads, two syscalls,
+/// each).
+const SYNC_CHUNK: usize = 256;
+
+/// The pause between two chunks of a sync round.
+const SYNC_PAUSE: Duration = Duration::from_micros(250);
+
 /// One interface's `FLOWS` map.
 pub type FlowMap = BpfHashMap<MapData, FastKey, FastFlow>;
 
@@ -244,8 +251,17 @@ impl XdpOffload {
     /// next hop's MAC changed (control thread, every second or so). Slots are locked one at
     /// a time.
     pub fn sync(&self, shared: &Shared) {
-        let flows: Vec<(u64, u32)> = self.installed.iter().map(|e| (*e.key(), e.value().slot)).collect();
-        for (id, slot) in flows {
+        self.sync_some(shared, &self.installed_flows());
+    }
+
+    /// The installed flows, (id, slot) each: what a sync round goes through.
+    fn installed_flows(&self) -> Vec<(u64, u32)> {
+        self.installed.iter().map(|e| (*e.key(), e.value().slot)).collect()
+    }
+
+    /// [`XdpOffload::sync`] for some of the installed flows.
+    fn sync_some(&self, shared: &Shared, flows: &[(u64, u32)]) {
+        for &(id, slot) in flows {
             let live = shared.flows.with_slot(slot, |f| {
                 if f.id != id {
                     return false;
@@ -286,8 +302,16 @@ impl XdpOffload {
 
     /// Runs the offload thread until `stop`: installs offered flows as they come, syncs
     /// counters every `sync_every`.
+    ///
+    /// A round goes through the installed flows [`SYNC_CHUNK`] at a time with a short pause
+    /// between chunks: two map reads per flow are two syscalls, and a round over 16 k flows
+    /// in one go kept this thread on its core for tens of milliseconds, long enough for the
+    /// receive processing it shares the core with to wait its turn (the fast path's latency
+    /// tail of 0.8–2.2 ms in bench/README.md).
     pub fn run(self: Arc<Self>, shared: Arc<Shared>, stop: Arc<AtomicBool>, sync_every: Duration) {
         let mut last_sync = std::time::Instant::now();
+        let mut round: Vec<(u64, u32)> = Vec::new();
+        let mut at = 0;
         while !stop.load(Ordering::Relaxed) {
             let mut n = 0;
             // withdrawals first: a flow given back and offered again is installed afresh
@@ -299,12 +323,19 @@ impl XdpOffload {
                 self.install(&shared, r.slot, r.id);
                 n += 1;
             }
-            if last_sync.elapsed() >= sync_every {
-                self.sync(&shared);
+            if at == round.len() && last_sync.elapsed() >= sync_every {
+                round = self.installed_flows();
+                at = 0;
                 last_sync = std::time::Instant::now();
             }
+            let syncing = at < round.len();
+            if syncing {
+                let end = (at + SYNC_CHUNK).min(round.len());
+                self.sync_some(&shared, &round[at..end]);
+                at = end;
+            }
             if n == 0 {
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(if syncing { SYNC_PAUSE } else { Duration::from_millis(2) });
             }
         }
     }
