@@ -102,6 +102,20 @@ impl Lab {
         }
     }
 
+    /// The smallest lab: namespace `inside` (its address `inside_addr`, a /24 with the default
+    /// route through 10.10.0.1), the gateway `gw` (xgw-in 10.10.0.1/24, xgw-out
+    /// 198.51.100.1/24, IPv4 forwarding off: xgw forwards) and namespace `outside`
+    /// (`outside_addr`, a /24).
+    pub fn line(&mut self, inside: &str, inside_addr: &str, outside: &str, outside_addr: &str) {
+        for ns in [inside, "gw", outside] {
+            self.add_ns(ns);
+        }
+        self.link(inside, "eth0", inside_addr, "gw", "xgw-in", "10.10.0.1/24");
+        self.link("gw", "xgw-out", "198.51.100.1/24", outside, "eth0", outside_addr);
+        self.exec_ok(inside, &["ip", "route", "add", "default", "via", "10.10.0.1"]);
+        self.exec_ok("gw", &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+    }
+
     /// Creates namespace `role` as a switch: a bridge `br0`, up, for [`Lab::plug`].
     pub fn add_switch(&mut self, role: &str) {
         self.add_ns(role);

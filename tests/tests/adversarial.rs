@@ -12,13 +12,7 @@ interface wan device xgw-out role outside address 198.51.100.1/24
 ";
 
 fn topology(lab: &mut Lab) {
-    for ns in ["c1", "gw", "srv"] {
-        lab.add_ns(ns);
-    }
-    lab.link("c1", "eth0", "10.10.0.5/24", "gw", "xgw-in", "10.10.0.1/24");
-    lab.link("gw", "xgw-out", "198.51.100.1/24", "srv", "eth0", "198.51.100.20/24");
-    lab.exec_ok("c1", &["ip", "route", "add", "default", "via", "10.10.0.1"]);
-    lab.exec_ok("gw", &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+    lab.line("c1", "10.10.0.5/24", "srv", "198.51.100.20/24");
     lab.spawn("srv", &["python3", "-c", UDP_ECHO, "198.51.100.20", "7"], "echo.log");
 }
 

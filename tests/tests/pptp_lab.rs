@@ -211,13 +211,7 @@ interface wan device xgw-out role outside address 198.51.100.1/24
 forward tcp 1723 to 10.10.0.50
 ";
     let mut lab = Lab::new();
-    for ns in ["isrv", "gw", "out"] {
-        lab.add_ns(ns);
-    }
-    lab.link("isrv", "eth0", "10.10.0.50/24", "gw", "xgw-in", "10.10.0.1/24");
-    lab.link("gw", "xgw-out", "198.51.100.1/24", "out", "eth0", "198.51.100.30/24");
-    lab.exec_ok("isrv", &["ip", "route", "add", "default", "via", "10.10.0.1"]);
-    lab.exec_ok("gw", &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+    lab.line("isrv", "10.10.0.50/24", "out", "198.51.100.30/24");
     let sock = lab.dir.join("xgw.sock").to_string_lossy().to_string();
     lab.start_xgwd("gw", rules, &["--socket", &sock]);
     let logs = lab.dir.join("server");
