@@ -187,12 +187,12 @@ fn refused_syns_tell_the_new_flow_guard_once_per_half_hold() {
         assert_eq!(run(&mut e, &syn(h, i, S, 80), 0, t), Verdict::Drop(DropReason::ConnLimit));
     }
     let inside = GuardKey { addr: u32::from_be_bytes(h), port: 0, side: guard::INSIDE_SOURCE, pad: 0 };
-    assert_eq!(sh.guard.pop(), Some(inside));
+    assert_eq!(sh.guard.pop().map(|n| (n.key, n.host)), Some((inside, inside.addr)));
     assert_eq!(sh.guard.pop(), None);
     // half a hold later the next refusal tells it again
     let half = guard::HOLD_NS / 2 / 1_000_000;
     assert_eq!(run(&mut e, &syn(h, 6, S, 80), 0, 2 + half), Verdict::Drop(DropReason::ConnLimit));
-    assert_eq!(sh.guard.pop(), Some(inside));
+    assert_eq!(sh.guard.pop().map(|n| (n.key, n.host)), Some((inside, inside.addr)));
     // a refused UDP flow (no SYN) tells nothing: the guard holds SYNs only
     let mut u = Vec::new();
     etherparse::PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4(h, S, 64).udp(5, 53).write(&mut u, b"q").expect("build");
@@ -204,5 +204,9 @@ fn refused_syns_tell_the_new_flow_guard_once_per_half_hold() {
     assert_eq!(run(&mut e, &syn(o, 1, [192, 0, 2, 1], 8080), 1, 20_000), Verdict::Forward(IfaceId(0)));
     assert_eq!(run(&mut e, &syn(o, 2, [192, 0, 2, 1], 8080), 1, 20_001), Verdict::Drop(DropReason::ConnLimit));
     let fwd = GuardKey { addr: u32::from_be_bytes([192, 0, 2, 1]), port: 8080, side: guard::FORWARDED_PORT, pad: 0 };
-    assert_eq!(sh.guard.pop(), Some(fwd));
+    assert_eq!(sh.guard.pop().map(|n| (n.key, n.host)), Some((fwd, u32::from_be_bytes([10, 0, 0, 50]))));
+    // the guard renews a hold while the host is still refused: the forward's inside host is
+    assert!(sh.refuses_syns_of(u32::from_be_bytes([10, 0, 0, 50])));
+    assert!(sh.refuses_syns_of(u32::from_be_bytes(h)));
+    assert!(!sh.refuses_syns_of(u32::from_be_bytes([10, 0, 0, 6])));
 }

@@ -45,7 +45,7 @@ mod slow;
 pub use crate::policy::{Decision, NewFlow, PermitAll, Policy};
 use icmp_error::*;
 use parse::*;
-pub use shared::{block_port, flow_as_new, GuardNotices, HostCounts, ReloadReport, Shared};
+pub use shared::{block_port, flow_as_new, GuardNotice, GuardNotices, HostCounts, ReloadReport, Shared};
 
 /// A frame in a buffer that may be larger than the frame (an AF_XDP chunk, a pcap record
 /// copied into a scratch buffer). The engine may shorten or lengthen `len` (when it turns

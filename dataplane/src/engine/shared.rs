@@ -109,12 +109,23 @@ impl HostCounts {
     }
 }
 
+/// A refusal the XDP program's new-flow guard should hold: the side (`key`) and the inside
+/// host whose limit refused it (the key's own address for an inside source, the forward's
+/// inside host for a forwarded port), by which xgwd decides whether to renew the hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardNotice {
+    /// What the XDP program matches.
+    pub key: xgw_ebpf_common::GuardKey,
+    /// The inside host whose limit refused the SYN.
+    pub host: u32,
+}
+
 /// Refusals the XDP program's new-flow guard should hold (`xgw_ebpf_common::GuardKey`):
 /// the engine pushes one per refused side and hold, xgwd drains them into the `GUARD` maps.
 /// Nothing is queued until a consumer [`GuardNotices::connect`]s.
 #[derive(Debug)]
 pub struct GuardNotices {
-    queue: crossbeam::queue::ArrayQueue<xgw_ebpf_common::GuardKey>,
+    queue: crossbeam::queue::ArrayQueue<GuardNotice>,
     connected: std::sync::atomic::AtomicBool,
     /// Notices dropped because the queue was full.
     pub lost: crate::counters::SharedCounter,
@@ -140,14 +151,14 @@ impl GuardNotices {
         self.connected.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    pub(super) fn push(&self, k: xgw_ebpf_common::GuardKey) {
-        if self.queue.push(k).is_err() {
+    pub(super) fn push(&self, n: GuardNotice) {
+        if self.queue.push(n).is_err() {
             self.lost.inc();
         }
     }
 
     /// The oldest notice not taken yet.
-    pub fn pop(&self) -> Option<xgw_ebpf_common::GuardKey> {
+    pub fn pop(&self) -> Option<GuardNotice> {
         self.queue.pop()
     }
 }
@@ -238,6 +249,13 @@ impl Shared {
     /// The outside interface.
     pub fn outside_iface(&self) -> IfaceId {
         self.outside
+    }
+
+    /// True while inside host `host` is at a limit that refuses its next TCP SYN (per-host
+    /// connections or embryonic): the new-flow guard renews its hold on the host's SYNs
+    /// for as long as this holds, and lets them through to the engine again once not.
+    pub fn refuses_syns_of(&self, host: u32) -> bool {
+        self.hosts.as_ref().is_some_and(|h| !h.admit(host, true, &self.config.limits))
     }
 
     /// The outside address now (0 while `address auto` finds none on the device).

@@ -128,11 +128,12 @@ impl WorkerState {
                 // a refused SYN: the XDP program may hold this side's SYNs for a while
                 if embryonic && shared.guard.connected() && hosts.tell_guard(h, now) {
                     use xgw_ebpf_common::{guard, GuardKey};
-                    shared.guard.push(if forward.is_some() && ingress.role == Role::Outside {
+                    let key = if forward.is_some() && ingress.role == Role::Outside {
                         GuardKey { addr: pkt.dst, port: pkt.dport, side: guard::FORWARDED_PORT, pad: 0 }
                     } else {
                         GuardKey { addr: h, port: 0, side: guard::INSIDE_SOURCE, pad: 0 }
-                    });
+                    };
+                    shared.guard.push(super::GuardNotice { key, host: h });
                 }
                 return Verdict::Drop(DropReason::ConnLimit);
             }
