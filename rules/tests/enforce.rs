@@ -173,6 +173,28 @@ fn per_host_and_embryonic_limits_refuse_and_count() {
 }
 
 #[test]
+fn the_first_refusal_wakes_the_guard_thread_at_once() {
+    let (sh, mut e) = engine(compile("limit embryonic 1\n"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sh2 = Arc::clone(&sh);
+    // a consumer that would otherwise sleep far longer than the test waits
+    let t = std::thread::spawn(move || loop {
+        if let Some(n) = sh2.guard.pop() {
+            let _ = tx.send(n);
+            return;
+        }
+        std::thread::park_timeout(std::time::Duration::from_secs(60));
+    });
+    sh.guard.connect_thread(t.thread().clone());
+    let h = [10, 0, 0, 5];
+    assert_eq!(run(&mut e, &syn(h, 1, S, 80), 0, 0), Verdict::Forward(IfaceId(1)));
+    assert_eq!(run(&mut e, &syn(h, 2, S, 80), 0, 1), Verdict::Drop(DropReason::ConnLimit));
+    let n = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the refusal woke the consumer");
+    assert_eq!(n.host, u32::from_be_bytes(h));
+    t.join().expect("consumer");
+}
+
+#[test]
 fn refused_syns_tell_the_new_flow_guard_once_per_half_hold() {
     use xgw_ebpf_common::{guard, GuardKey};
     let (sh, mut e) = engine(compile("limit embryonic 1\nforward tcp 8080 to 10.0.0.50\n"));

@@ -1,6 +1,6 @@
 //! The new-flow guard's userspace half (`xgw_ebpf_common::GuardKey`): the thread
-//! `xgw-guard` takes the engine's notices of refused SYN senders and forwarded ports and
-//! writes each, with its deadline, into every attached XDP program's `GUARD` map; before a
+//! `xgw-guard` takes the engine's notices of refused SYN senders and forwarded ports (woken
+//! by the first one) and writes each, with its deadline, into every attached XDP program's `GUARD` map; before a
 //! hold ends it asks the engine whether the host is still at its limit and, if so, renews
 //! the hold ([`Holds`]), so a flood that lasts stays in XDP instead of reaching the engine
 //! again every hold.
@@ -19,7 +19,7 @@ use xgw_ebpf_common::{guard::HOLD_NS, GuardKey};
 
 use super::xdp::Attached;
 
-/// How often the notices are collected and the holds looked at.
+/// How often the holds are looked at (a notice wakes the thread at once).
 const PERIOD: Duration = Duration::from_millis(5);
 
 /// A hold this close to its end is renewed (or let go): four periods, so a late wake-up
@@ -84,9 +84,10 @@ pub(super) fn start_guard(
         let m = a.bpf.take_map("GUARD").ok_or_else(|| anyhow!("no GUARD map"))?;
         maps.push(BpfHashMap::try_from(m)?);
     }
-    shared.guard.connect();
     let (sh, st) = (Arc::clone(shared), Arc::clone(stop));
-    Ok(std::thread::Builder::new().name("xgw-guard".into()).spawn(move || run(&sh, &mut maps, &st))?)
+    let t = std::thread::Builder::new().name("xgw-guard".into()).spawn(move || run(&sh, &mut maps, &st))?;
+    shared.guard.connect_thread(t.thread().clone());
+    Ok(t)
 }
 
 fn run(shared: &Shared, maps: &mut [BpfHashMap<MapData, GuardKey, u64>], stop: &AtomicBool) {
@@ -114,7 +115,8 @@ fn run(shared: &Shared, maps: &mut [BpfHashMap<MapData, GuardKey, u64>], stop: &
                 write(k, until);
             }
         }
-        std::thread::sleep(PERIOD);
+        // a notice into the empty queue wakes the thread at once
+        std::thread::park_timeout(PERIOD);
     }
 }
 

@@ -127,6 +127,8 @@ pub struct GuardNotice {
 pub struct GuardNotices {
     queue: crossbeam::queue::ArrayQueue<GuardNotice>,
     connected: std::sync::atomic::AtomicBool,
+    /// The consumer's thread, woken by the first notice of an empty queue.
+    consumer: std::sync::OnceLock<std::thread::Thread>,
     /// Notices dropped because the queue was full.
     pub lost: crate::counters::SharedCounter,
 }
@@ -136,6 +138,7 @@ impl Default for GuardNotices {
         GuardNotices {
             queue: crossbeam::queue::ArrayQueue::new(1024),
             connected: std::sync::atomic::AtomicBool::new(false),
+            consumer: std::sync::OnceLock::new(),
             lost: crate::counters::SharedCounter::default(),
         }
     }
@@ -147,13 +150,27 @@ impl GuardNotices {
         self.connected.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// From now on, refusals are queued for [`GuardNotices::pop`] and the first one into an
+    /// empty queue unparks `consumer` (a flood's SYNs reach the engine until the XDP map
+    /// holds them: the consumer should not wait out its polling period).
+    pub fn connect_thread(&self, consumer: std::thread::Thread) {
+        let _ = self.consumer.set(consumer);
+        self.connect();
+    }
+
     pub(super) fn connected(&self) -> bool {
         self.connected.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(super) fn push(&self, n: GuardNotice) {
+        let was_empty = self.queue.is_empty();
         if self.queue.push(n).is_err() {
             self.lost.inc();
+        } else if was_empty {
+            // at most one wake-up per host and half hold (`HostCounts::tell_guard`)
+            if let Some(t) = self.consumer.get() {
+                t.unpark();
+            }
         }
     }
 
