@@ -521,3 +521,76 @@ fn offload_installs_folds_back_and_refuses_when_full() {
     assert!(views[iface].get(&k, 0).is_err() && !off.contains(f.id), "sync took it back");
     assert_eq!(off.stats.taken_back.get(), 2);
 }
+
+/// The new-flow guard in the XDP program: each side held (`GUARD`, as `xgw-guard` writes it)
+/// drops exactly the pure SYNs it names, counted `guarded`; a forwarded port is never held
+/// as unsolicited; a hold past its deadline holds nothing.
+#[test]
+fn the_new_flow_guard_drops_only_the_pure_syns_it_holds() {
+    use xgw_ebpf_common::{guard, steer, GuardKey};
+    assert!(is_root(), "loading BPF programs needs root (run through tools/test)");
+    const XDP_DROP: u32 = 1;
+    const O: [u8; 4] = [192, 0, 2, 77];
+    let mut cfg = EngineConfig::example();
+    cfg.forwards.push(xgw_dataplane::config::PortForward {
+        proto: 6,
+        outside_port: 8080,
+        inside_addr: C.into(),
+        inside_port: 80,
+    });
+    let mut prog = Prog::load(&cfg);
+    {
+        let mut fw =
+            Array::<_, u64>::try_from(prog.bpf.map_mut("FORWARDED_TCP").expect("FORWARDED_TCP")).expect("array");
+        for (i, w) in xgw_control::daemon::forwarded_tcp(&cfg).iter().enumerate().filter(|(_, w)| **w != 0) {
+            fw.set(i as u32, *w, 0).expect("bitmap word");
+        }
+    }
+    let hold = |prog: &mut Prog, key: GuardKey, until: u64| {
+        let mut m: BpfHashMap<_, GuardKey, u64> =
+            BpfHashMap::try_from(prog.bpf.map_mut("GUARD").expect("GUARD")).expect("hash");
+        m.insert(key, until, 0).expect("hold");
+    };
+    let guarded = |prog: &Prog| -> u64 {
+        let m: aya::maps::PerCpuArray<_, xgw_ebpf_common::Counter> =
+            aya::maps::PerCpuArray::try_from(prog.bpf.map("STEER_STATS").expect("STEER_STATS")).expect("percpu");
+        m.get(&steer::GUARDED, 0).map(|v| v.iter().map(|c| c.packets).sum()).unwrap_or(0)
+    };
+    let later = xgw_control::offload::monotonic_ns() + 60_000_000_000;
+    let mut r = Rng(11);
+    let (syn, ack, synack) = (2u8, 16u8, 18u8);
+    let mut expect_drops = 0;
+    let mut check =
+        |prog: &Prog, r: &mut Rng, name: &str, src: [u8; 4], dst: [u8; 4], dport: u16, flags: u8, held: bool| {
+            let (action, _) = prog.run(&tcp_frame(r, src, dst, 40_000, dport, 64, flags));
+            assert_eq!(action, if held { XDP_DROP } else { XDP_PASS }, "{name}");
+            expect_drops += u64::from(held);
+            assert_eq!(guarded(prog), expect_drops, "{name}: counted guarded");
+        };
+    // nothing held: every SYN goes on (XDP_PASS here: no AF_XDP socket)
+    check(&prog, &mut r, "no hold, unsolicited SYN", O, P, 1000, syn, false);
+    check(&prog, &mut r, "no hold, inside SYN", C, S, 443, syn, false);
+
+    hold(&mut prog, GuardKey { addr: u(P), port: 0, side: guard::UNSOLICITED, pad: 0 }, later);
+    check(&prog, &mut r, "unsolicited SYN to the held address", O, P, 1000, syn, true);
+    check(&prog, &mut r, "another port of it", [198, 18, 0, 1], P, 25, syn, true);
+    check(&prog, &mut r, "its forwarded port", O, P, 8080, syn, false);
+    check(&prog, &mut r, "an ACK to it", O, P, 1000, ack, false);
+    check(&prog, &mut r, "a SYN-ACK to it", O, P, 1000, synack, false);
+    check(&prog, &mut r, "an inside host's SYN elsewhere", C, S, 443, syn, false);
+
+    hold(&mut prog, GuardKey { addr: u(C), port: 0, side: guard::INSIDE_SOURCE, pad: 0 }, later);
+    check(&prog, &mut r, "the held inside host's SYN", C, S, 443, syn, true);
+    check(&prog, &mut r, "the held inside host's ACK", C, S, 443, ack, false);
+    check(&prog, &mut r, "another inside host's SYN", [10, 0, 0, 6], S, 443, syn, false);
+
+    hold(&mut prog, GuardKey { addr: u(P), port: 8080, side: guard::FORWARDED_PORT, pad: 0 }, later);
+    check(&prog, &mut r, "a SYN to the held forwarded port", O, P, 8080, syn, true);
+
+    // deadlines passed: nothing is held any more
+    let past = xgw_control::offload::monotonic_ns() - 1;
+    hold(&mut prog, GuardKey { addr: u(P), port: 0, side: guard::UNSOLICITED, pad: 0 }, past);
+    hold(&mut prog, GuardKey { addr: u(P), port: 8080, side: guard::FORWARDED_PORT, pad: 0 }, past);
+    check(&prog, &mut r, "an expired unsolicited hold", O, P, 1000, syn, false);
+    check(&prog, &mut r, "an expired forwarded-port hold", O, P, 8080, syn, false);
+}

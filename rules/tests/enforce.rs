@@ -195,6 +195,39 @@ fn the_first_refusal_wakes_the_guard_thread_at_once() {
 }
 
 #[test]
+fn unsolicited_syns_to_the_outside_address_tell_the_guard_once_per_half_hold() {
+    use xgw_ebpf_common::{guard, GuardKey};
+    let (sh, mut e) = engine(compile("forward tcp 8080 to 10.0.0.50\n"));
+    let (o, a) = ([203, 0, 113, 9], [192, 0, 2, 1]);
+    let unsolicited = GuardKey { addr: u32::from_be_bytes(a), port: 0, side: guard::UNSOLICITED, pad: 0 };
+    // no consumer connected: dropped, nothing queued
+    assert_eq!(run(&mut e, &syn(o, 1, a, 80), 1, 0), Verdict::Drop(DropReason::UnsolicitedInbound));
+    assert_eq!(sh.guard.pop(), None);
+    sh.guard.connect();
+    // a scan within half a hold: one notice, naming the address (no host)
+    for (i, t) in [(2u16, 1u64), (3, 2), (4, 90)] {
+        assert_eq!(run(&mut e, &syn(o, i, a, 1000 + i), 1, t), Verdict::Drop(DropReason::UnsolicitedInbound));
+    }
+    assert_eq!(sh.guard.pop().map(|n| (n.key, n.host)), Some((unsolicited, 0)));
+    assert_eq!(sh.guard.pop(), None);
+    // half a hold later the next one tells it again
+    let half = guard::HOLD_NS / 2 / 1_000_000;
+    assert_eq!(run(&mut e, &syn(o, 5, a, 81), 1, 1 + half), Verdict::Drop(DropReason::UnsolicitedInbound));
+    assert_eq!(sh.guard.pop().map(|n| n.key), Some(unsolicited));
+    // an unsolicited ACK is dropped but held by nothing: the guard holds pure SYNs only
+    let mut ack = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+        .ipv4(o, a, 64)
+        .tcp(6, 82, 1, 1000)
+        .ack(1)
+        .write(&mut ack, b"")
+        .expect("build");
+    assert_eq!(run(&mut e, &ack, 1, 10_000), Verdict::Drop(DropReason::UnsolicitedInbound));
+    assert_eq!(run(&mut e, &syn(o, 7, a, 8080), 1, 10_001), Verdict::Forward(IfaceId(0)));
+    assert_eq!(sh.guard.pop(), None);
+}
+
+#[test]
 fn refused_syns_tell_the_new_flow_guard_once_per_half_hold() {
     use xgw_ebpf_common::{guard, GuardKey};
     let (sh, mut e) = engine(compile("limit embryonic 1\nforward tcp 8080 to 10.0.0.50\n"));

@@ -39,8 +39,13 @@ pub(crate) struct Holds {
 
 impl Holds {
     /// A new refusal at `now`: holds its side for [`HOLD_NS`]; returns the deadline to write.
+    /// An unsolicited-SYN hold (`guard::UNSOLICITED`) is not followed: no host's limit says
+    /// when it should end, so it runs out and the next unsolicited SYN renews it.
     pub(crate) fn hold(&mut self, n: GuardNotice, now: u64) -> u64 {
         let until = now + HOLD_NS;
+        if n.key.side == xgw_ebpf_common::guard::UNSOLICITED {
+            return until;
+        }
         if self.held.len() < MAX_HOLDS || self.held.contains_key(&n.key) {
             self.held.insert(n.key, (n.host, until));
         }
@@ -185,6 +190,15 @@ mod tests {
         // renewed again and again while the flood lasts
         let out = h.renew(2 * HOLD_NS - 2 * MS, |host| host == 0x0a00_0032);
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn an_unsolicited_hold_is_written_once_and_not_followed() {
+        let mut h = Holds::default();
+        let key = GuardKey { addr: 0xc000_0201, port: 0, side: guard::UNSOLICITED, pad: 0 };
+        assert_eq!(h.hold(GuardNotice { key, host: 0 }, 7), 7 + HOLD_NS);
+        assert_eq!(h.len(), 0);
+        assert_eq!(h.renew(HOLD_NS - MS, |_| true), vec![]);
     }
 
     #[test]

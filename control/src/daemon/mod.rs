@@ -35,7 +35,7 @@ use workers::{join_workers, start_workers, Workers};
 #[cfg(feature = "bench-xdp")]
 pub use xdp::xdp_bench_object;
 use xdp::*;
-pub use xdp::{xdp_config, xdp_object};
+pub use xdp::{forwarded_tcp, xdp_config, xdp_object};
 
 /// Runs the gateway until SIGTERM or SIGINT.
 pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {

@@ -137,6 +137,16 @@ pub fn xdp_bench_object() -> &'static [u8] {
     aya::include_bytes_aligned!(env!("XGW_XDP_BENCH_OBJECT"))
 }
 
+/// The forwarded TCP ports as the XDP program's `FORWARDED_TCP` bitmap (a bit per port):
+/// SYNs to them are never held as unsolicited. Forwards change only with a restart.
+pub fn forwarded_tcp(cfg: &EngineConfig) -> Vec<u64> {
+    let mut w = vec![0u64; xgw_ebpf_common::guard::FORWARD_WORDS as usize];
+    for f in cfg.forwards.iter().filter(|f| f.proto == xgw_dataplane::wire::proto::TCP) {
+        w[usize::from(f.outside_port / 64)] |= 1 << (f.outside_port % 64);
+    }
+    w
+}
+
 /// Loads and attaches the program on every interface; with HA configured it starts as a
 /// standby (forwarding nothing until keepalived names this gateway master).
 pub(super) fn attach(cfg: &EngineConfig, args: &Settings, services: &[HostService]) -> Result<Vec<Attached>> {
@@ -162,6 +172,11 @@ pub(super) fn attach(cfg: &EngineConfig, args: &Settings, services: &[HostServic
             BpfHashMap::try_from(bpf.map_mut("HOST_SERVICES").ok_or_else(|| anyhow!("no HOST_SERVICES map"))?)?;
         for s in services {
             hs.insert(s, 1, 0)?;
+        }
+        let mut fw =
+            Array::<_, u64>::try_from(bpf.map_mut("FORWARDED_TCP").ok_or_else(|| anyhow!("no FORWARDED_TCP map"))?)?;
+        for (i, w) in forwarded_tcp(cfg).iter().enumerate().filter(|(_, w)| **w != 0) {
+            fw.set(i as u32, *w, 0)?;
         }
         let prog: &mut Xdp = bpf.program_mut("xgw_xdp").ok_or_else(|| anyhow!("no xgw_xdp program"))?.try_into()?;
         prog.load().context("the kernel's verifier refused the XDP program")?;

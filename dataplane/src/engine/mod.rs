@@ -336,11 +336,13 @@ impl WorkerState {
             // (the box's own IPsec uses NAT-T on a host service port: ESP to the outside
             // address belongs to the inside hosts)
             let r = if pkt.l4 == L4::Esp { DropReason::EspNoSa } else { DropReason::UnsolicitedInbound };
+            slow::hold_unsolicited(sh, &pkt);
             return Verdict::Drop(r);
         }
         if forward.is_none() && pkt.dst != sh.outside_addr() && sh.is_nat_addr(pkt.dst) && ingress.role == Role::Outside
         {
             // a pool address: everything to it belongs to a translation, and this has none
+            slow::hold_unsolicited(sh, &pkt);
             return Verdict::Drop(DropReason::UnsolicitedInbound);
         }
         if ingress.role == Role::Outside

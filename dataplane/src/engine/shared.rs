@@ -129,6 +129,9 @@ pub struct GuardNotices {
     connected: std::sync::atomic::AtomicBool,
     /// The consumer's thread, woken by the first notice of an empty queue.
     consumer: std::sync::OnceLock<std::thread::Thread>,
+    /// When each outside or pool address was last held for unsolicited SYNs (a few
+    /// addresses: only those get such notices).
+    unsolicited: dashmap::DashMap<u32, Time, foldhash::fast::RandomState>,
     /// Notices dropped because the queue was full.
     pub lost: crate::counters::SharedCounter,
 }
@@ -139,6 +142,7 @@ impl Default for GuardNotices {
             queue: crossbeam::queue::ArrayQueue::new(1024),
             connected: std::sync::atomic::AtomicBool::new(false),
             consumer: std::sync::OnceLock::new(),
+            unsolicited: dashmap::DashMap::default(),
             lost: crate::counters::SharedCounter::default(),
         }
     }
@@ -160,6 +164,18 @@ impl GuardNotices {
 
     pub(super) fn connected(&self) -> bool {
         self.connected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// An unsolicited SYN to `addr` at `now`: true when the guard should hear of it (not
+    /// within half a hold of the last time).
+    pub(super) fn tell_unsolicited(&self, addr: u32, now: Time) -> bool {
+        let half = Duration::from_nanos(xgw_ebpf_common::guard::HOLD_NS / 2);
+        let mut t = self.unsolicited.entry(addr).or_insert(Time::ZERO);
+        if *t != Time::ZERO && now < t.plus(half) {
+            return false;
+        }
+        *t = now;
+        true
     }
 
     pub(super) fn push(&self, n: GuardNotice) {

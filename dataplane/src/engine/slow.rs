@@ -280,3 +280,19 @@ fn insert_in_blocks(
         }
     }
 }
+
+/// An unsolicited packet to the outside address or a pool address was dropped: when it is a
+/// pure TCP SYN (a scan or a flood of the address), the XDP program's new-flow guard may
+/// hold that address's SYNs to ports that are not forwarded for a while (at most one notice
+/// per address and half hold).
+pub(super) fn hold_unsolicited(sh: &Shared, pkt: &Pkt) {
+    use xgw_ebpf_common::{guard, GuardKey};
+    // SYN without ACK, RST or FIN: what the XDP program holds
+    if pkt.l4 != L4::Tcp || pkt.tcp_flags & 0x17 != 0x02 || !sh.guard.connected() {
+        return;
+    }
+    if sh.guard.tell_unsolicited(pkt.dst, pkt.now) {
+        let key = GuardKey { addr: pkt.dst, port: 0, side: guard::UNSOLICITED, pad: 0 };
+        sh.guard.push(super::GuardNotice { key, host: 0 });
+    }
+}

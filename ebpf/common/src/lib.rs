@@ -268,11 +268,12 @@ pub mod role {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct GuardKey {
     /// The inside host (source of SYNs arriving inside), or the outside address a
-    /// forwarded port is on (destination of SYNs arriving outside).
+    /// forwarded port is on or an unsolicited SYN went to (destination of SYNs arriving
+    /// outside).
     pub addr: u32,
     /// 0 for an inside host; the forwarded port otherwise.
     pub port: u16,
-    /// [`guard::INSIDE_SOURCE`] or [`guard::FORWARDED_PORT`].
+    /// [`guard::INSIDE_SOURCE`], [`guard::FORWARDED_PORT`] or [`guard::UNSOLICITED`].
     pub side: u8,
     /// Always 0 (explicit padding: the key is hashed byte by byte).
     pub pad: u8,
@@ -284,6 +285,14 @@ pub mod guard {
     pub const INSIDE_SOURCE: u8 = 0;
     /// SYNs towards this forwarded port of the outside address.
     pub const FORWARDED_PORT: u8 = 1;
+    /// SYNs towards this outside (or pool) address, `port` 0, on any TCP port that is not
+    /// forwarded (map `FORWARDED_TCP`): the engine dropped one as unsolicited
+    /// (`unsolicited_inbound`), a scan or flood of the address. Held for one hold, not
+    /// renewed: the next SYN after it reaches the engine and, if still unsolicited, holds
+    /// the address again.
+    pub const UNSOLICITED: u8 = 2;
+    /// Words of the `FORWARDED_TCP` bitmap: one bit per TCP port (port / 64, bit port % 64).
+    pub const FORWARD_WORDS: u32 = 1024;
     /// How long a refusal holds in XDP, nanoseconds.
     pub const HOLD_NS: u64 = 200_000_000;
 }

@@ -72,6 +72,11 @@ static ROLE: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 static GUARD: LruHashMap<GuardKey, u64> = LruHashMap::with_max_entries(4096, 0);
 
+/// The forwarded TCP ports of the outside address, a bit each (`guard::FORWARD_WORDS`
+/// words): a SYN to one of them is never held as unsolicited (`guard::UNSOLICITED`).
+#[map]
+static FORWARDED_TCP: Array<u64> = Array::with_max_entries(guard::FORWARD_WORDS, 0);
+
 /// Packets of offloaded flows the fast path left to the engine, by `declined` reason.
 #[map]
 static FAST_DECLINED: PerCpuArray<Counter> = PerCpuArray::with_max_entries(declined::COUNT, 0);
@@ -293,7 +298,8 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
 
 /// True when the packet is a pure TCP SYN (no options in its IPv4 header) whose inside
 /// source host, or whose forwarded destination port, the engine recently refused over a
-/// connection limit (map `GUARD`).
+/// connection limit, or whose destination address recently got unsolicited SYNs and whose
+/// port is not forwarded (map `GUARD`).
 #[inline(always)]
 fn guarded(ctx: &XdpContext, cls: u32) -> bool {
     if cls != class::TCP && cls != class::PPTP_CONTROL {
@@ -306,14 +312,20 @@ fn guarded(ctx: &XdpContext, cls: u32) -> bool {
     }
     let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
     let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    let dport = be16(t[2], t[3]);
     let keys = [
         GuardKey { addr: src, port: 0, side: guard::INSIDE_SOURCE, pad: 0 },
-        GuardKey { addr: dst, port: be16(t[2], t[3]), side: guard::FORWARDED_PORT, pad: 0 },
+        GuardKey { addr: dst, port: dport, side: guard::FORWARDED_PORT, pad: 0 },
+        GuardKey { addr: dst, port: 0, side: guard::UNSOLICITED, pad: 0 },
     ];
     // SAFETY: a helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
+    let forwarded = FORWARDED_TCP.get(u32::from(dport) / 64).is_some_and(|w| *w & (1u64 << (dport % 64)) != 0);
     let mut i = 0;
-    while i < 2 {
+    while i < 3 {
+        if i == 2 && forwarded {
+            break;
+        }
         // SAFETY: the reference comes from a successful lookup in GUARD and is only read
         // while this program runs (RCU keeps the value alive).
         if let Some(until) = unsafe { GUARD.get(keys[i]) } {
