@@ -31,7 +31,7 @@ pub struct RunArgs {
     /// XDP attach mode [default: auto].
     #[arg(long, value_enum)]
     pub xdp_mode: Option<Mode>,
-    /// UMEM frames per socket [default: 4096].
+    /// UMEM frames per socket, 2 KiB each, three quarters for receiving [default: 8192].
     #[arg(long)]
     pub frames: Option<u32>,
     /// Ports on the outside address that belong to the host (PROTO:PORT, repeatable; added
@@ -162,7 +162,7 @@ impl Settings {
                 .or(file.rules)
                 .ok_or_else(|| anyhow!("no rules file: give --rules FILE, or rules = \"FILE\" in the --config file"))?,
             xdp_mode,
-            frames: a.frames.or(file.frames).unwrap_or(4096),
+            frames: a.frames.or(file.frames).unwrap_or(8192),
             host_services,
             stats_every: a.stats_every.or(file.stats_every).unwrap_or(0),
             ready_file: a.ready_file.clone(),
@@ -200,7 +200,7 @@ mod tests {
     fn the_example_settings_file_loads() {
         let s = with_file(include_str!("../../../dist/xgwd.toml"), &[]).expect("dist/xgwd.toml");
         assert_eq!(s.rules, PathBuf::from("/etc/xgw/gateway.rules"));
-        assert_eq!((s.xdp_mode, s.frames, s.stats_every), (Mode::Auto, 4096, 0));
+        assert_eq!((s.xdp_mode, s.frames, s.stats_every), (Mode::Auto, 8192, 0));
         assert_eq!(s.host_services, ["tcp:22"]);
         assert_eq!(s.metrics, None);
     }

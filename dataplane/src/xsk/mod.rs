@@ -2,10 +2,10 @@
 //! kernel's XDP redirect and transmits its verdicts.
 //!
 //! A [`Port`] is one AF_XDP socket (xsk-rs, libxdp's own program loading inhibited: xgw's
-//! XDP program holds the XSKMAP) on one interface's receive queue, with its own UMEM. Half
-//! the UMEM frames serve receiving (they cycle fill ring → RX ring → fill ring), half
-//! transmitting (free list → TX ring → completion ring → free list); the counts are checked
-//! by [`Port::frames_accounted`]. A [`Worker`] owns the ports of one queue index on every
+//! XDP program holds the XSKMAP) on one interface's receive queue, with its own UMEM. Three
+//! quarters of the UMEM frames serve receiving (they cycle fill ring → RX ring → fill ring),
+//! a quarter transmitting (free list → TX ring → completion ring → free list); the counts are
+//! checked by [`Port::frames_accounted`]. A [`Worker`] owns the ports of one queue index on every
 //! interface, so both directions of a flow are handled without any lock around rings, and
 //! runs batches: RX → engine → TX on the egress port, with MAC addresses from a
 //! [`Neighbours`] source the daemon keeps current from the kernel's tables.
@@ -401,6 +401,10 @@ impl Worker {
         for ei in 0..self.ports.len() {
             if !self.pending_tx[ei].is_empty() {
                 self.flush_port(ei);
+            } else if self.ports[ei].tx.needs_wakeup() && self.ports[ei].tx_unsent() {
+                // frames left in the ring by the last flush's kicks: send them now rather
+                // than when the next frame for this port comes
+                self.ports[ei].kick_tx();
             }
         }
     }
@@ -415,8 +419,7 @@ impl Worker {
         p.stats.tx.add(sent as u64);
         pending.drain(..sent);
         if p.tx.needs_wakeup() || sent > 0 {
-            let _ = p.tx.wakeup();
-            p.stats.tx_kicks.inc();
+            p.kick_tx();
         }
         if !pending.is_empty() {
             // the ring is full: give the frames back rather than hold them

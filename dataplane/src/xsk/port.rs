@@ -42,7 +42,7 @@ pub struct PortConfig {
     pub device: String,
     /// Receive queue.
     pub queue: u32,
-    /// UMEM frames (half for receiving, half for transmitting).
+    /// UMEM frames (three quarters for receiving, a quarter for transmitting; see [`split`]).
     pub frames: u32,
     /// Try zero-copy (falls back to copy mode when the driver refuses).
     pub zero_copy: bool,
@@ -78,7 +78,8 @@ crate::counter_family! {
         /// Frames the kernel dropped because the socket's receive ring was full (its
         /// `rx_ring_full`). Read once a second.
         xsk_rx_ring_full,
-        /// Transmit kicks (sendto; in copy mode the kernel sends at most 32 frames a kick).
+        /// Transmit kicks (sendto): in copy mode the kernel sends at most 32 frames a kick,
+        /// so a batch may take two.
         tx_kicks,
     }
 }
@@ -86,6 +87,9 @@ crate::counter_family! {
 pub(super) const FRAME_SIZE: u32 = 2048;
 
 pub(super) const BATCH: usize = 64;
+
+/// Most transmit kicks per flush: what one batch brings, at 32 frames a kick in copy mode.
+const KICKS_PER_FLUSH: u32 = (BATCH as u32).div_ceil(32);
 
 /// One AF_XDP socket with its UMEM and rings.
 pub struct Port {
@@ -105,6 +109,8 @@ pub struct Port {
     pub(super) outstanding_tx: usize,
     pub(super) rx_frames: usize,
     pub(super) tx_frames: usize,
+    /// Slots of the TX ring.
+    pub(super) tx_ring: u32,
     /// Counters.
     pub stats: Arc<PortStats>,
 }
@@ -113,6 +119,16 @@ impl core::fmt::Debug for Port {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Port").field("device", &self.device).field("queue", &self.queue).finish()
     }
+}
+
+/// (receive, transmit) frames of a UMEM of `frames` (a power of two, at least 64): three
+/// quarters receive. Receive frames absorb bursts while the worker is busy (in copy mode a
+/// transmit kick runs the receiving side's processing inline on veth, and a flood's first
+/// milliseconds bring thousands of new flows before the new-flow guard holds it); transmit
+/// frames only wait for the ring and the completion, a batch or a few at a time, plus at
+/// most 512 frames waiting for a neighbour per worker.
+pub(super) fn split(frames: u32) -> (u32, u32) {
+    (frames - frames / 4, frames / 4)
 }
 
 pub(super) fn qsize(n: u32) -> Result<QueueSize, XskError> {
@@ -124,11 +140,13 @@ impl Port {
     /// program: the caller puts [`Port::raw_fd`] into its own XSKMAP.
     pub fn open(cfg: &PortConfig) -> Result<Port, XskError> {
         let frames = cfg.frames.next_power_of_two().max(64);
-        let half = frames / 2;
+        let (rx_frames, tx_frames) = split(frames);
+        // rings are powers of two: the fill and RX rings hold every receive frame
+        let (rx_ring, tx_ring) = (rx_frames.next_power_of_two(), tx_frames);
         let umem_cfg = UmemConfig::builder()
             .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| XskError::Config(e.to_string()))?)
-            .fill_queue_size(qsize(half)?)
-            .comp_queue_size(qsize(half)?)
+            .fill_queue_size(qsize(rx_ring)?)
+            .comp_queue_size(qsize(tx_ring)?)
             .build()
             .map_err(|e| XskError::Config(e.to_string()))?;
         let count = NonZeroU32::new(frames).ok_or_else(|| XskError::Config("zero frames".into()))?;
@@ -140,8 +158,8 @@ impl Port {
             if cfg.zero_copy { &[BindFlags::XDP_ZEROCOPY, BindFlags::XDP_COPY] } else { &[BindFlags::XDP_COPY] };
         for bind in binds {
             let sock_cfg = SocketConfig::builder()
-                .rx_queue_size(qsize(half)?)
-                .tx_queue_size(qsize(half)?)
+                .rx_queue_size(qsize(rx_ring)?)
+                .tx_queue_size(qsize(tx_ring)?)
                 .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
                 .xdp_flags(XdpFlags::empty())
                 .bind_flags(*bind | BindFlags::XDP_USE_NEED_WAKEUP)
@@ -151,7 +169,7 @@ impl Port {
             // bound) does not arise; and we inhibit prog load anyway.
             match unsafe { xsk_rs::Socket::new(sock_cfg, &umem, &iface, cfg.queue) } {
                 Ok((tx, rx, Some((mut fq, cq)))) => {
-                    let rx_descs = descs.split_off(half as usize);
+                    let rx_descs = descs.split_off(tx_frames as usize);
                     // SAFETY: these descriptors belong to `umem` and are in no ring yet.
                     let filled = unsafe { fq.produce(&rx_descs) };
                     return Ok(Port {
@@ -166,8 +184,9 @@ impl Port {
                         free_tx: descs,
                         in_fill: filled,
                         outstanding_tx: 0,
-                        rx_frames: half as usize,
-                        tx_frames: half as usize,
+                        rx_frames: rx_frames as usize,
+                        tx_frames: tx_frames as usize,
+                        tx_ring,
                         stats: Arc::new(PortStats::default()),
                     });
                 }
@@ -189,6 +208,34 @@ impl Port {
         ((self.in_fill, self.rx_frames), (self.free_tx.len() + self.outstanding_tx, self.tx_frames))
     }
 
+    /// Has the kernel send what the TX ring holds, with at most [`KICKS_PER_FLUSH`] kicks.
+    /// In copy mode (veth, drivers without zero-copy) a kick sends at most 32 frames,
+    /// synchronously, so one kick per batch of 64 left half of a busy worker's frames in a
+    /// filling ring; kicking until the ring is empty instead kept the worker in the kernel
+    /// for as long as the ring took to drain, while the receive processing it shares the
+    /// machine with waited (the flood test's inside ring overflowed). Two kicks send what
+    /// one batch brings; a kick that takes nothing (the device busy, or a zero-copy driver
+    /// sending on its own time) ends the round.
+    pub(super) fn kick_tx(&mut self) {
+        let mut free = self.tx.nb_free_exact();
+        let mut kicks = 0;
+        while free < self.tx_ring && kicks < KICKS_PER_FLUSH {
+            let _ = self.tx.wakeup();
+            kicks += 1;
+            let now = self.tx.nb_free_exact();
+            if now == free {
+                break;
+            }
+            free = now;
+        }
+        self.stats.tx_kicks.add(u64::from(kicks));
+    }
+
+    /// True when the TX ring holds frames the kernel has not taken yet.
+    pub(super) fn tx_unsent(&mut self) -> bool {
+        self.tx.nb_free_exact() < self.tx_ring
+    }
+
     /// Takes back transmitted frames from the completion ring.
     pub(super) fn reap(&mut self) {
         let mut done = [FrameDesc::default(); BATCH];
@@ -200,6 +247,22 @@ impl Port {
             }
             self.free_tx.extend_from_slice(&done[..n]);
             self.outstanding_tx -= n.min(self.outstanding_tx);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn three_quarters_of_the_frames_receive_and_the_rings_hold_them() {
+        for (frames, rx, tx) in [(64, 48, 16), (4096, 3072, 1024), (8192, 6144, 2048), (16384, 12288, 4096)] {
+            assert_eq!(split(frames), (rx, tx), "{frames} frames");
+            assert_eq!(rx + tx, frames);
+            // the fill ring holds every receive frame; the TX ring every transmit frame
+            assert!(rx.next_power_of_two() >= rx && rx.next_power_of_two() <= frames);
+            assert!(tx.is_power_of_two());
         }
     }
 }
