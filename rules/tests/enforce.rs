@@ -27,6 +27,18 @@ fn syn(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
     v
 }
 
+/// A bare TCP ACK (`seq`, acknowledging `ack`).
+fn ack(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, seq: u32, ack: u32) -> Vec<u8> {
+    let mut v = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, seq, 1000)
+        .ack(ack)
+        .write(&mut v, b"")
+        .expect("build");
+    v
+}
+
 fn run(e: &mut Engine, f: &[u8], iface: u8, t: u64) -> Verdict {
     let mut buf = f.to_vec();
     buf.resize(256, 0);
@@ -143,14 +155,7 @@ fn per_host_and_embryonic_limits_refuse_and_count() {
         .write(&mut sa, b"")
         .expect("build");
     assert_eq!(run(&mut e, &sa, 1, 1), Verdict::Forward(IfaceId(0)));
-    let mut ack = Vec::new();
-    etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
-        .ipv4(h, S, 64)
-        .tcp(1, 80, 2, 1000)
-        .ack(2)
-        .write(&mut ack, b"")
-        .expect("build");
-    assert_eq!(run(&mut e, &ack, 0, 3), Verdict::Forward(IfaceId(1)));
+    assert_eq!(run(&mut e, &ack(h, 1, S, 80, 2, 2), 0, 3), Verdict::Forward(IfaceId(1)));
     let hosts = sh.hosts.as_ref().expect("counting");
     assert_eq!(hosts.get(u32::from_be_bytes(h)), (2, 1));
     assert_eq!(run(&mut e, &syn(h, 4, S, 80), 0, 4), Verdict::Forward(IfaceId(1)));
@@ -215,14 +220,7 @@ fn unsolicited_syns_to_the_outside_address_tell_the_guard_once_per_half_hold() {
     assert_eq!(run(&mut e, &syn(o, 5, a, 81), 1, 1 + half), Verdict::Drop(DropReason::UnsolicitedInbound));
     assert_eq!(sh.guard.pop().map(|n| n.key), Some(unsolicited));
     // an unsolicited ACK is dropped but held by nothing: the guard holds pure SYNs only
-    let mut ack = Vec::new();
-    etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
-        .ipv4(o, a, 64)
-        .tcp(6, 82, 1, 1000)
-        .ack(1)
-        .write(&mut ack, b"")
-        .expect("build");
-    assert_eq!(run(&mut e, &ack, 1, 10_000), Verdict::Drop(DropReason::UnsolicitedInbound));
+    assert_eq!(run(&mut e, &ack(o, 6, a, 82, 1, 1), 1, 10_000), Verdict::Drop(DropReason::UnsolicitedInbound));
     assert_eq!(run(&mut e, &syn(o, 7, a, 8080), 1, 10_001), Verdict::Forward(IfaceId(0)));
     assert_eq!(sh.guard.pop(), None);
 }

@@ -49,6 +49,18 @@ pub struct Shared {
     pub asa_log: std::sync::atomic::AtomicBool,
 }
 
+/// True when `last` (when the guard was last told of this side; `Time::ZERO`: never) is at
+/// least half a hold before `now`, and then `now` becomes the last time: a flood makes one
+/// notice per hold, not one per packet.
+fn once_per_half_hold(last: &mut Time, now: Time) -> bool {
+    let half = Duration::from_nanos(xgw_ebpf_common::guard::HOLD_NS / 2);
+    if *last != Time::ZERO && now < last.plus(half) {
+        return false;
+    }
+    *last = now;
+    true
+}
+
 /// Connections and half-open TCP connections per inside host, and when the new-flow guard
 /// was last told of a refusal.
 #[derive(Debug, Default)]
@@ -68,13 +80,7 @@ impl HostCounts {
     /// (not within half a hold of the last time, so a flood makes a notice per hold, not
     /// one per packet).
     pub(super) fn tell_guard(&self, host: u32, now: Time) -> bool {
-        let half = Duration::from_nanos(xgw_ebpf_common::guard::HOLD_NS / 2);
-        let mut t = self.told.entry(host).or_insert(Time::ZERO);
-        if *t != Time::ZERO && now < t.plus(half) {
-            return false;
-        }
-        *t = now;
-        true
+        once_per_half_hold(&mut self.told.entry(host).or_insert(Time::ZERO), now)
     }
 
     pub(super) fn add(&self, host: u32, embryonic: bool) {
@@ -169,13 +175,7 @@ impl GuardNotices {
     /// An unsolicited SYN to `addr` at `now`: true when the guard should hear of it (not
     /// within half a hold of the last time).
     pub(super) fn tell_unsolicited(&self, addr: u32, now: Time) -> bool {
-        let half = Duration::from_nanos(xgw_ebpf_common::guard::HOLD_NS / 2);
-        let mut t = self.unsolicited.entry(addr).or_insert(Time::ZERO);
-        if *t != Time::ZERO && now < t.plus(half) {
-            return false;
-        }
-        *t = now;
-        true
+        once_per_half_hold(&mut self.unsolicited.entry(addr).or_insert(Time::ZERO), now)
     }
 
     pub(super) fn push(&self, n: GuardNotice) {
