@@ -8,7 +8,10 @@
 //! checked by [`Port::frames_accounted`]. A [`Worker`] owns the ports of one queue index on every
 //! interface, so both directions of a flow are handled without any lock around rings, and
 //! runs batches: RX → engine → TX on the egress port, with MAC addresses from a
-//! [`Neighbours`] source the daemon keeps current from the kernel's tables.
+//! [`Neighbours`] source the daemon keeps current from the kernel's tables. A batch takes no
+//! more frames than the port with the fewest free TX frames can send (transmit
+//! backpressure): a frame that is received, translated and then finds no TX frame costs a
+//! worker its whole path for nothing, while one left in the kernel's RX ring costs nothing.
 //!
 //! This is the only module of the crate that uses `unsafe`: xsk-rs's ring and frame
 //! accessors are `unsafe fn`s whose contract is that descriptors belong to the UMEM they are
@@ -31,8 +34,8 @@ use crate::time::Time;
 
 mod port;
 
+use port::{rx_allowance, BATCH, FRAME_SIZE};
 pub use port::{Port, PortConfig, PortStats, XskError};
-use port::{BATCH, FRAME_SIZE};
 
 /// Frames that may wait for one next hop (the kernel's `unres_qlen_bytes` holds about 140
 /// full-sized frames), and for all next hops of a worker.
@@ -88,6 +91,8 @@ pub struct Worker {
     waiting: Waiting<FrameDesc>,
     /// The neighbours' generation when the waiting frames were last looked at, and when.
     waiting_seen: (u64, Instant),
+    /// Since when some port has had fewer than a batch of free transmit frames.
+    tx_short_since: Option<Instant>,
     /// Counters.
     pub stats: Arc<WorkerStats>,
 }
@@ -123,6 +128,7 @@ impl Worker {
             pending_tx: (0..n).map(|_| Vec::with_capacity(BATCH)).collect(),
             waiting: Waiting::new(WAIT_PER_NEXT_HOP, WAIT_TOTAL),
             waiting_seen: (0, base),
+            tx_short_since: None,
             stats: Arc::new(WorkerStats::default()),
         }
     }
@@ -147,12 +153,24 @@ impl Worker {
                 self.release_waiting();
             }
             let mut work = 0;
+            let mut held = false;
             for p in 0..self.ports.len() {
-                work += self.rx_batch(p);
+                let allowed = self.rx_allowance();
+                held |= allowed < BATCH;
+                if allowed > 0 {
+                    work += self.rx_batch(p, allowed);
+                }
             }
             self.flush_tx();
             for p in &mut self.ports {
                 p.reap();
+            }
+            if held && work == 0 {
+                // every frame the transmit side can take is in its ring: let the receiving
+                // side of the device it waits for (here on this machine, a veth peer's NAPI,
+                // or the driver's completion) run, then look again
+                std::thread::yield_now();
+                continue;
             }
             if work == 0 {
                 idle += 1;
@@ -213,11 +231,45 @@ impl Worker {
         self.ports.iter().position(|p| p.iface == iface)
     }
 
-    fn rx_batch(&mut self, pi: usize) -> usize {
+    /// How many frames the next receive batch may take: a whole batch, or, while some port
+    /// has fewer free transmit frames than that (its device busy, its frames waiting in the
+    /// TX ring), only as many as that port can still send — whichever port a frame turns
+    /// out to leave by. Frames the worker could only drop after translating them stay in
+    /// the kernel's receive ring meanwhile, for at most [`port::BACKPRESSURE_LIMIT`].
+    fn rx_allowance(&mut self) -> usize {
+        let mut room = usize::MAX;
+        let mut short = None;
+        for (i, p) in self.ports.iter_mut().enumerate() {
+            if p.free_tx.len() < BATCH {
+                p.reap();
+            }
+            if p.free_tx.len() < room {
+                room = p.free_tx.len();
+                short = Some(i);
+            }
+        }
+        if room >= BATCH {
+            self.tx_short_since = None;
+            return BATCH;
+        }
+        let since = match self.tx_short_since {
+            Some(t) => t,
+            None => {
+                if let Some(i) = short {
+                    self.ports[i].stats.tx_backpressure.inc();
+                }
+                *self.tx_short_since.insert(Instant::now())
+            }
+        };
+        rx_allowance(room, since.elapsed())
+    }
+
+    fn rx_batch(&mut self, pi: usize, allowed: usize) -> usize {
         let now = Time(u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        let take = allowed.min(self.rx_descs.len());
         // SAFETY: descriptors from this port's RX ring belong to its UMEM; they are put back
         // on its fill ring below before the next batch, so none is in two rings at once.
-        let n = unsafe { self.ports[pi].rx.consume(&mut self.rx_descs) };
+        let n = unsafe { self.ports[pi].rx.consume(&mut self.rx_descs[..take]) };
         if n == 0 {
             if self.ports[pi].fq.needs_wakeup() {
                 let p = &mut self.ports[pi];

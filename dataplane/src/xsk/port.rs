@@ -81,12 +81,34 @@ crate::counter_family! {
         /// Transmit kicks (sendto): in copy mode the kernel sends at most 32 frames a kick,
         /// so a batch may take two.
         tx_kicks,
+        /// Times this port's free transmit frames fell below a batch, so that its worker
+        /// received only as many frames as it could send: the rest waited in the kernel's
+        /// receive rings (and, when those filled, were dropped there, counted in
+        /// `xsk_rx_dropped`/`xsk_rx_ring_full`) instead of being received, translated and then
+        /// dropped for want of a transmit frame (`tx_no_frame`).
+        tx_backpressure,
     }
 }
 
 pub(super) const FRAME_SIZE: u32 = 2048;
 
 pub(super) const BATCH: usize = 64;
+
+/// How long a worker receives only as many frames as its shortest transmit side can take.
+/// A transmit side whose device stays busy longer (a stopped queue that is not woken) must
+/// not hold up the traffic of the worker's other interfaces: after this the worker receives
+/// full batches again, and frames for the stuck side are dropped as `tx_no_frame`.
+pub(super) const BACKPRESSURE_LIMIT: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// How many frames a worker may receive next, when the port with the fewest free transmit
+/// frames has `room` of them and has been short of a batch for `short_for`.
+pub(super) fn rx_allowance(room: usize, short_for: std::time::Duration) -> usize {
+    if room >= BATCH || short_for >= BACKPRESSURE_LIMIT {
+        BATCH
+    } else {
+        room
+    }
+}
 
 /// Most transmit kicks per flush: what one batch brings, at 32 frames a kick in copy mode.
 const KICKS_PER_FLUSH: u32 = (BATCH as u32).div_ceil(32);
@@ -253,7 +275,27 @@ impl Port {
 
 #[cfg(test)]
 mod tests {
-    use super::split;
+    use super::{rx_allowance, split, BACKPRESSURE_LIMIT, BATCH};
+    use std::time::Duration;
+
+    #[test]
+    fn a_worker_receives_only_what_its_shortest_transmit_side_can_send_for_a_while() {
+        let ms = Duration::from_millis;
+        // (free frames on the shortest transmit side, short for, frames the worker may receive)
+        let table = [
+            (2048, ms(0), BATCH),          // plenty: a whole batch
+            (BATCH, ms(0), BATCH),         // exactly a batch
+            (BATCH - 1, ms(0), BATCH - 1), // short: only what can be sent
+            (10, ms(3), 10),
+            (0, ms(0), 0), // nothing free: receive nothing, the ring holds the frames
+            (0, BACKPRESSURE_LIMIT - ms(1), 0),
+            (0, BACKPRESSURE_LIMIT, BATCH), // stuck too long: full batches again (and drops)
+            (5, ms(500), BATCH),
+        ];
+        for (room, short_for, want) in table {
+            assert_eq!(rx_allowance(room, short_for), want, "room {room}, short for {short_for:?}");
+        }
+    }
 
     #[test]
     fn three_quarters_of_the_frames_receive_and_the_rings_hold_them() {
