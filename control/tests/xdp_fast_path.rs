@@ -386,6 +386,29 @@ fn xdp_leaves_flows_whose_egress_takes_no_redirects() {
     }
 }
 
+#[test]
+fn with_the_fast_path_off_xdp_does_not_look_flows_up() {
+    assert!(is_root(), "loading BPF programs needs root (run through tools/test)");
+    let (e, tport, _) = engine_with_flows();
+    let mut prog = Prog::load(e.shared().config());
+    for f in &flows_of(&e) {
+        prog.install(f);
+    }
+    let mut r = Rng(6);
+    let frame = tcp_frame(&mut r, S, P, 443, tport, 64, 0);
+    assert_eq!(prog.run(&frame).0, XDP_REDIRECT, "fast path on: the installed flow is translated in XDP");
+    let off = XdpConfig { fast_path: 0, ..xgw_control::daemon::xdp_config(e.shared().config()) };
+    Array::<_, XdpConfig>::try_from(prog.bpf.map_mut("CONFIG").expect("CONFIG"))
+        .expect("array")
+        .set(0, off, 0)
+        .expect("config");
+    let (action, got) = prog.run(&frame);
+    assert_eq!(action, XDP_PASS, "fast path off: no lookup, the frame goes towards the workers");
+    assert_eq!(&got[4..], &frame[..], "left untouched");
+    let counted: u64 = flows_of(&e).iter().flat_map(|f| [prog.counts(f, 0).0, prog.counts(f, 1).0]).sum();
+    assert_eq!(counted, 1, "only the run with the fast path on reached an entry");
+}
+
 /// Next hops whose MACs a test can change.
 struct TestNeighbours(std::sync::Mutex<[u8; 6]>);
 

@@ -69,7 +69,8 @@ pub(super) fn outside_follower(
         let m = a.bpf.take_map("CONFIG").ok_or_else(|| anyhow!("no CONFIG map"))?;
         maps.push(Array::<aya::maps::MapData, XdpConfig>::try_from(m)?);
     }
-    let mut xcfg = xdp_config(cfg);
+    // what `attach` wrote (the fast path's switch among it), the address fields to change
+    let mut xcfg = maps.first().and_then(|m| m.get(&0, 0).ok()).unwrap_or_else(|| xdp_config(cfg));
     Ok(Box::new(move |state: &crate::neigh::KernelState| {
         // the device's first (primary) IPv4 address, as the kernel orders them
         let (addr, len) = state.addresses(&device).first().map_or((0, 0), |(a, l)| (u32::from(*a), *l));
@@ -94,7 +95,7 @@ pub(super) fn outside_follower(
     }))
 }
 
-/// The classifier's configuration for an engine configuration.
+/// The classifier's configuration for an engine configuration, with the fast path on.
 pub fn xdp_config(cfg: &EngineConfig) -> XdpConfig {
     use xgw_dataplane::config::broadcast_of;
     let mut x = XdpConfig::default();
@@ -111,6 +112,7 @@ pub fn xdp_config(cfg: &EngineConfig) -> XdpConfig {
     x.host_port_lo = lo;
     x.host_port_hi = hi;
     x.ready = 1;
+    x.fast_path = 1;
     x
 }
 
@@ -151,7 +153,7 @@ pub fn forwarded_tcp(cfg: &EngineConfig) -> Vec<u64> {
 /// standby (forwarding nothing until keepalived names this gateway master).
 pub(super) fn attach(cfg: &EngineConfig, args: &Settings, services: &[HostService]) -> Result<Vec<Attached>> {
     let obj = xdp_object();
-    let xcfg = xdp_config(cfg);
+    let xcfg = XdpConfig { fast_path: u32::from(args.offload), ..xdp_config(cfg) };
     let mut out = Vec::new();
     for ifc in &cfg.ifaces {
         let mut bpf = aya::EbpfLoader::new()

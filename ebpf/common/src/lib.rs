@@ -336,6 +336,10 @@ pub struct XdpConfig {
     pub host_port_hi: u16,
     /// Non-zero once userspace has written the configuration.
     pub ready: u32,
+    /// Non-zero when the fast path is on (`offload on`, the default): the program looks
+    /// every transit packet up in `FLOWS`. With it off nothing is ever installed there, and
+    /// the lookup, a likely cache miss in the map's bucket array, is not made.
+    pub fast_path: u32,
 }
 
 /// Packets and bytes of one class (per-CPU array `CLASS_STATS`, indexed by class code),
@@ -444,7 +448,7 @@ mod pod {
 
 // The maps' value layouts are shared with the kernel byte for byte: a field added without
 // thinking of the other side fails the build here.
-const _: () = assert!(core::mem::size_of::<XdpConfig>() == 84);
+const _: () = assert!(core::mem::size_of::<XdpConfig>() == 88);
 const _: () = assert!(core::mem::size_of::<FastKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FastFlow>() == 56);
 const _: () = assert!(core::mem::size_of::<HostService>() == 8);

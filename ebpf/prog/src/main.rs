@@ -362,7 +362,7 @@ pub fn xgw_xdp(ctx: XdpContext) -> u32 {
         count(&STEER_STATS, steer::STANDBY, len);
         return xdp_action::XDP_DROP;
     }
-    if matches!(steer, Steer::Xsk) && fast_class(cls) {
+    if matches!(steer, Steer::Xsk) && fast_class(cls) && CONFIG.get(0).is_some_and(|c| c.fast_path != 0) {
         if let Some(action) = fast(&ctx) {
             count(&STEER_STATS, steer::FAST, len);
             return action;
