@@ -45,7 +45,7 @@ pub type FlowMap = BpfHashMap<MapData, FastKey, FastFlow>;
 pub fn entry(flow: &Flow, dir: usize, smac: [u8; 6], dmac: [u8; 6]) -> (FastKey, FastFlow) {
     let k = flow.keys[dir];
     let rw = flow.rewrite[dir];
-    let d = flow.csum[dir];
+    let d = flow.csum(dir);
     (
         FastKey { src: k.src, dst: k.dst, sport: k.sport, dport: k.dport, proto: u32::from(k.proto) },
         FastFlow {

@@ -66,17 +66,17 @@ impl WorkerState {
             if f.status & status::ALG_PPTP != 0 {
                 return Ok(Step::Inspect {
                     rewrite: f.rewrite[d],
-                    csum: f.csum[d],
+                    csum: f.csum(d),
                     flow_id: f.id,
                     from_pns: dir == Dir::Orig,
                 });
             }
             if pkt.first_frag {
-                return Ok(Step::Forward(f.rewrite[d], f.csum[d]));
+                return Ok(Step::Forward(f.rewrite[d], f.csum(d)));
             }
             // the common case: rewrite here, so only the egress leaves the closure
             let ip = &mut frame.buf[pkt.ip_range()];
-            apply_rewrite(ip, pkt.hl(), pkt.l4, &f.rewrite[d], f.csum[d]);
+            apply_rewrite(ip, pkt.hl(), pkt.l4, &f.rewrite[d], f.csum(d));
             Ok(Step::Done(f.rewrite[d].egress))
         })?;
         self.counters.traffic.flow_hits.inc();
