@@ -399,7 +399,17 @@ fn pptp_call_counts_and_teardown(offload: &str, peers: Peers) {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
-    assert_eq!(gre[0]["packets"], serde_json::json!([300, 400]), "GRE counters: {}", gre[0]);
+    assert_eq!(
+        gre[0]["packets"],
+        serde_json::json!([300, 400]),
+        "GRE counters: {}\nfast path: {} packets; stats: {}\npns: {}\npac: {}\nxgwd: {}",
+        gre[0],
+        fast_packets(&sock, "xgw-in") + fast_packets(&sock, "xgw-out"),
+        xgwctl_json(&sock, &["stats"])[0],
+        lab.log("pns.log"),
+        lab.log("pac.log"),
+        lab.log("xgwd.log"),
+    );
     let on = offload == "on";
     assert_eq!(gre[0]["offloaded"], on, "{}", gre[0]);
     let fast = fast_packets(&sock, "xgw-in") + fast_packets(&sock, "xgw-out");
