@@ -214,6 +214,15 @@ impl Prog {
         }
     }
 
+    /// The program with every flow of `e` installed, both directions.
+    fn with_flows_of(e: &Engine, egress_ok: bool) -> Prog {
+        let mut prog = Prog::load_with(e.shared().config(), egress_ok);
+        for f in &flows_of(e) {
+            prog.install(f);
+        }
+        prog
+    }
+
     fn counts(&self, flow: &Flow, d: usize) -> (u64, u64) {
         let m: BpfHashMap<_, FastKey, FastFlow> =
             BpfHashMap::try_from(self.bpf.map("FLOWS").expect("FLOWS")).expect("hash");
@@ -250,12 +259,9 @@ fn flows_of(e: &Engine) -> Vec<Flow> {
 fn xdp_rewrites_exactly_like_the_engine() {
     assert!(is_root(), "loading BPF programs needs root (run through tools/test)");
     let (mut e, tport, uport) = engine_with_flows();
-    let mut prog = Prog::load(e.shared().config());
+    let prog = Prog::with_flows_of(&e, true);
     let flows = flows_of(&e);
     assert_eq!(flows.len(), 3);
-    for f in &flows {
-        prog.install(f);
-    }
     let mut r = Rng(0x9e37_79b9_7f4a_7c15);
     let mut sent = std::collections::HashMap::<(u64, usize), (u64, u64)>::new();
     for i in 0..600 {
@@ -295,10 +301,7 @@ fn xdp_rewrites_exactly_like_the_engine() {
 fn xdp_leaves_what_the_engine_must_see() {
     assert!(is_root(), "loading BPF programs needs root (run through tools/test)");
     let (e, tport, uport) = engine_with_flows();
-    let mut prog = Prog::load(e.shared().config());
-    for f in &flows_of(&e) {
-        prog.install(f);
-    }
+    let prog = Prog::with_flows_of(&e, true);
     let mut r = Rng(3);
     let mut cases: Vec<(&str, Vec<u8>)> = vec![
         ("SYN", tcp_frame(&mut r, C, S, 5555, 443, 64, 2)),
@@ -362,10 +365,7 @@ fn make_partial(frame: &mut [u8]) {
 fn xdp_leaves_flows_whose_egress_takes_no_redirects() {
     assert!(is_root(), "loading BPF programs needs root (run through tools/test)");
     let (e, tport, uport) = engine_with_flows();
-    let mut prog = Prog::load_with(e.shared().config(), false);
-    for f in &flows_of(&e) {
-        prog.install(f);
-    }
+    let prog = Prog::with_flows_of(&e, false);
     let mut r = Rng(5);
     let frames = [
         tcp_frame(&mut r, C, S, 5555, 443, 64, 8),
@@ -390,10 +390,7 @@ fn xdp_leaves_flows_whose_egress_takes_no_redirects() {
 fn with_the_fast_path_off_xdp_does_not_look_flows_up() {
     assert!(is_root(), "loading BPF programs needs root (run through tools/test)");
     let (e, tport, _) = engine_with_flows();
-    let mut prog = Prog::load(e.shared().config());
-    for f in &flows_of(&e) {
-        prog.install(f);
-    }
+    let mut prog = Prog::with_flows_of(&e, true);
     let mut r = Rng(6);
     let frame = tcp_frame(&mut r, S, P, 443, tport, 64, 0);
     assert_eq!(prog.run(&frame).0, XDP_REDIRECT, "fast path on: the installed flow is translated in XDP");
