@@ -10,6 +10,7 @@ pub mod asa;
 pub mod ctl;
 pub mod daemon;
 pub mod egress;
+pub mod flowmap;
 pub mod ha;
 pub mod natlog;
 pub mod neigh;

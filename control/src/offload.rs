@@ -17,7 +17,8 @@
 //! Lock order: flow slot → `installed` shard → one interface's map mutex. The maps' mutexes
 //! are held for one syscall; the packet path never takes them.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -30,11 +31,12 @@ use xgw_dataplane::neighbour::Neighbours;
 use xgw_dataplane::{IfaceId, Shared, Time};
 use xgw_ebpf_common::{FastFlow, FastKey};
 
-/// Installed flows a sync round reads between two pauses (two map reads, two syscalls,
-/// each).
+use crate::flowmap::BatchRead;
+
+/// Installed flows a sync round folds in between two pauses (each with its slot locked).
 const SYNC_CHUNK: usize = 256;
 
-/// The pause between two chunks of a sync round.
+/// The pause between two steps of a sync round (a batch read of a map, or a chunk of flows).
 const SYNC_PAUSE: Duration = Duration::from_micros(250);
 
 /// One interface's `FLOWS` map.
@@ -85,6 +87,8 @@ xgw_dataplane::counter_family! {
         orphans,
         /// Flows the packet path gave back whose entries this thread deleted.
         taken_back,
+        /// Batch reads of a map's counters that failed (its flows are read next round).
+        read_failed,
     }
 }
 
@@ -99,16 +103,63 @@ struct Direction {
     macs: ([u8; 6], [u8; 6]),
 }
 
+impl Direction {
+    /// Folds what the fast path counted (`v`, read from the map) since the last fold into
+    /// direction `d` of `flow`. A reading older than the last one folded (a round's snapshot
+    /// taken before a refresh read the map again) changes nothing.
+    fn fold(&mut self, flow: &mut Flow, d: usize, v: &FastFlow, mono_base: u64) {
+        if v.packets < self.packets || v.bytes < self.bytes || v.last_seen < self.seen {
+            return;
+        }
+        flow.packets[d] += v.packets - self.packets;
+        flow.bytes[d] += v.bytes - self.bytes;
+        if v.last_seen > self.seen {
+            let t = Time(v.last_seen.saturating_sub(mono_base));
+            if t > flow.last_seen {
+                flow.last_seen = t;
+            }
+            if d == 1 {
+                flow.status |= status::SEEN_REPLY;
+            }
+        }
+        (self.packets, self.bytes, self.seen) = (v.packets, v.bytes, v.last_seen);
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Installed {
     slot: u32,
+    /// Which install this was (they are numbered): a sync round's snapshot, read before it,
+    /// holds nothing of it.
+    generation: u64,
     dirs: [Direction; 2],
+}
+
+/// What a sync round read from the maps: every entry, per interface.
+#[derive(Debug, Default)]
+struct Snapshot {
+    /// The number of the last install made before the read began.
+    generation: u64,
+    maps: Vec<HashMap<FastKey, FastFlow>>,
+}
+
+/// A sync round's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// Waiting for the next round.
+    Idle,
+    /// Reading the maps, one batch per step: this interface's next.
+    Reading(usize),
+    /// Folding the snapshot into the flows, a chunk per step: from this installed flow on.
+    Folding(usize),
 }
 
 /// The fast path of xgwd: every interface's `FLOWS` map.
 pub struct XdpOffload {
     maps: Vec<Mutex<FlowMap>>,
     installed: DashMap<u64, Installed>,
+    /// Installs made so far (numbers them).
+    installs: AtomicU64,
     neigh: Arc<dyn Neighbours>,
     /// CLOCK_MONOTONIC (what `bpf_ktime_get_ns` reads) at engine time zero.
     mono_base: u64,
@@ -135,6 +186,7 @@ impl XdpOffload {
         XdpOffload {
             maps: maps.into_iter().map(Mutex::new).collect(),
             installed: DashMap::new(),
+            installs: AtomicU64::new(0),
             neigh,
             mono_base,
             stats: FastPathStats::default(),
@@ -187,6 +239,7 @@ impl XdpOffload {
                 *out = Some((Direction { iface, key, packets: 0, bytes: 0, seen: 0, macs }, value));
             }
             let [Some((a, va)), Some((b, vb))] = dirs else { return };
+            let generation = self.installs.fetch_add(1, Ordering::Relaxed) + 1;
             if self.map(a.iface).is_none_or(|mut m| m.insert(a.key, va, 0).is_err()) {
                 // stays marked: not offered again (a full map stays full for a while)
                 self.stats.map_full.inc();
@@ -197,7 +250,7 @@ impl XdpOffload {
                 self.stats.map_full.inc();
                 return;
             }
-            self.installed.insert(id, Installed { slot, dirs: [a, b] });
+            self.installed.insert(id, Installed { slot, generation, dirs: [a, b] });
             self.stats.installed.inc();
         });
     }
@@ -209,19 +262,9 @@ impl XdpOffload {
     }
 
     fn fold_value(&self, flow: &mut Flow, d: usize, dir: &mut Direction, v: Option<FastFlow>) {
-        let Some(v) = v else { return };
-        flow.packets[d] += v.packets.saturating_sub(dir.packets);
-        flow.bytes[d] += v.bytes.saturating_sub(dir.bytes);
-        if v.last_seen > dir.seen {
-            let t = Time(v.last_seen.saturating_sub(self.mono_base));
-            if t > flow.last_seen {
-                flow.last_seen = t;
-            }
-            if d == 1 {
-                flow.status |= status::SEEN_REPLY;
-            }
+        if let Some(v) = v {
+            dir.fold(flow, d, &v, self.mono_base);
         }
-        (dir.packets, dir.bytes, dir.seen) = (v.packets, v.bytes, v.last_seen);
     }
 
     /// Deletes the entries of a flow the packet path gave back (`r`, from
@@ -248,10 +291,38 @@ impl XdpOffload {
     }
 
     /// Folds every installed flow's counters into the table and takes back flows whose
-    /// next hop's MAC changed (control thread, every second or so). Slots are locked one at
-    /// a time.
+    /// next hop's MAC changed (at once: a round of [`XdpOffload::run`] in one go). Slots are
+    /// locked one at a time.
     pub fn sync(&self, shared: &Shared) {
-        self.sync_some(shared, &self.installed_flows());
+        let mut snap = Snapshot::default();
+        self.begin_snapshot(&mut snap);
+        let mut reader = BatchRead::default();
+        for iface in 0..self.maps.len() {
+            reader.restart();
+            while !reader.done() {
+                self.read_batch(iface, &mut reader, &mut snap);
+            }
+        }
+        self.sync_some(shared, &self.installed_flows(), &snap);
+    }
+
+    /// Empties `snap` for a new round and notes the last install made before it.
+    fn begin_snapshot(&self, snap: &mut Snapshot) {
+        snap.generation = self.installs.load(Ordering::Relaxed);
+        snap.maps.resize_with(self.maps.len(), HashMap::new);
+        snap.maps.iter_mut().for_each(HashMap::clear);
+    }
+
+    /// Reads one batch of interface `iface`'s map into `snap` (one syscall, the map's mutex
+    /// held for it). A failed read ends that map's part of the round.
+    fn read_batch(&self, iface: usize, reader: &mut BatchRead, snap: &mut Snapshot) {
+        let (Some(m), Some(out)) = (self.map(iface), snap.maps.get_mut(iface)) else {
+            reader.restart();
+            return;
+        };
+        if reader.next(&m, out).is_err() {
+            self.stats.read_failed.inc();
+        }
     }
 
     /// The installed flows, (id, slot) each: what a sync round goes through.
@@ -259,8 +330,9 @@ impl XdpOffload {
         self.installed.iter().map(|e| (*e.key(), e.value().slot)).collect()
     }
 
-    /// [`XdpOffload::sync`] for some of the installed flows.
-    fn sync_some(&self, shared: &Shared, flows: &[(u64, u32)]) {
+    /// Folds `snap`'s counts into some of the installed flows, takes back those whose next
+    /// hop's MAC changed and those the packet path unmarked. No syscall with a slot locked.
+    fn sync_some(&self, shared: &Shared, flows: &[(u64, u32)], snap: &Snapshot) {
         for &(id, slot) in flows {
             let live = shared.flows.with_slot(slot, |f| {
                 if f.id != id {
@@ -271,8 +343,14 @@ impl XdpOffload {
                     // to a full queue): taken back below, without the slot lock
                     return true;
                 }
-                shared.flows.offload.refresh(f);
-                let moved = self.installed.get(&id).is_some_and(|i| {
+                let moved = self.installed.get_mut(&id).is_some_and(|mut i| {
+                    if i.generation <= snap.generation {
+                        for d in 0..2 {
+                            let dir = &mut i.dirs[d];
+                            let v = snap.maps.get(dir.iface).and_then(|m| m.get(&dir.key)).copied();
+                            self.fold_value(f, d, dir, v);
+                        }
+                    }
                     (0..2).any(|d| {
                         self.neigh.macs(f.rewrite[d].egress, f.rewrite[d].src, f.rewrite[d].dst) != Some(i.dirs[d].macs)
                     })
@@ -303,15 +381,18 @@ impl XdpOffload {
     /// Runs the offload thread until `stop`: installs offered flows as they come, syncs
     /// counters every `sync_every`.
     ///
-    /// A round goes through the installed flows [`SYNC_CHUNK`] at a time with a short pause
-    /// between chunks: two map reads per flow are two syscalls, and a round over 16 k flows
-    /// in one go kept this thread on its core for tens of milliseconds, long enough for the
-    /// receive processing it shares the core with to wait its turn (the fast path's latency
-    /// tail of 0.8–2.2 ms in bench/README.md).
+    /// A round reads every map in batches ([`crate::flowmap`]: one syscall per thousand
+    /// entries), then folds what it read into the installed flows [`SYNC_CHUNK`] at a time,
+    /// with a short pause between steps. This thread shares its core with the receive
+    /// processing: a lookup per entry (two syscalls per flow) cost 16 k flows tens of
+    /// milliseconds of that core every second, in chunks long enough to delay the packets
+    /// queued behind them (the fast path's latency tail in bench/README.md).
     pub fn run(self: Arc<Self>, shared: Arc<Shared>, stop: Arc<AtomicBool>, sync_every: Duration) {
         let mut last_sync = std::time::Instant::now();
-        let mut round: Vec<(u64, u32)> = Vec::new();
-        let mut at = 0;
+        let mut snap = Snapshot::default();
+        let mut reader = BatchRead::default();
+        let mut flows: Vec<(u64, u32)> = Vec::new();
+        let mut round = Round::Idle;
         while !stop.load(Ordering::Relaxed) {
             let mut n = 0;
             // withdrawals first: a flow given back and offered again is installed afresh
@@ -323,19 +404,39 @@ impl XdpOffload {
                 self.install(&shared, r.slot, r.id);
                 n += 1;
             }
-            if at == round.len() && last_sync.elapsed() >= sync_every {
-                round = self.installed_flows();
-                at = 0;
-                last_sync = std::time::Instant::now();
-            }
-            let syncing = at < round.len();
-            if syncing {
-                let end = (at + SYNC_CHUNK).min(round.len());
-                self.sync_some(&shared, &round[at..end]);
-                at = end;
-            }
+            round = match round {
+                Round::Idle if last_sync.elapsed() >= sync_every => {
+                    last_sync = std::time::Instant::now();
+                    self.begin_snapshot(&mut snap);
+                    reader.restart();
+                    Round::Reading(0)
+                }
+                Round::Idle => Round::Idle,
+                Round::Reading(iface) if iface >= self.maps.len() => {
+                    flows = self.installed_flows();
+                    Round::Folding(0)
+                }
+                Round::Reading(iface) => {
+                    self.read_batch(iface, &mut reader, &mut snap);
+                    if reader.done() {
+                        reader.restart();
+                        Round::Reading(iface + 1)
+                    } else {
+                        Round::Reading(iface)
+                    }
+                }
+                Round::Folding(at) => {
+                    let end = (at + SYNC_CHUNK).min(flows.len());
+                    self.sync_some(&shared, &flows[at..end], &snap);
+                    if end == flows.len() {
+                        Round::Idle
+                    } else {
+                        Round::Folding(end)
+                    }
+                }
+            };
             if n == 0 {
-                std::thread::sleep(if syncing { SYNC_PAUSE } else { Duration::from_millis(2) });
+                std::thread::sleep(if round == Round::Idle { Duration::from_millis(2) } else { SYNC_PAUSE });
             }
         }
     }
@@ -358,5 +459,39 @@ impl FastPath for XdpOffload {
             }
             self.stats.removed.inc();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xgw_dataplane::conntrack::{FlowKind, L4State};
+
+    fn reading(packets: u64, bytes: u64, last_seen: u64) -> FastFlow {
+        FastFlow { packets, bytes, last_seen, ..FastFlow::default() }
+    }
+
+    /// Each reading of one direction's counters, in order, against what the flow then holds.
+    #[test]
+    fn folding_adds_what_is_new_and_ignores_older_readings() {
+        let base = 1_000;
+        let mut flow = Flow::new(Default::default(), Default::default(), L4State::Udp, FlowKind::Snat, Time(0));
+        let mut dir = Direction { iface: 0, key: FastKey::default(), packets: 0, bytes: 0, seen: 0, macs: ([0; 6], [0; 6]) };
+        // (reading: packets, bytes, last seen) → (flow's packets, bytes, last seen)
+        let steps: [((u64, u64, u64), (u64, u64, u64)); 5] = [
+            ((10, 640, base + 50), (10, 640, 50)),
+            // the same reading again: nothing twice
+            ((10, 640, base + 50), (10, 640, 50)),
+            ((25, 1_600, base + 90), (25, 1_600, 90)),
+            // a snapshot read before the last fold: older, ignored
+            ((20, 1_280, base + 70), (25, 1_600, 90)),
+            ((26, 1_664, base + 95), (26, 1_664, 95)),
+        ];
+        for (i, ((p, b, s), want)) in steps.into_iter().enumerate() {
+            dir.fold(&mut flow, 1, &reading(p, b, s), base);
+            assert_eq!((flow.packets[1], flow.bytes[1], flow.last_seen.0), want, "step {i}");
+        }
+        assert_eq!(flow.packets[0], 0, "the other direction untouched");
+        assert!(flow.status & status::SEEN_REPLY != 0, "a reply direction's packet is a reply seen");
     }
 }

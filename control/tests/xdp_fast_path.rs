@@ -614,3 +614,47 @@ fn the_new_flow_guard_drops_only_the_pure_syns_it_holds() {
     check(&prog, &mut r, "an expired unsolicited hold", O, P, 1000, syn, false);
     check(&prog, &mut r, "an expired forwarded-port hold", O, P, 8080, syn, false);
 }
+
+/// The counter sync reads each map in batches of `flowmap::BATCH`: a map holding more than
+/// two batches' worth is read through, every entry once, with its values.
+#[test]
+fn a_batch_read_goes_through_the_whole_map() {
+    use xgw_control::flowmap::{BatchRead, BATCH};
+    assert!(is_root(), "creating BPF maps needs root (run through tools/test)");
+    let n = 2 * BATCH + 500;
+    let mut obj = aya::EbpfLoader::new()
+        .map_max_entries("FLOWS", u32::try_from(n).expect("size"))
+        .load(xgw_control::daemon::xdp_object())
+        .expect("load object");
+    let mut map: BpfHashMap<_, FastKey, FastFlow> =
+        BpfHashMap::try_from(obj.take_map("FLOWS").expect("FLOWS")).expect("hash");
+    let key = |i: usize| FastKey { src: i as u32, dst: 7, sport: 1, dport: (i % 65_536) as u16, proto: 17 };
+    for i in 0..n {
+        map.insert(key(i), FastFlow { packets: i as u64, bytes: 3 * i as u64, ..FastFlow::default() }, 0)
+            .expect("insert");
+    }
+    let mut read = BatchRead::default();
+    let mut got = std::collections::HashMap::new();
+    let mut calls = 0;
+    while !read.done() {
+        let k = read.next(&map, &mut got).expect("batch read");
+        assert!(k <= BATCH);
+        calls += 1;
+        assert!(calls <= 10, "a read through ends");
+    }
+    assert!(calls >= 3, "{n} entries take more than two batches (took {calls})");
+    assert_eq!(got.len(), n, "every entry once");
+    for i in 0..n {
+        let v = got.get(&key(i)).expect("read");
+        assert_eq!((v.packets, v.bytes), (i as u64, 3 * i as u64));
+    }
+    // read again from the start after a change: the change is seen
+    map.insert(key(5), FastFlow { packets: 1_000_000, ..FastFlow::default() }, 0).expect("update");
+    read.restart();
+    got.clear();
+    while !read.done() {
+        read.next(&map, &mut got).expect("batch read");
+    }
+    assert_eq!(got.len(), n);
+    assert_eq!(got[&key(5)].packets, 1_000_000);
+}
