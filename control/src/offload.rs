@@ -476,7 +476,8 @@ mod tests {
     fn folding_adds_what_is_new_and_ignores_older_readings() {
         let base = 1_000;
         let mut flow = Flow::new(Default::default(), Default::default(), L4State::Udp, FlowKind::Snat, Time(0));
-        let mut dir = Direction { iface: 0, key: FastKey::default(), packets: 0, bytes: 0, seen: 0, macs: ([0; 6], [0; 6]) };
+        let mut dir =
+            Direction { iface: 0, key: FastKey::default(), packets: 0, bytes: 0, seen: 0, macs: ([0; 6], [0; 6]) };
         // (reading: packets, bytes, last seen) → (flow's packets, bytes, last seen)
         let steps: [((u64, u64, u64), (u64, u64, u64)); 5] = [
             ((10, 640, base + 50), (10, 640, 50)),

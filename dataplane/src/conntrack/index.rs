@@ -367,7 +367,11 @@ impl FlowIndex {
         debug_assert!(value <= MAX_VALUE);
         let _g = self.lock();
         let (bs, nb) = self.buckets_of(p);
-        for &b in &bs[..nb] {
+        // the key can live in its alternate only when its home has spilled: otherwise the
+        // home line is the only one to read (a new flow claims two keys; each alternate not
+        // read is a cache miss saved)
+        let holders = if self.buckets[p.home].spill.load(Ordering::Relaxed) > 0 { nb } else { 1 };
+        for &b in &bs[..holders] {
             for w in 0..WAYS {
                 let bk = &self.buckets[b];
                 let v = bk.vals[w].load(Ordering::Relaxed);

@@ -126,6 +126,38 @@ fn two_million_keys_fill_to_capacity_mostly_at_home() {
 }
 
 #[test]
+fn a_key_living_in_its_alternate_is_still_taken() {
+    // filled until keys spill; each spilled key is offered again: its live entry (away from
+    // home) must make the insert fail, and a stale one must be replaced where it lives
+    let cap = 50_000;
+    let ix = FlowIndex::new(cap, 9);
+    for i in 0..cap as u32 {
+        assert_eq!(ix.insert(&ix.probe(&key(i)), i, holder(key(i))), Ok(()));
+    }
+    let away: Vec<u32> = (0..cap as u32)
+        .filter(|&i| {
+            let p = ix.probe(&key(i));
+            let b2 = ix.alt(p.home, p.tag);
+            b2 != p.home && ix.buckets[b2].vals.iter().any(|v| v.load(Ordering::Relaxed) == (i + 1) | AWAY)
+        })
+        .take(200)
+        .collect();
+    assert!(away.len() >= 50, "only {} keys away from home", away.len());
+    for &i in &away {
+        let p = ix.probe(&key(i));
+        assert_eq!(ix.insert(&p, cap as u32 + i, holder(key(i))), Err(IndexError::Taken(i)), "key {i}");
+    }
+    let len = ix.len();
+    for &i in &away {
+        let p = ix.probe(&key(i));
+        let stale = move |v| if v == i { Held::Stale } else { Held::Other };
+        assert_eq!(ix.insert(&p, cap as u32 + i, stale), Ok(()));
+        assert_eq!(ix.find_confirmed(&p, |v| v == cap as u32 + i), Some(cap as u32 + i));
+    }
+    assert_eq!(ix.len(), len, "replaced where they lived, none added");
+}
+
+#[test]
 fn readers_never_miss_or_see_a_wrong_value_while_writers_churn() {
     // small for what it holds (up to ~90 % of its ways), so inserts often move entries
     let ix = Arc::new(FlowIndex::new(8_000, 7));
