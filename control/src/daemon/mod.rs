@@ -27,7 +27,7 @@ mod settings;
 mod workers;
 mod xdp;
 
-use control_loop::control_loop;
+use control_loop::{control_loop, sweep_budget};
 use fast_path::{start_fast_path, FastPath};
 use preflight::*;
 pub use settings::{Mode, RunArgs, Settings, SettingsFile, Switch};
@@ -167,7 +167,7 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
         tracing::warn!("sd_notify READY: {e}");
     }
 
-    control_loop(args, &shared, egress.as_deref(), &port_stats, (cfg.limits.max_flows / 20).max(1024), base)?;
+    control_loop(args, &shared, egress.as_deref(), &port_stats, sweep_budget(cfg.limits.max_flows), base)?;
     tracing::info!("stopping");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     stop.store(true, Ordering::Relaxed);
