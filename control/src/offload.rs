@@ -17,13 +17,13 @@
 //! Lock order: flow slot → `installed` shard → one interface's map mutex. The maps' mutexes
 //! are held for one syscall; the packet path never takes them.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use dashmap::DashMap;
+use rustc_hash::FxHashMap;
 use xgw_dataplane::conntrack::offload::{FastPath, Request};
 use xgw_dataplane::conntrack::{status, Flow};
 use xgw_dataplane::counters::SharedCounter;
@@ -33,8 +33,9 @@ use xgw_ebpf_common::{FastFlow, FastKey};
 
 use crate::flowmap::BatchRead;
 
-/// Installed flows a sync round folds in between two pauses (each with its slot locked).
-const SYNC_CHUNK: usize = 256;
+/// Installed flows a sync round folds in between two pauses (each with its slot locked):
+/// about 2 µs a flow, so a chunk holds the core for well under 100 µs.
+const SYNC_CHUNK: usize = 32;
 
 /// The pause between two steps of a sync round (a batch read of a map, or a chunk of flows).
 const SYNC_PAUSE: Duration = Duration::from_micros(250);
@@ -140,7 +141,7 @@ struct Installed {
 struct Snapshot {
     /// The number of the last install made before the read began.
     generation: u64,
-    maps: Vec<HashMap<FastKey, FastFlow>>,
+    maps: Vec<FxHashMap<FastKey, FastFlow>>,
 }
 
 /// A sync round's progress.
@@ -309,8 +310,8 @@ impl XdpOffload {
     /// Empties `snap` for a new round and notes the last install made before it.
     fn begin_snapshot(&self, snap: &mut Snapshot) {
         snap.generation = self.installs.load(Ordering::Relaxed);
-        snap.maps.resize_with(self.maps.len(), HashMap::new);
-        snap.maps.iter_mut().for_each(HashMap::clear);
+        snap.maps.resize_with(self.maps.len(), FxHashMap::default);
+        snap.maps.iter_mut().for_each(FxHashMap::clear);
     }
 
     /// Reads one batch of interface `iface`'s map into `snap` (one syscall, the map's mutex
@@ -381,12 +382,13 @@ impl XdpOffload {
     /// Runs the offload thread until `stop`: installs offered flows as they come, syncs
     /// counters every `sync_every`.
     ///
-    /// A round reads every map in batches ([`crate::flowmap`]: one syscall per thousand
-    /// entries), then folds what it read into the installed flows [`SYNC_CHUNK`] at a time,
-    /// with a short pause between steps. This thread shares its core with the receive
-    /// processing: a lookup per entry (two syscalls per flow) cost 16 k flows tens of
-    /// milliseconds of that core every second, in chunks long enough to delay the packets
-    /// queued behind them (the fast path's latency tail in bench/README.md).
+    /// A round reads every map in batches ([`crate::flowmap`]: one syscall per
+    /// [`crate::flowmap::BATCH`] entries), then folds what it read into the installed flows
+    /// [`SYNC_CHUNK`] at a time, with a short pause between steps. This thread shares its
+    /// core with the receive processing (and whatever else runs there): a lookup per entry
+    /// (two syscalls per flow) cost 16 k flows tens of milliseconds of that core every
+    /// second, and any step of over a few hundred microseconds delays the packets queued
+    /// behind it (the fast path's latency tail in bench/README.md).
     pub fn run(self: Arc<Self>, shared: Arc<Shared>, stop: Arc<AtomicBool>, sync_every: Duration) {
         let mut last_sync = std::time::Instant::now();
         let mut snap = Snapshot::default();
@@ -479,7 +481,8 @@ mod tests {
         let mut dir =
             Direction { iface: 0, key: FastKey::default(), packets: 0, bytes: 0, seen: 0, macs: ([0; 6], [0; 6]) };
         // (reading: packets, bytes, last seen) → (flow's packets, bytes, last seen)
-        let steps: [((u64, u64, u64), (u64, u64, u64)); 5] = [
+        type Counts = (u64, u64, u64);
+        let steps: [(Counts, Counts); 5] = [
             ((10, 640, base + 50), (10, 640, 50)),
             // the same reading again: nothing twice
             ((10, 640, base + 50), (10, 640, 50)),
