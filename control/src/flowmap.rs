@@ -12,10 +12,11 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 
-use aya::maps::IterableMap;
+use aya::maps::{HashMap as BpfHashMap, IterableMap, MapData};
 use xgw_ebpf_common::{FastFlow, FastKey};
 
-use crate::offload::FlowMap;
+/// One interface's `FLOWS` map.
+pub type FlowMap = BpfHashMap<MapData, FastKey, FastFlow>;
 
 /// Entries one syscall copies out at most: 256 take the kernel about 50–100 µs, short enough
 /// for the receive processing that shares the core to wait behind.

@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use aya::maps::{HashMap as BpfHashMap, MapData};
 use dashmap::DashMap;
 use rustc_hash::FxHashMap;
 use xgw_dataplane::conntrack::offload::{FastPath, Request};
@@ -40,8 +39,7 @@ const SYNC_CHUNK: usize = 32;
 /// The pause between two steps of a sync round (a batch read of a map, or a chunk of flows).
 const SYNC_PAUSE: Duration = Duration::from_micros(250);
 
-/// One interface's `FLOWS` map.
-pub type FlowMap = BpfHashMap<MapData, FastKey, FastFlow>;
+pub use crate::flowmap::FlowMap;
 
 /// The fast path's description of one flow direction: the key its packets arrive with and
 /// what they leave with. `smac`/`dmac` are the egress interface's and the next hop's MACs.
