@@ -77,6 +77,28 @@ fn a_hosts_translations_stay_in_its_blocks_and_it_gets_another_when_one_is_full(
     assert_eq!(b.list().iter().map(|x| x.4).sum::<u32>(), 193, "every flow counted in its block");
 }
 
+/// A host may hold more ports than one new flow's probe budget (here eight blocks of 64 and
+/// 128 probes): it still fills all eight before the quota refuses, one block at a time.
+#[test]
+fn a_host_fills_every_block_of_its_quota_when_they_outnumber_the_probes() {
+    let mut cfg = config(false);
+    cfg.nat.port_range = (1024, 1024 + 16 * 64 - 1);
+    cfg.nat.max_probes = 128;
+    cfg.nat.blocks = Some(BlockConfig { size: 64, per_host: 8, hold: Duration::from_secs(10), deterministic: false });
+    let mut e = engine_with(cfg);
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..512u16 {
+        // one destination, and inside ports outside every block: none is kept
+        let mut f = udp(C1, S, 40_000 + i, 53, b"q");
+        let v = run(&mut e, &mut f, INSIDE, 1);
+        assert_eq!(v, Verdict::Forward(OUTSIDE), "flow {i}");
+        seen.insert(block_of(tuple(&f).sport));
+    }
+    assert_eq!(seen.len(), 8, "{seen:?}");
+    let mut f = udp(C1, S, 41_000, 53, b"q");
+    assert_eq!(run(&mut e, &mut f, INSIDE, 1), Verdict::Drop(DropReason::NatBlockQuota));
+}
+
 #[test]
 fn blocks_go_back_after_the_flows_expire_and_the_hold_time() {
     let mut e = engine_with(config(false));

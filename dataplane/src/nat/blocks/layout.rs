@@ -86,9 +86,27 @@ pub struct Held {
     pub n: usize,
     /// Their first ports.
     pub starts: [u16; MAX],
+    /// Bit `i` set: block `i` has fewer flows than ports, so one of its ports is free
+    /// towards any destination. Unset: full, or nearly (its ports may still serve another
+    /// destination). Deterministic blocks are not counted: all set.
+    pub room: u32,
 }
 
 impl Held {
+    /// The same blocks, those with room first (each group in its held order).
+    pub fn room_first(&self) -> Held {
+        let mut h = Held { n: self.n, starts: [0; MAX], room: 0 };
+        let roomy = |i: &usize| self.room & (1 << i) != 0;
+        let order = (0..self.n).filter(roomy).chain((0..self.n).filter(|i| !roomy(i)));
+        for (k, i) in order.enumerate() {
+            h.starts[k] = self.starts[i];
+            if roomy(&i) {
+                h.room |= 1 << k;
+            }
+        }
+        h
+    }
+
     /// True when `port` lies in one of the blocks (of `size` ports).
     pub fn contains(&self, port: u16, size: u16) -> bool {
         self.starts[..self.n].iter().any(|&s| port >= s && u32::from(port) < u32::from(s) + u32::from(size))
@@ -96,9 +114,11 @@ impl Held {
 }
 
 /// Candidate ports in a host's blocks: its inside port first when preserving and it lies
-/// in one of them, then every port of the blocks in order from a pseudo-random offset in
-/// the first (so earlier blocks fill first and later ones empty, to be given back), at most
-/// `max_probes` in all.
+/// in one of them, then every port of the blocks, block after block (so earlier blocks fill
+/// first and later ones empty, to be given back), each from a pseudo-random offset, at most
+/// `max_probes` in all. Blocks with room come first: when a host's blocks hold more ports
+/// than `max_probes`, a walk starting in full ones would spend the budget there and refuse
+/// the flow (and ask for yet another block) while a later block had free ports.
 #[derive(Debug, Clone)]
 pub struct BlockPorts {
     held: Held,
@@ -112,6 +132,7 @@ pub struct BlockPorts {
 impl BlockPorts {
     /// Candidates for a flow whose inside port (or ICMP id) is `orig`.
     pub fn new(held: Held, size: u16, orig: u16, nat: &NatConfig, seed: u32) -> BlockPorts {
+        let held = held.room_first();
         let size32 = u32::from(size.max(1));
         let total = held.n as u32 * size32;
         BlockPorts {
@@ -126,7 +147,7 @@ impl BlockPorts {
 }
 
 impl BlockPorts {
-    /// Every port of the blocks, from a pseudo-random offset in the first.
+    /// Every port of the blocks, block after block from a pseudo-random offset in each.
     pub fn every(held: Held, size: u16, seed: u32) -> BlockPorts {
         let size32 = u32::from(size.max(1));
         BlockPorts { first: None, held, size: size32, start: seed % size32, i: 0, n: held.n as u32 * size32 }
@@ -143,9 +164,10 @@ impl Iterator for BlockPorts {
         if self.i >= self.n {
             return None;
         }
-        let total = self.held.n as u32 * self.size;
-        let k = (self.start + self.i) % total;
+        // block after block, each from the same offset and round to it: every port of a
+        // block is offered before the next block's
+        let (b, k) = (self.i / self.size, (self.start + self.i % self.size) % self.size);
         self.i += 1;
-        Some((u32::from(self.held.starts[(k / self.size) as usize]) + k % self.size) as u16)
+        Some((u32::from(self.held.starts[b as usize]) + k) as u16)
     }
 }

@@ -229,7 +229,7 @@ impl PortBlocks {
             let Some((_, first)) = self.slot(host) else {
                 return Err(self.refuse(Refusal::Exhausted, host, addr, now));
             };
-            let mut h = Held { n: usize::from(self.cfg.per_host), starts: [0; MAX] };
+            let mut h = Held { n: usize::from(self.cfg.per_host), starts: [0; MAX], room: u32::MAX };
             for (i, s) in h.starts[..h.n].iter_mut().enumerate() {
                 *s = self.layout.starts[usize::from(first) + i];
             }
@@ -249,9 +249,12 @@ impl PortBlocks {
     }
 
     fn view(&self, e: &HostBlocks) -> Held {
-        let mut h = Held { n: e.n, starts: [0; MAX] };
-        for (s, b) in h.starts.iter_mut().zip(&e.blocks[..e.n]) {
+        let mut h = Held { n: e.n, starts: [0; MAX], room: 0 };
+        for (i, (s, b)) in h.starts.iter_mut().zip(&e.blocks[..e.n]).enumerate() {
             *s = self.layout.starts[usize::from(b.id)];
+            if b.flows < u32::from(self.layout.size) {
+                h.room |= 1 << i;
+            }
         }
         h
     }

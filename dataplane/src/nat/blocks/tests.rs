@@ -169,7 +169,7 @@ fn a_synced_flow_takes_its_block_for_its_host() {
 }
 
 #[test]
-fn candidates_walk_the_host_blocks_from_an_offset_in_the_first() {
+fn candidates_walk_the_host_blocks_from_an_offset_in_each() {
     let held = Held {
         n: 2,
         starts: {
@@ -178,15 +178,60 @@ fn candidates_walk_the_host_blocks_from_an_offset_in_the_first() {
             s[1] = 1000;
             s
         },
+        room: u32::MAX,
     };
     let cfg = NatConfig { max_probes: 100, ..NatConfig::default() };
     let v: Vec<u16> = BlockPorts::new(held, 4, 1002, &cfg, 6).collect();
-    assert_eq!(v, vec![1002, 2002, 2003, 1000, 1001, 1002, 1003, 2000, 2001], "preserved first, then from offset 2");
+    assert_eq!(v, vec![1002, 2002, 2003, 2000, 2001, 1002, 1003, 1000, 1001], "preserved first, then from offset 2");
     let v: Vec<u16> = BlockPorts::new(held, 4, 5000, &cfg, 0).collect();
     assert_eq!(v, vec![2000, 2001, 2002, 2003, 1000, 1001, 1002, 1003], "a port outside the blocks is not kept");
     let cfg = NatConfig { max_probes: 3, preserve_port: false, ..cfg };
     let v: Vec<u16> = BlockPorts::new(held, 4, 1002, &cfg, 1).collect();
     assert_eq!(v, vec![2001, 2002, 2003]);
+}
+
+/// A host's eight blocks of 1,024 ports hold more than the 4,096-probe budget: with its
+/// first six blocks full, a walk from the first block never reached the last two and the
+/// flow was refused. Blocks with room are walked first, so a free port is a block away.
+#[test]
+fn candidates_reach_the_blocks_with_room_when_the_first_ones_are_full() {
+    let mut held = Held { n: 8, starts: [0; MAX], room: 0 };
+    for i in 0..8 {
+        held.starts[i] = 1024 + 1024 * i as u16;
+    }
+    held.room = 0b1100_0000; // blocks 0-5 full
+    let taken = |p: u16| p < 1024 + 6 * 1024;
+    let cfg = NatConfig::default();
+    assert_eq!(cfg.max_probes, 4096);
+    for seed in [0, 1, 511, 1023, 0xdead_beef] {
+        let probes = BlockPorts::new(held, 1024, 40000, &cfg, seed).position(|p| !taken(p));
+        assert!(probes.is_some_and(|n| n < 1024), "seed {seed}: {probes:?}");
+    }
+    // with room everywhere the order is the held one (earlier blocks fill first)
+    let all = Held { room: u32::MAX, ..held };
+    assert_eq!(BlockPorts::new(all, 1024, 40000, &cfg, 0).next(), Some(1024));
+    let reordered = held.room_first();
+    assert_eq!(&reordered.starts[..8], &[7168, 8192, 1024, 2048, 3072, 4096, 5120, 6144]);
+    assert_eq!(reordered.room, 0b11);
+}
+
+/// The room a host's blocks show follows their flows: a block with as many flows as ports
+/// has none.
+#[test]
+fn a_block_with_as_many_flows_as_ports_shows_no_room() {
+    let b = dynamic(2, (1024, 1031), 4, &[A]);
+    let t = Time::from_secs(1);
+    b.held(H1, A, t).expect("first");
+    let h = b.grow(H1, A, t).expect("second");
+    assert_eq!(h.room, 0b11);
+    for p in 1024..1028 {
+        b.flow_added(H1, p);
+    }
+    b.flow_added(H1, 1028);
+    let h = b.held(H1, A, t).expect("held");
+    assert_eq!((&h.starts[..2], h.room), (&[1024, 1028][..], 0b10));
+    b.flow_removed(H1, 1025, t);
+    assert_eq!(b.held(H1, A, t).expect("held").room, 0b11);
 }
 
 #[test]
