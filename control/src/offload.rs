@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use rustc_hash::FxHashMap;
+use xgw_dataplane::config::Timeouts;
 use xgw_dataplane::conntrack::offload::{FastPath, Request};
 use xgw_dataplane::conntrack::{status, Flow};
 use xgw_dataplane::counters::SharedCounter;
@@ -39,6 +40,33 @@ const SYNC_CHUNK: usize = 32;
 
 /// The pause between two steps of a sync round (a batch read of a map, or a chunk of flows).
 const SYNC_PAUSE: Duration = Duration::from_micros(250);
+
+/// The longest time between two counter sync rounds. A round costs about 2.6 µs of the
+/// gateway core per installed flow (43 ms a second with 16 k flows and a round a second,
+/// measured from the thread's CPU time in the latency lab), and nothing waits for it: the
+/// sweep refreshes a flow before it expires it, a listing syncs first
+/// ([`XdpOffload::sync`]), the HA sync tells a flow's idle timer only when it moved by an
+/// eighth of its timeout. [`sync_period`] picks a shorter one for short timeouts.
+const SYNC_EVERY_MAX: Duration = Duration::from_secs(5);
+
+/// The idle thread's first poll interval after it had work (offers, withdrawals), and the
+/// longest it backs off to while nothing comes: each wake-up costs the gateway core tens of
+/// microseconds on a VM, 500 a second were a quarter of this thread's time with 16 k flows,
+/// and a new flow waits for its first install at most the longer interval.
+const IDLE_POLL: (Duration, Duration) = (Duration::from_millis(2), Duration::from_millis(16));
+
+/// How often, at most, the installed flows' next hops are checked again after the
+/// neighbour tables changed (between counter rounds, which check them too).
+const MAC_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// The time between two counter sync rounds: an eighth of the shortest timeout an
+/// offloaded flow can have (established TCP, UDP stream, PPTP GRE), between 1 s and
+/// [`SYNC_EVERY_MAX`]. A flow's last-seen time in the table is then never older than an
+/// eighth of its timeout (plus a round's length), as the HA sync assumes.
+pub fn sync_period(t: &Timeouts) -> Duration {
+    let shortest = t.tcp_established.min(t.udp_stream).min(t.pptp_gre);
+    (shortest / 8).clamp(Duration::from_secs(1), SYNC_EVERY_MAX)
+}
 
 pub use crate::flowmap::FlowMap;
 
@@ -152,6 +180,43 @@ enum Round {
     Reading(usize),
     /// Folding the snapshot into the flows, a chunk per step: from this installed flow on.
     Folding(usize),
+    /// Checking the installed flows' next hops only (the neighbour tables changed), a chunk
+    /// per step: from this installed flow on.
+    Checking(usize),
+}
+
+/// What an idle sync thread starts now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// Nothing yet.
+    Nothing,
+    /// A counter round (which checks the next hops too).
+    Counters,
+    /// A pass that checks the next hops only.
+    Macs,
+}
+
+/// The idle thread's next poll interval: back to the shortest after work, twice the last
+/// (up to the longest) after none.
+fn next_poll(last: Duration, worked: bool) -> Duration {
+    if worked {
+        IDLE_POLL.0
+    } else {
+        (last * 2).min(IDLE_POLL.1)
+    }
+}
+
+/// The idle thread's choice: a counter round once `since_round` reaches `period`; else a
+/// next-hop check when the neighbour tables changed since the last check and the last one
+/// (or round) is at least [`MAC_CHECK_EVERY`] old.
+fn start(since_round: Duration, since_check: Duration, neighbours_moved: bool, period: Duration) -> Start {
+    if since_round >= period {
+        Start::Counters
+    } else if neighbours_moved && since_check >= MAC_CHECK_EVERY {
+        Start::Macs
+    } else {
+        Start::Nothing
+    }
 }
 
 /// The fast path of xgwd: every interface's `FLOWS` map.
@@ -303,7 +368,13 @@ impl XdpOffload {
                 self.read_batch(iface, &mut reader, &mut snap);
             }
         }
-        self.sync_some(shared, &self.installed_flows(), &snap);
+        self.sync_some(shared, &self.installed_flows(), Some(&snap));
+    }
+
+    /// Takes back the installed flows whose next hop's MAC changed, without reading the
+    /// maps (a pass of [`XdpOffload::run`] after the neighbour tables changed, in one go).
+    pub fn check_macs(&self, shared: &Shared) {
+        self.sync_some(shared, &self.installed_flows(), None);
     }
 
     /// Empties `snap` for a new round and notes the last install made before it.
@@ -330,9 +401,10 @@ impl XdpOffload {
         self.installed.iter().map(|e| (*e.key(), e.value().slot)).collect()
     }
 
-    /// Folds `snap`'s counts into some of the installed flows, takes back those whose next
-    /// hop's MAC changed and those the packet path unmarked. No syscall with a slot locked.
-    fn sync_some(&self, shared: &Shared, flows: &[(u64, u32)], snap: &Snapshot) {
+    /// Folds `snap`'s counts (when given) into some of the installed flows, takes back those
+    /// whose next hop's MAC changed and those the packet path unmarked. No syscall with a
+    /// slot locked.
+    fn sync_some(&self, shared: &Shared, flows: &[(u64, u32)], snap: Option<&Snapshot>) {
         for &(id, slot) in flows {
             let live = shared.flows.with_slot(slot, |f| {
                 if f.id != id {
@@ -344,7 +416,7 @@ impl XdpOffload {
                     return true;
                 }
                 let moved = self.installed.get_mut(&id).is_some_and(|mut i| {
-                    if i.generation <= snap.generation {
+                    if let Some(snap) = snap.filter(|snap| i.generation <= snap.generation) {
                         for d in 0..2 {
                             let dir = &mut i.dirs[d];
                             let v = snap.maps.get(dir.iface).and_then(|m| m.get(&dir.key)).copied();
@@ -379,7 +451,9 @@ impl XdpOffload {
     }
 
     /// Runs the offload thread until `stop`: installs offered flows as they come, syncs
-    /// counters every `sync_every`.
+    /// counters every [`sync_period`] of the configured timeouts, and checks the installed
+    /// flows' next hops again when the neighbour tables change (at most every
+    /// [`MAC_CHECK_EVERY`]; a counter round checks them too).
     ///
     /// A round reads every map in batches ([`crate::flowmap`]: one syscall per
     /// [`crate::flowmap::BATCH`] entries), then folds what it read into the installed flows
@@ -388,12 +462,15 @@ impl XdpOffload {
     /// (two syscalls per flow) cost 16 k flows tens of milliseconds of that core every
     /// second, and any step of over a few hundred microseconds delays the packets queued
     /// behind it (the fast path's latency tail in bench/README.md).
-    pub fn run(self: Arc<Self>, shared: Arc<Shared>, stop: Arc<AtomicBool>, sync_every: Duration) {
-        let mut last_sync = std::time::Instant::now();
+    pub fn run(self: Arc<Self>, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+        let mut last_round = std::time::Instant::now();
+        let mut last_check = last_round;
+        let mut checked = self.neigh.generation();
         let mut snap = Snapshot::default();
         let mut reader = BatchRead::default();
         let mut flows: Vec<(u64, u32)> = Vec::new();
         let mut round = Round::Idle;
+        let mut poll = IDLE_POLL.0;
         while !stop.load(Ordering::Relaxed) {
             let mut n = 0;
             // withdrawals first: a flow given back and offered again is installed afresh
@@ -406,13 +483,27 @@ impl XdpOffload {
                 n += 1;
             }
             round = match round {
-                Round::Idle if last_sync.elapsed() >= sync_every => {
-                    last_sync = std::time::Instant::now();
-                    self.begin_snapshot(&mut snap);
-                    reader.restart();
-                    Round::Reading(0)
+                Round::Idle => {
+                    let period = sync_period(&shared.config().timeouts);
+                    let moved = self.neigh.generation() != checked;
+                    match start(last_round.elapsed(), last_check.elapsed(), moved, period) {
+                        Start::Nothing => Round::Idle,
+                        begun => {
+                            // what a pass checks against: the tables as they are from now on
+                            checked = self.neigh.generation();
+                            last_check = std::time::Instant::now();
+                            if begun == Start::Counters {
+                                last_round = last_check;
+                                self.begin_snapshot(&mut snap);
+                                reader.restart();
+                                Round::Reading(0)
+                            } else {
+                                flows = self.installed_flows();
+                                Round::Checking(0)
+                            }
+                        }
+                    }
                 }
-                Round::Idle => Round::Idle,
                 Round::Reading(iface) if iface >= self.maps.len() => {
                     flows = self.installed_flows();
                     Round::Folding(0)
@@ -426,18 +517,20 @@ impl XdpOffload {
                         Round::Reading(iface)
                     }
                 }
-                Round::Folding(at) => {
+                Round::Folding(at) | Round::Checking(at) => {
                     let end = (at + SYNC_CHUNK).min(flows.len());
-                    self.sync_some(&shared, &flows[at..end], &snap);
-                    if end == flows.len() {
-                        Round::Idle
-                    } else {
-                        Round::Folding(end)
+                    let folding = matches!(round, Round::Folding(_));
+                    self.sync_some(&shared, &flows[at..end], folding.then_some(&snap));
+                    match (end == flows.len(), folding) {
+                        (true, _) => Round::Idle,
+                        (false, true) => Round::Folding(end),
+                        (false, false) => Round::Checking(end),
                     }
                 }
             };
+            poll = next_poll(poll, n > 0);
             if n == 0 {
-                std::thread::sleep(if round == Round::Idle { Duration::from_millis(2) } else { SYNC_PAUSE });
+                std::thread::sleep(if round == Round::Idle { poll } else { SYNC_PAUSE });
             }
         }
     }
@@ -464,37 +557,5 @@ impl FastPath for XdpOffload {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use xgw_dataplane::conntrack::{FlowKind, L4State};
-
-    fn reading(packets: u64, bytes: u64, last_seen: u64) -> FastFlow {
-        FastFlow { packets, bytes, last_seen, ..FastFlow::default() }
-    }
-
-    /// Each reading of one direction's counters, in order, against what the flow then holds.
-    #[test]
-    fn folding_adds_what_is_new_and_ignores_older_readings() {
-        let base = 1_000;
-        let mut flow = Flow::new(Default::default(), Default::default(), L4State::Udp, FlowKind::Snat, Time(0));
-        let mut dir =
-            Direction { iface: 0, key: FastKey::default(), packets: 0, bytes: 0, seen: 0, macs: ([0; 6], [0; 6]) };
-        // (reading: packets, bytes, last seen) → (flow's packets, bytes, last seen)
-        type Counts = (u64, u64, u64);
-        let steps: [(Counts, Counts); 5] = [
-            ((10, 640, base + 50), (10, 640, 50)),
-            // the same reading again: nothing twice
-            ((10, 640, base + 50), (10, 640, 50)),
-            ((25, 1_600, base + 90), (25, 1_600, 90)),
-            // a snapshot read before the last fold: older, ignored
-            ((20, 1_280, base + 70), (25, 1_600, 90)),
-            ((26, 1_664, base + 95), (26, 1_664, 95)),
-        ];
-        for (i, ((p, b, s), want)) in steps.into_iter().enumerate() {
-            dir.fold(&mut flow, 1, &reading(p, b, s), base);
-            assert_eq!((flow.packets[1], flow.bytes[1], flow.last_seen.0), want, "step {i}");
-        }
-        assert_eq!(flow.packets[0], 0, "the other direction untouched");
-        assert!(flow.status & status::SEEN_REPLY != 0, "a reply direction's packet is a reply seen");
-    }
-}
+#[path = "offload_tests.rs"]
+mod tests;

@@ -388,9 +388,9 @@ fn pptp_call_counts_and_teardown(offload: &str, peers: Peers) {
         assert!(t0.elapsed().as_secs() < 15, "call not up:\n{}\n{}", lab.log("pns.log"), lab.log("pac.log"));
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
-    // the silence between the bursts and the CDN (1.5 s to 4.5 s after the call came up): the
-    // counters are folded back at least once a second, so they must reach what the peers
-    // sent well before the CDN
+    // the silence between the bursts and the CDN (1.5 s to 4.5 s after the call came up): a
+    // listing folds the fast path's counters first, so they must reach what the peers sent
+    // well before the CDN
     let gre = loop {
         let gre = xgwctl_json(&sock, &["conntrack", "list", "-p", "gre"]);
         assert_eq!(gre.len(), 1, "{gre:?}");

@@ -103,6 +103,11 @@ pub(super) fn ha_status(d: &Daemon) -> xgw_control_proto::answer::HaStatus {
 }
 
 fn list_flows(d: &Daemon, filter: &Filter, w: &mut impl Write, list: bool) -> std::io::Result<()> {
+    if let (true, Some(off)) = (list, &d.offload) {
+        // the offloaded flows' counters as the XDP program has them now, not as of the
+        // offload thread's last round (seconds apart)
+        off.sync(&d.shared);
+    }
     let now = d.now();
     let (mut n, mut err) = (0u64, None);
     d.shared.flows.for_each(|_, f| {

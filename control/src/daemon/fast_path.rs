@@ -5,7 +5,6 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use aya::maps::{Array, HashMap as BpfHashMap};
@@ -71,11 +70,7 @@ pub(super) fn start_fast_path(
         let o = Arc::new(XdpOffload::new(maps, neigh.clone(), mono_base));
         shared.flows.offload.connect(o.clone());
         let (o2, sh, st) = (Arc::clone(&o), Arc::clone(shared), Arc::clone(stop));
-        offload_thread = Some(
-            std::thread::Builder::new()
-                .name("xgw-offload".into())
-                .spawn(move || o2.run(sh, st, Duration::from_secs(1)))?,
-        );
+        offload_thread = Some(std::thread::Builder::new().name("xgw-offload".into()).spawn(move || o2.run(sh, st))?);
         tracing::info!(entries = args.offload_entries, "XDP fast path on");
         Some(o)
     } else {
