@@ -1,7 +1,9 @@
 //! `address auto`: the outside address follows the kernel's, as DHCP or PPP would change it,
 //! under traffic. An inside client keeps a UDP conversation (echoed by the server, so the
 //! flow is assured and, with the fast path on, carried by XDP) going while the gateway's
-//! outside address changes; nothing leaves with the old address once it is gone.
+//! outside address changes; nothing leaves with the old address once it is gone. And a NAT
+//! pool address on the outside subnet: the server reaches it by ARP, which the gateway's
+//! kernel answers while xgwd holds the address.
 #![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -146,4 +148,37 @@ fn the_outside_address_changes_under_traffic() {
 #[test]
 fn the_outside_address_changes_under_traffic_without_offload() {
     address_changes_under_traffic("off");
+}
+
+/// A pool address on the outside subnet: the server answers the translated ping by asking
+/// ARP for the pool address (nothing routes it), and the gateway's kernel answers for it,
+/// since xgwd holds the address on the outside device while it runs (and only then). Every
+/// peer at kernel defaults.
+#[test]
+fn an_on_link_pool_address_is_answered_to_arp_and_reached() {
+    const POOL_RULES: &str = "interface lan device xgw-in  role inside  address 10.10.0.1/24
+interface wan device xgw-out role outside address 198.51.100.1/24
+nat overload pool 198.51.100.50
+access-list lan_out permit icmp any any echo
+access-group lan_out in interface lan
+";
+    let mut lab = Lab::new();
+    lab.line("c1", "10.10.0.11/24", "srv", "198.51.100.20/24");
+    let sock = lab.dir.join("xgw.sock").to_string_lossy().to_string();
+    let xgwd = lab.start_xgwd("gw", POOL_RULES, &["--socket", &sock]);
+    let ping = lab.exec("c1", &["ping", "-c", "3", "-i", "0.2", "-W", "2", "198.51.100.20"]);
+    let neigh = lab.exec_ok("srv", &["ip", "neigh", "show", "198.51.100.50"]);
+    let mac = lab.exec_ok("gw", &["cat", "/sys/class/net/xgw-out/address"]);
+    let st = stats(&lab, &sock);
+    assert!(
+        ping.status.success(),
+        "the ping through the pool address is answered: {}\nserver's neighbours: {neigh}\nstats: {st}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    assert!(neigh.contains(mac.trim()), "the server learnt the pool address at the gateway's MAC {mac}: {neigh}");
+    let held =
+        |lab: &Lab| lab.exec_ok("gw", &["ip", "-4", "addr", "show", "dev", "xgw-out"]).contains("198.51.100.50/32");
+    assert!(held(&lab), "held while xgwd runs");
+    let _ = lab.stop(xgwd, "xgwd.log");
+    assert!(!held(&lab), "given back when xgwd stops");
 }

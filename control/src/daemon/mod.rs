@@ -4,7 +4,8 @@
 //! XSKMAPs, and runs one worker per queue index (pinned to a core). The control thread
 //! sweeps expired flows, keeps next hops current, reloads on SIGHUP and stops on
 //! SIGTERM/SIGINT, detaching XDP cleanly (bpf_link attachments also go away by themselves
-//! if the process dies).
+//! if the process dies). NAT pool addresses on the outside subnet are held on the outside
+//! device while it runs (`pool`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,6 +22,7 @@ mod control_loop;
 mod fast_path;
 mod guard;
 mod pair;
+mod pool;
 mod preflight;
 mod reload;
 mod settings;
@@ -64,6 +66,8 @@ pub fn run(args: &RunArgs, asa_log: bool) -> Result<()> {
         .map(|&(proto, port)| HostService { proto: u32::from(proto), port: u32::from(port) })
         .collect();
     let mut attached = attach(&cfg, args, &services)?;
+    // kept until the daemon returns: dropping it removes the pool addresses it added
+    let _pool = pool::hold_for(&cfg, args.ha.is_some())?;
     let mut class_maps: Vec<(String, ClassMap, ClassMap, ClassMap)> = Vec::new();
     for a in &mut attached {
         let c = a.bpf.take_map("CLASS_STATS").ok_or_else(|| anyhow!("no CLASS_STATS map"))?;

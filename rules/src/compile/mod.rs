@@ -187,23 +187,13 @@ pub fn compile(name: &str, text: &str, loader: Loader<'_>) -> Result<Compiled, V
     }
     engine.pptp.interfaces = (!pptp_on.is_empty()).then_some(pptp_on);
 
-    // a NAT pool's replies reach this gateway only when the upstream routes the pool to it
-    // (a static route, or BGP announcing it: README "Scaling out"): xgw answers no ARP for
-    // pool addresses, so one on the outside subnet is not reached by being on-link
+    // a NAT pool sits on the outside subnet (xgwd holds those addresses on the outside
+    // device, so the kernel answers ARP for them), or is routed to this gateway by the
+    // upstream (a static route, or BGP announcing it: README "Scaling out")
     if let (Some((fi, span)), Some((_, o))) = (&nat_span, engine.outside()) {
-        let on_link = |a: &&std::net::Ipv4Addr| o.contains(u32::from(**a)) && **a != o.addr;
         if o.auto_addr {
             cx.err(*fi, span.clone(), "a NAT pool with `address auto` on the outside").hint =
                 Some("a pool must sit on a known outside subnet: give the outside interface A/LEN".into());
-        } else if let Some(a) = engine.nat.pool.iter().find(on_link) {
-            let msg = format!(
-                "pool address {a} is on the outside subnet {}/{}, but xgw does not answer ARP for it",
-                o.addr, o.prefix_len
-            );
-            cx.warn(*fi, span.clone(), msg).hint = Some(format!(
-                "the upstream router must route the pool to this gateway ({}) — a static route or BGP — or the replies to it are lost",
-                o.addr
-            ));
         } else if let Some(a) = engine.nat.pool.iter().find(|a| !o.contains(u32::from(**a))) {
             let msg = format!("pool address {a} is not on the outside subnet {}/{}", o.addr, o.prefix_len);
             cx.warn(*fi, span.clone(), msg).hint =

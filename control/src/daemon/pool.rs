@@ -1,0 +1,131 @@
+//! NAT pool addresses on the outside subnet, held by the kernel. The upstream router reaches
+//! an on-link pool address by ARP, and the kernel answers ARP only for addresses it owns, so
+//! xgwd adds each such address to the outside device as a /32 while it runs (the XDP program
+//! still takes every IPv4 packet to them: they are transit, the engine's). On exit it removes
+//! the ones it added, and only those. A pool routed to the gateway (off the subnet, as in the
+//! scale-out lab) needs nothing; an HA pair's on-link pool belongs in keepalived's virtual
+//! addresses, so that only the master holds it.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::{bail, Context, Result};
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use xgw_dataplane::EngineConfig;
+
+/// The pool addresses on the outside subnet but the outside address itself (the kernel's
+/// already): those nobody answers ARP for unless the kernel holds them.
+pub fn on_link(cfg: &EngineConfig) -> Vec<Ipv4Addr> {
+    let Some((_, o)) = cfg.outside() else { return Vec::new() };
+    cfg.nat.pool.iter().copied().filter(|a| o.contains(u32::from(*a)) && *a != o.addr).collect()
+}
+
+/// The pool addresses xgwd added to the outside device; removed when dropped.
+pub(super) struct PoolAddrs {
+    device: String,
+    ifindex: u32,
+    added: Vec<Ipv4Addr>,
+}
+
+impl PoolAddrs {
+    /// Adds `addrs` to `device` as /32s; one the device has already is left as it is (and is
+    /// not removed on exit).
+    pub(super) fn hold(device: &str, addrs: &[Ipv4Addr]) -> Result<PoolAddrs> {
+        let mut held =
+            PoolAddrs { device: device.to_string(), ifindex: super::xdp::ifindex(device)?, added: Vec::new() };
+        for &a in addrs {
+            match request(held.ifindex, a, true) {
+                Ok(()) => held.added.push(a),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => bail!("adding pool address {a}/32 to `{device}`: {e}"),
+            }
+        }
+        if !addrs.is_empty() {
+            tracing::info!(%device, added = held.added.len(), of = addrs.len(), "NAT pool addresses held on the outside device (the kernel answers ARP for them)");
+        }
+        Ok(held)
+    }
+}
+
+impl Drop for PoolAddrs {
+    fn drop(&mut self) {
+        for &a in &self.added {
+            if let Err(e) = request(self.ifindex, a, false) {
+                tracing::warn!(device = %self.device, address = %a, "removing a pool address: {e}");
+            }
+        }
+    }
+}
+
+/// Adds (`add`) or removes `a`/32 on interface `ifindex` and waits for the kernel's answer.
+fn request(ifindex: u32, a: Ipv4Addr, add: bool) -> std::io::Result<()> {
+    let mut msg = AddressMessage::default();
+    msg.header.family = AddressFamily::Inet;
+    msg.header.prefix_len = 32;
+    msg.header.scope = AddressScope::Universe;
+    msg.header.index = ifindex;
+    msg.attributes.push(AddressAttribute::Local(IpAddr::V4(a)));
+    msg.attributes.push(AddressAttribute::Address(IpAddr::V4(a)));
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_ACK | if add { NLM_F_CREATE | NLM_F_EXCL } else { 0 };
+    header.sequence_number = 1;
+    let payload = if add { RouteNetlinkMessage::NewAddress(msg) } else { RouteNetlinkMessage::DelAddress(msg) };
+    let mut m = NetlinkMessage::new(header, NetlinkPayload::from(payload));
+    m.finalize();
+    let mut out = vec![0u8; m.buffer_len()];
+    m.serialize(&mut out);
+    let mut sock = Socket::new(NETLINK_ROUTE)?;
+    sock.bind_auto()?;
+    sock.connect(&SocketAddr::new(0, 0))?;
+    sock.send(&out, 0)?;
+    let mut buf = vec![0u8; 8192];
+    let n = sock.recv(&mut &mut buf[..], 0)?;
+    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[..n])
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    match reply.payload {
+        NetlinkPayload::Error(e) => match e.code {
+            None => Ok(()),
+            Some(c) => Err(std::io::Error::from_raw_os_error(-c.get())),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Holds the on-link pool addresses of `cfg` on the outside device, unless an HA pair owns
+/// them (then keepalived must, as virtual addresses: a warning says so).
+pub(super) fn hold_for(cfg: &EngineConfig, ha: bool) -> Result<Option<PoolAddrs>> {
+    let addrs = on_link(cfg);
+    let Some((_, o)) = cfg.outside() else { return Ok(None) };
+    if addrs.is_empty() {
+        return Ok(None);
+    }
+    if ha {
+        tracing::warn!(
+            device = %o.device,
+            "the NAT pool has addresses on the outside subnet: in an HA pair list them in keepalived's virtual_ipaddress, or the upstream's replies to them are lost"
+        );
+        return Ok(None);
+    }
+    PoolAddrs::hold(&o.device, &addrs).context("holding the NAT pool's on-link addresses").map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_held_addresses_are_the_pools_on_the_outside_subnet_but_its_own() {
+        let mut cfg = EngineConfig::example(); // outside 203.0.113.1/24
+        assert!(on_link(&cfg).is_empty(), "no pool, nothing held");
+        cfg.nat.pool = ["203.0.113.10", "198.51.100.7", "203.0.113.1", "203.0.113.11"]
+            .iter()
+            .map(|a| a.parse().expect("address"))
+            .collect();
+        let want: Vec<Ipv4Addr> = ["203.0.113.10", "203.0.113.11"].iter().map(|a| a.parse().expect("a")).collect();
+        assert_eq!(on_link(&cfg), want);
+    }
+}
