@@ -57,7 +57,7 @@ fn io_err(e: impl std::fmt::Display) -> std::io::Error {
 }
 
 /// Calls `f` with every rtnetlink message in `buf`; true when a dump's `NLMSG_DONE` was seen.
-fn each_message(buf: &[u8], mut f: impl FnMut(RouteNetlinkMessage)) -> std::io::Result<bool> {
+pub(crate) fn each_message(buf: &[u8], mut f: impl FnMut(RouteNetlinkMessage)) -> std::io::Result<bool> {
     let mut off = 0;
     while off + 16 <= buf.len() {
         let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..]).map_err(io_err)?;

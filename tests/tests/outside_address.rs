@@ -179,6 +179,15 @@ access-group lan_out in interface lan
     let held =
         |lab: &Lab| lab.exec_ok("gw", &["ip", "-4", "addr", "show", "dev", "xgw-out"]).contains("198.51.100.50/32");
     assert!(held(&lab), "held while xgwd runs");
+    // a crash leaves it; the next start knows it as its own and gives it back on stopping
+    lab.crash(xgwd);
+    assert!(held(&lab), "left by the crash");
+    let xgwd = lab.start_xgwd("gw", POOL_RULES, &["--socket", &sock]);
     let _ = lab.stop(xgwd, "xgwd.log");
     assert!(!held(&lab), "given back when xgwd stops");
+    // an address the administrator put there is the administrator's: left as it is
+    lab.exec_ok("gw", &["ip", "addr", "add", "198.51.100.50/32", "dev", "xgw-out"]);
+    let xgwd = lab.start_xgwd("gw", POOL_RULES, &["--socket", &sock]);
+    let _ = lab.stop(xgwd, "xgwd.log");
+    assert!(held(&lab), "the administrator's address stays");
 }

@@ -2,7 +2,8 @@
 //! an on-link pool address by ARP, and the kernel answers ARP only for addresses it owns, so
 //! xgwd adds each such address to the outside device as a /32 while it runs (the XDP program
 //! still takes every IPv4 packet to them: they are transit, the engine's). On exit it removes
-//! the ones it added, and only those. A pool routed to the gateway (off the subnet, as in the
+//! the ones it added, and only those: it marks them (`IFA_PROTO`), so that after a crash the
+//! next start knows the ones left behind as its own. A pool routed to the gateway (off the subnet, as in the
 //! scale-out lab) needs nothing; an HA pair's on-link pool belongs in keepalived's virtual
 //! addresses, so that only the master holds it.
 
@@ -10,12 +11,15 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{bail, Context, Result};
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressProtocol, AddressScope};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use xgw_dataplane::EngineConfig;
+
+/// The mark (`IFA_PROTO`) on the addresses xgwd adds: not one of the kernel's (0-3).
+const XGW_PROTO: u8 = 0x58;
 
 /// The pool addresses on the outside subnet but the outside address itself (the kernel's
 /// already): those nobody answers ARP for unless the kernel holds them.
@@ -40,7 +44,12 @@ impl PoolAddrs {
         for &a in addrs {
             match request(held.ifindex, a, true) {
                 Ok(()) => held.added.push(a),
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                // the administrator's (left as it is), or ours from a run that crashed
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    if marked(held.ifindex, a)? {
+                        held.added.push(a);
+                    }
+                }
                 Err(e) => bail!("adding pool address {a}/32 to `{device}`: {e}"),
             }
         }
@@ -70,18 +79,14 @@ fn request(ifindex: u32, a: Ipv4Addr, add: bool) -> std::io::Result<()> {
     msg.header.index = ifindex;
     msg.attributes.push(AddressAttribute::Local(IpAddr::V4(a)));
     msg.attributes.push(AddressAttribute::Address(IpAddr::V4(a)));
+    if add {
+        msg.attributes.push(AddressAttribute::Protocol(AddressProtocol::Other(XGW_PROTO)));
+    }
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_ACK | if add { NLM_F_CREATE | NLM_F_EXCL } else { 0 };
     header.sequence_number = 1;
     let payload = if add { RouteNetlinkMessage::NewAddress(msg) } else { RouteNetlinkMessage::DelAddress(msg) };
-    let mut m = NetlinkMessage::new(header, NetlinkPayload::from(payload));
-    m.finalize();
-    let mut out = vec![0u8; m.buffer_len()];
-    m.serialize(&mut out);
-    let mut sock = Socket::new(NETLINK_ROUTE)?;
-    sock.bind_auto()?;
-    sock.connect(&SocketAddr::new(0, 0))?;
-    sock.send(&out, 0)?;
+    let sock = send(header, payload)?;
     let mut buf = vec![0u8; 8192];
     let n = sock.recv(&mut &mut buf[..], 0)?;
     let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[..n])
@@ -92,6 +97,47 @@ fn request(ifindex: u32, a: Ipv4Addr, add: bool) -> std::io::Result<()> {
             Some(c) => Err(std::io::Error::from_raw_os_error(-c.get())),
         },
         _ => Ok(()),
+    }
+}
+
+/// A fresh rtnetlink socket with `payload` sent on it.
+fn send(header: NetlinkHeader, payload: RouteNetlinkMessage) -> std::io::Result<Socket> {
+    let mut m = NetlinkMessage::new(header, NetlinkPayload::from(payload));
+    m.finalize();
+    let mut out = vec![0u8; m.buffer_len()];
+    m.serialize(&mut out);
+    let mut sock = Socket::new(NETLINK_ROUTE)?;
+    sock.bind_auto()?;
+    sock.connect(&SocketAddr::new(0, 0))?;
+    sock.send(&out, 0)?;
+    Ok(sock)
+}
+
+/// True when interface `ifindex` holds `a` with xgwd's mark (left by a run that crashed).
+fn marked(ifindex: u32, a: Ipv4Addr) -> std::io::Result<bool> {
+    let mut msg = AddressMessage::default();
+    msg.header.family = AddressFamily::Inet;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    header.sequence_number = 1;
+    let sock = send(header, RouteNetlinkMessage::GetAddress(msg))?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut found = false;
+    loop {
+        let n = sock.recv(&mut &mut buf[..], 0)?;
+        let done = crate::netlink::each_message(&buf[..n], |m| {
+            if let RouteNetlinkMessage::NewAddress(m) = m {
+                let has = |x: &AddressAttribute| {
+                    matches!(x, AddressAttribute::Local(IpAddr::V4(v)) if *v == a)
+                        || *x == AddressAttribute::Protocol(AddressProtocol::Other(XGW_PROTO))
+                };
+                let hits = m.attributes.iter().filter(|x| has(x)).count();
+                found |= m.header.index == ifindex && hits == 2;
+            }
+        })?;
+        if done || n == 0 {
+            return Ok(found);
+        }
     }
 }
 
