@@ -3,9 +3,9 @@
 //! xgwd adds each such address to the outside device as a /32 while it runs (the XDP program
 //! still takes every IPv4 packet to them: they are transit, the engine's). On exit it removes
 //! the ones it added, and only those: it marks them (`IFA_PROTO`), so that after a crash the
-//! next start knows the ones left behind as its own. A pool routed to the gateway (off the subnet, as in the
-//! scale-out lab) needs nothing; an HA pair's on-link pool belongs in keepalived's virtual
-//! addresses, so that only the master holds it.
+//! next start knows the ones left behind as its own. A pool routed to the gateway (off the
+//! subnet, as in the scale-out lab) needs nothing; an HA pair's on-link pool belongs in
+//! keepalived's virtual addresses, so that only the master holds it.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -89,15 +89,9 @@ fn request(ifindex: u32, a: Ipv4Addr, add: bool) -> std::io::Result<()> {
     let sock = send(header, payload)?;
     let mut buf = vec![0u8; 8192];
     let n = sock.recv(&mut &mut buf[..], 0)?;
-    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[..n])
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-    match reply.payload {
-        NetlinkPayload::Error(e) => match e.code {
-            None => Ok(()),
-            Some(c) => Err(std::io::Error::from_raw_os_error(-c.get())),
-        },
-        _ => Ok(()),
-    }
+    // the acknowledgement: an error with a code is the kernel's refusal
+    crate::netlink::each_message(&buf[..n], |_| {})?;
+    Ok(())
 }
 
 /// A fresh rtnetlink socket with `payload` sent on it.
@@ -127,12 +121,10 @@ fn marked(ifindex: u32, a: Ipv4Addr) -> std::io::Result<bool> {
         let n = sock.recv(&mut &mut buf[..], 0)?;
         let done = crate::netlink::each_message(&buf[..n], |m| {
             if let RouteNetlinkMessage::NewAddress(m) = m {
-                let has = |x: &AddressAttribute| {
-                    matches!(x, AddressAttribute::Local(IpAddr::V4(v)) if *v == a)
-                        || *x == AddressAttribute::Protocol(AddressProtocol::Other(XGW_PROTO))
-                };
-                let hits = m.attributes.iter().filter(|x| has(x)).count();
-                found |= m.header.index == ifindex && hits == 2;
+                let has = |x: AddressAttribute| m.attributes.contains(&x);
+                found |= m.header.index == ifindex
+                    && has(AddressAttribute::Local(IpAddr::V4(a)))
+                    && has(AddressAttribute::Protocol(AddressProtocol::Other(XGW_PROTO)));
             }
         })?;
         if done || n == 0 {
