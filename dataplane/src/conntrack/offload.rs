@@ -139,6 +139,11 @@ impl Offload {
         if flow.status & status::OFFLOAD != 0 || !self.enabled() || !eligible(flow) {
             return;
         }
+        self.request(slot, flow);
+    }
+
+    /// Queues the offer of an eligible flow (out of line: once in a flow's life).
+    fn request(&self, slot: u32, flow: &mut Flow) {
         if self.requests.push(Request { slot, id: flow.id }).is_ok() {
             flow.status |= status::OFFLOAD;
             self.stats.requested.inc();
@@ -174,6 +179,7 @@ impl Offload {
 /// (IKE, NAT-T and L2TP included), and a PPTP call's GRE once both ends have sent. Never
 /// a PPTP control connection (the inspector reads every byte), ICMP, ESP or address-pair
 /// GRE.
+#[inline]
 pub fn eligible(f: &Flow) -> bool {
     if f.status & status::ALG_PPTP != 0 {
         return false;

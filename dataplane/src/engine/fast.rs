@@ -4,7 +4,7 @@
 use crate::alg::pptp::SegmentVerdict;
 use crate::checksum;
 use crate::config::IfaceId;
-use crate::conntrack::{status, CsumDelta, Dir, FlowKey, FlowKind, FlowRef, Rewrite};
+use crate::conntrack::{status, CsumDelta, Dir, Flow, FlowKey, FlowKind, FlowRef, Rewrite};
 use crate::counters::DropReason;
 use crate::frag::{FragEntry, FragKey};
 use crate::time::Time;
@@ -12,10 +12,9 @@ use crate::wire::{gre, icmp, ipv4, proto, tcp};
 
 use super::*;
 
-/// What an established flow's packet needs once its flow is unlocked.
+/// What an established flow's packet needs once its flow is unlocked, when it was not
+/// rewritten under the lock.
 pub(super) enum Step {
-    /// Rewritten already (under the flow's lock): transmit.
-    Done(IfaceId),
     /// Apply this rewrite through [`WorkerState::forward`] (a first fragment, remembered there).
     Forward(Rewrite, CsumDelta),
     /// A PPTP control segment: inspect it, then apply the rewrite.
@@ -47,49 +46,30 @@ impl WorkerState {
             sh.flows.with_flow(r, key, |_, _| ())?;
             return Some(self.time_exceeded(sh, frame, pkt, meta, now));
         }
-        let outcome = sh.flows.with_flow_offload(r, key, |f, dir| {
-            if f.rewrite[dir.opposite().index()].egress != meta.iface {
-                // a flow's packets arrive where its other direction leaves: anything else
-                // is spoofed
-                return Err(DropReason::WrongInterface);
-            }
-            match f.count_packet(dir, pkt.tcp_flags, pkt.ip_len, now) {
-                Err(_) => return Err(DropReason::TcpInvalid),
-                Ok(true) => {
-                    if let Some(hosts) = &sh.hosts {
-                        hosts.leave_embryonic(f.inside_host());
-                    }
-                }
-                Ok(false) => {}
-            }
-            let d = dir.index();
-            if f.status & status::ALG_PPTP != 0 {
-                return Ok(Step::Inspect {
-                    rewrite: f.rewrite[d],
-                    csum: f.csum(d),
-                    flow_id: f.id,
-                    from_pns: dir == Dir::Orig,
-                });
-            }
-            if pkt.first_frag {
-                return Ok(Step::Forward(f.rewrite[d], f.csum(d)));
-            }
-            // the common case: rewrite here, so only the egress leaves the closure
-            let ip = &mut frame.buf[pkt.ip_range()];
-            apply_rewrite(ip, pkt.hl(), pkt.l4, &f.rewrite[d], f.csum(d));
-            Ok(Step::Done(f.rewrite[d].egress))
-        })?;
+        // the egress comes back in a register; a packet that still needs its rewrite leaves
+        // its step in `later` (a larger value read back right after the call would wait on
+        // the stores that wrote it)
+        let mut later = None;
+        let outcome = sh.flows.with_flow_offload(
+            r,
+            key,
+            #[inline(always)]
+            |f, dir| on_hit(sh, frame, pkt, f, dir, &mut later),
+        )?;
         self.counters.traffic.flow_hits.inc();
-        Some(match outcome {
-            Ok(Step::Done(egress)) => Verdict::Forward(egress),
-            Ok(Step::Forward(rw, csum)) => self.forward(sh, frame, pkt, &rw, csum, now),
-            Ok(Step::Inspect { rewrite: rw, csum, flow_id, from_pns }) => {
+        let egress = match outcome {
+            Ok(egress) => egress,
+            Err(reason) => return Some(Verdict::Drop(reason)),
+        };
+        Some(match later {
+            None => Verdict::Forward(egress),
+            Some(Step::Forward(rw, csum)) => self.forward(sh, frame, pkt, &rw, csum, now),
+            Some(Step::Inspect { rewrite: rw, csum, flow_id, from_pns }) => {
                 match self.inspect_pptp(sh, frame, pkt, flow_id, from_pns) {
                     Ok(()) => self.forward(sh, frame, pkt, &rw, csum, now),
                     Err(v) => v,
                 }
             }
-            Err(reason) => Verdict::Drop(reason),
         })
     }
 
@@ -221,6 +201,47 @@ impl WorkerState {
         ip.decrement_ttl();
         Verdict::Forward(e.egress)
     }
+}
+
+/// A flow hit under the flow's lock: the packet's direction must arrive where the other
+/// leaves, it counts (TCP state included), and the common packet is rewritten here. Returns
+/// the egress; a packet that still needs its rewrite (a PPTP control segment, a first
+/// fragment) leaves its [`Step`] in `later`.
+#[inline(always)]
+fn on_hit(
+    sh: &Shared,
+    frame: &mut FrameBuf<'_>,
+    pkt: &Pkt,
+    f: &mut Flow,
+    dir: Dir,
+    later: &mut Option<Step>,
+) -> Result<IfaceId, DropReason> {
+    if f.rewrite[dir.opposite().index()].egress != pkt.iface {
+        // a flow's packets arrive where its other direction leaves: anything else is spoofed
+        return Err(DropReason::WrongInterface);
+    }
+    match f.count_packet(dir, pkt.tcp_flags, pkt.ip_len, pkt.now) {
+        Err(_) => return Err(DropReason::TcpInvalid),
+        Ok(true) => {
+            if let Some(hosts) = &sh.hosts {
+                hosts.leave_embryonic(f.inside_host());
+            }
+        }
+        Ok(false) => {}
+    }
+    let d = dir.index();
+    if f.status & status::ALG_PPTP != 0 {
+        *later =
+            Some(Step::Inspect { rewrite: f.rewrite[d], csum: f.csum(d), flow_id: f.id, from_pns: dir == Dir::Orig });
+        return Ok(f.rewrite[d].egress);
+    }
+    if pkt.first_frag {
+        *later = Some(Step::Forward(f.rewrite[d], f.csum(d)));
+        return Ok(f.rewrite[d].egress);
+    }
+    let ip = &mut frame.buf[pkt.ip_range()];
+    apply_rewrite(ip, pkt.hl(), pkt.l4, &f.rewrite[d], f.csum(d));
+    Ok(f.rewrite[d].egress)
 }
 
 /// Forwards an IP packet (header length `hl`) that arrived with a direction's key: writes

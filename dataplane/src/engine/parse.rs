@@ -71,8 +71,18 @@ pub(super) enum L4 {
 }
 
 impl WorkerState {
+    /// Parses `frame` into `out` (where the batch keeps it, so nothing copies it again while
+    /// its fields are still in the store buffer) and returns the key it carries on arrival,
+    /// built from registers; `Ok(None)` for a frame that is the host's.
     #[inline(always)]
-    pub(super) fn parse(&self, sh: &Shared, frame: &[u8], meta: RxMeta) -> Result<Option<Pkt>, DropReason> {
+    pub(super) fn parse(
+        &self,
+        sh: &Shared,
+        frame: &[u8],
+        meta: RxMeta,
+        now: Time,
+        out: &mut Pkt,
+    ) -> Result<Option<FlowKey>, DropReason> {
         let eth = ethernet::Frame::new_checked(frame).map_err(|_| DropReason::EthTruncated)?;
         if eth.ethertype() != ethernet::ETHERTYPE_IPV4 {
             return Ok(None);
@@ -107,112 +117,124 @@ impl WorkerState {
         if options && dst != sh.outside_addr() {
             return Err(DropReason::IpOptions);
         }
-        let mut p = Pkt {
-            iface: meta.iface,
-            now: Time::ZERO,
-            l3: l3 as u8,
-            ip_len: ip.total_len(),
-            hl: hl as u8,
-            src,
-            dst,
-            proto: ip.protocol(),
-            ttl: ip.ttl(),
-            ident: ip.ident(),
-            first_frag: ip.more_frags() && ip.frag_offset() == 0,
-            later_frag: ip.frag_offset() != 0,
-            l4: L4::Other,
-            sport: 0,
-            dport: 0,
-            tcp_flags: 0,
-            tcp_seq: 0,
-            tcp_ack: 0,
-            tcp_hl: 0,
-            icmp_type: 0,
-            icmp_code: 0,
-        };
-        if p.later_frag {
+        let proto = ip.protocol();
+        let first_frag = ip.more_frags() && ip.frag_offset() == 0;
+        let later_frag = ip.frag_offset() != 0;
+        if later_frag && options {
             // no L4 header; with options only the box's, decided above by address
-            return if options { Err(DropReason::IpOptions) } else { Ok(Some(p)) };
+            return Err(DropReason::IpOptions);
         }
-        let l4 = ip.payload();
-        match p.proto {
+        let (mut l4, mut sport, mut dport, mut tcp_flags, mut tcp_seq, mut tcp_ack, mut tcp_hl) =
+            (L4::Other, 0, 0, 0, 0, 0, 0);
+        let (mut icmp_type, mut icmp_code) = (0, 0);
+        let seg = ip.payload();
+        match proto {
+            _ if later_frag => {}
             proto::TCP => {
-                let t = tcp::Packet::new_checked(l4).map_err(|_| DropReason::TcpMalformed)?;
-                p.l4 = L4::Tcp;
-                (p.sport, p.dport, p.tcp_flags) = (t.src_port(), t.dst_port(), t.flags());
-                (p.tcp_seq, p.tcp_ack, p.tcp_hl) = (t.seq(), t.ack(), t.header_len() as u8);
+                let t = tcp::Packet::new_checked(seg).map_err(|_| DropReason::TcpMalformed)?;
+                l4 = L4::Tcp;
+                (sport, dport, tcp_flags) = (t.src_port(), t.dst_port(), t.flags());
+                (tcp_seq, tcp_ack, tcp_hl) = (t.seq(), t.ack(), t.header_len() as u8);
             }
             proto::UDP => {
-                let u = if p.first_frag { udp::Packet::new_header_only(l4) } else { udp::Packet::new_checked(l4) }
+                let u = if first_frag { udp::Packet::new_header_only(seg) } else { udp::Packet::new_checked(seg) }
                     .map_err(|_| DropReason::UdpMalformed)?;
-                p.l4 = L4::Udp;
-                (p.sport, p.dport) = (u.src_port(), u.dst_port());
+                l4 = L4::Udp;
+                (sport, dport) = (u.src_port(), u.dst_port());
             }
             proto::ICMP => {
-                let i = icmp::Packet::new_checked(l4).map_err(|_| DropReason::IcmpMalformed)?;
-                (p.icmp_type, p.icmp_code) = (i.msg_type(), i.code());
-                if icmp::is_query(p.icmp_type) {
+                let i = icmp::Packet::new_checked(seg).map_err(|_| DropReason::IcmpMalformed)?;
+                (icmp_type, icmp_code) = (i.msg_type(), i.code());
+                if icmp::is_query(icmp_type) {
                     // a whole query shorter than its type's fixed size is malformed (a first
                     // fragment's length says nothing yet)
-                    if !p.first_frag && l4.len() < icmp::query_min_len(p.icmp_type) {
+                    if !first_frag && seg.len() < icmp::query_min_len(icmp_type) {
                         return Err(DropReason::IcmpMalformed);
                     }
-                    p.l4 = L4::IcmpQuery;
-                    p.sport = i.ident();
-                } else if icmp::is_error(p.icmp_type) {
-                    if p.first_frag {
+                    l4 = L4::IcmpQuery;
+                    sport = i.ident();
+                } else if icmp::is_error(icmp_type) {
+                    if first_frag {
                         return Err(DropReason::IcmpMalformed);
                     }
-                    p.l4 = L4::IcmpError;
+                    l4 = L4::IcmpError;
                 } else {
-                    p.l4 = L4::IcmpOther;
+                    l4 = L4::IcmpOther;
                 }
             }
             proto::ESP if cfg.esp_by_spi => {
-                if l4.len() < 8 {
+                if seg.len() < 8 {
                     return Err(DropReason::EspMalformed);
                 }
-                let spi = be32(l4, 0);
+                let spi = be32(seg, 0);
                 if spi == 0 {
                     return Err(DropReason::EspMalformed);
                 }
-                p.l4 = L4::Esp;
-                (p.sport, p.dport) = ((spi >> 16) as u16, spi as u16);
+                l4 = L4::Esp;
+                (sport, dport) = ((spi >> 16) as u16, spi as u16);
             }
             proto::GRE => {
-                let g = gre::Packet::new_checked(l4).map_err(|_| DropReason::GreTruncated)?;
+                let g = gre::Packet::new_checked(seg).map_err(|_| DropReason::GreTruncated)?;
                 match g.kind() {
                     gre::Kind::Malformed => return Err(DropReason::GreMalformed),
                     // with inspection, PPTP GRE is tracked by Call ID (the flows the
                     // inspector creates); without it, and for GRE v0 always, by address pair
                     gre::Kind::Pptp if cfg.pptp.enabled => {
-                        p.l4 = L4::GrePptp;
-                        p.dport = g.call_id();
+                        l4 = L4::GrePptp;
+                        dport = g.call_id();
                     }
-                    gre::Kind::Pptp | gre::Kind::V0 => p.l4 = L4::Other,
+                    gre::Kind::Pptp | gre::Kind::V0 => l4 = L4::Other,
                 }
             }
             _ => {}
         }
+        *out = Pkt {
+            iface: meta.iface,
+            now,
+            l3: l3 as u8,
+            ip_len: ip.total_len(),
+            hl: hl as u8,
+            src,
+            dst,
+            proto,
+            ttl: ip.ttl(),
+            ident: ip.ident(),
+            first_frag,
+            later_frag,
+            l4,
+            sport,
+            dport,
+            tcp_flags,
+            tcp_seq,
+            tcp_ack,
+            tcp_hl,
+            icmp_type,
+            icmp_code,
+        };
         if options {
             // to the outside address: the box's own (the kernel handles options), or a
             // translation's, which xgw does not forward with options
-            return if super::host::for_host(sh, &p, frame) { Ok(None) } else { Err(DropReason::IpOptions) };
+            return if super::host::for_host(sh, out, frame) { Ok(None) } else { Err(DropReason::IpOptions) };
         }
-        Ok(Some(p))
+        Ok(Some(key_of(l4, src, dst, sport, dport, proto)))
     }
 }
 
 /// The key a packet carries on arrival.
 pub(super) fn flow_key(p: &Pkt) -> FlowKey {
-    match p.l4 {
-        L4::Tcp | L4::Udp => FlowKey { src: p.src, dst: p.dst, sport: p.sport, dport: p.dport, proto: p.proto },
-        L4::IcmpQuery => FlowKey { src: p.src, dst: p.dst, sport: p.sport, dport: 0, proto: p.proto },
+    key_of(p.l4, p.src, p.dst, p.sport, p.dport, p.proto)
+}
+
+/// [`flow_key`] from the packet's fields one by one (the parse stage has them in registers).
+#[inline(always)]
+fn key_of(l4: L4, src: u32, dst: u32, sport: u16, dport: u16, proto: u8) -> FlowKey {
+    match l4 {
+        L4::Tcp | L4::Udp | L4::Esp => FlowKey { src, dst, sport, dport, proto },
+        L4::IcmpQuery => FlowKey { src, dst, sport, dport: 0, proto },
         // `sport` 1 keeps PPTP GRE apart from GRE v0's address-pair flows (0, 0): Call ID 0
         // is common and must never match a v0 tunnel
-        L4::GrePptp => FlowKey { src: p.src, dst: p.dst, sport: GRE_V1, dport: p.dport, proto: p.proto },
-        L4::Esp => FlowKey { src: p.src, dst: p.dst, sport: p.sport, dport: p.dport, proto: p.proto },
-        _ => FlowKey { src: p.src, dst: p.dst, sport: 0, dport: 0, proto: p.proto },
+        L4::GrePptp => FlowKey { src, dst, sport: GRE_V1, dport, proto },
+        _ => FlowKey { src, dst, sport: 0, dport: 0, proto },
     }
 }
 
