@@ -13,6 +13,23 @@ pub const INSIDE: IfaceId = IfaceId(0);
 /// Outside interface of [`EngineConfig::example`].
 pub const OUTSIDE: IfaceId = IfaceId(1);
 
+/// A MAC address written like `02:00:00:00:00:01` (the generators' arguments).
+pub fn mac(s: &str) -> [u8; 6] {
+    let mut m = [0u8; 6];
+    for (b, p) in m.iter_mut().zip(s.split(':')) {
+        *b = u8::from_str_radix(p, 16).expect("MAC like 02:00:00:00:00:01");
+    }
+    m
+}
+
+/// The interface index of `dev` in this network namespace.
+pub fn ifindex(dev: &str) -> u32 {
+    std::fs::read_to_string(format!("/sys/class/net/{dev}/ifindex"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .expect("a device in this namespace")
+}
+
 /// A UDP frame (64-byte payload) from inside host `10.0.x.y` port `sport` to `dst:53`.
 pub fn udp_frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
     let mut v = Vec::new();

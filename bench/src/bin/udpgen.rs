@@ -3,11 +3,11 @@
 //! - `udpgen flows DST PORT N SECONDS`: N sockets (N flows), round robin.
 //! - `udpgen new DST FIRST_PORT COUNT`: one socket, COUNT datagrams to COUNT distinct
 //!   destination ports (COUNT new flows), then prints how long it took.
-//! - `udpgen burst DEV SRC_MAC DST_MAC SRC DST FIRST_PORT COUNT [RATE]`: the same COUNT new flows as
-//!   `new` (from source port 61500), as prebuilt Ethernet frames through a packet socket on DEV that bypasses the
-//!   qdisc: the sender's own UDP, IP and neighbour work is not paid per datagram, so it
-//!   offers them faster than `new` can; with RATE, steadily at RATE frames a second. Prints
-//!   how long it took.
+//! - `udpgen burst DEV SRC_MAC DST_MAC SRC DST FIRST_PORT COUNT [RATE]`: the same COUNT new
+//!   flows as `new` (from source port 61500), as prebuilt Ethernet frames through a packet
+//!   socket on DEV that bypasses the qdisc: the sender's own UDP, IP and neighbour work is
+//!   not paid per datagram, so it offers them faster than `new` can; with RATE, steadily at
+//!   RATE frames a second. Prints how long it took.
 //! - `udpgen paced DEV SRC_MAC DST_MAC SRC DST PORT FLOWS RATE SECONDS`: frames to PORT from
 //!   source ports 1024 up, round robin over FLOWS flows, through the same packet socket at
 //!   RATE a second, a millisecond's worth at a time, for SECONDS.
@@ -183,14 +183,7 @@ fn main() {
 /// A 64-byte UDP frame from `sport` to `dport` between the addresses in arguments 3–6
 /// (SRC_MAC DST_MAC SRC DST), 18 bytes of payload.
 fn frame(a: &[String], sport: u16, dport: u16) -> Vec<u8> {
-    let mac = |i: usize| -> [u8; 6] {
-        let mut m = [0u8; 6];
-        let s = a.get(i).expect("MAC");
-        for (b, p) in m.iter_mut().zip(s.split(':')) {
-            *b = u8::from_str_radix(p, 16).expect("MAC like 02:00:00:00:00:01");
-        }
-        m
-    };
+    let mac = |i: usize| xgw_bench::mac(a.get(i).expect("MAC"));
     let ip = |i: usize| a.get(i).and_then(|s| s.parse::<std::net::Ipv4Addr>().ok()).expect("address").octets();
     let mut f = Vec::with_capacity(64);
     etherparse::PacketBuilder::ethernet2(mac(3), mac(4))
@@ -203,10 +196,7 @@ fn frame(a: &[String], sport: u16, dport: u16) -> Vec<u8> {
 
 /// A packet socket bound to `dev` that hands frames straight to the device (no qdisc).
 fn packet_socket(dev: &str) -> socket2::Socket {
-    let ifindex: i32 = std::fs::read_to_string(format!("/sys/class/net/{dev}/ifindex"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .expect("DEV: a device in this namespace");
+    let ifindex = i32::try_from(xgw_bench::ifindex(dev)).expect("an interface index");
     let proto = (libc::ETH_P_ALL as u16).to_be();
     let s = socket2::Socket::new(
         socket2::Domain::PACKET,

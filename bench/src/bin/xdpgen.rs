@@ -16,18 +16,7 @@ use std::time::{Duration, Instant};
 use aya::maps::{Array, DevMap, PerCpuArray};
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
 use etherparse::PacketBuilder;
-
-fn mac(s: &str) -> [u8; 6] {
-    let mut m = [0u8; 6];
-    for (b, p) in m.iter_mut().zip(s.split(':')) {
-        *b = u8::from_str_radix(p, 16).expect("MAC like 02:00:00:00:00:01");
-    }
-    m
-}
-
-fn ifindex(dev: &str) -> u32 {
-    std::fs::read_to_string(format!("/sys/class/net/{dev}/ifindex")).expect("device").trim().parse().expect("ifindex")
-}
+use xgw_bench::{ifindex, mac};
 
 fn total(m: &PerCpuArray<&aya::maps::MapData, u64>, i: u32) -> u64 {
     m.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0)
