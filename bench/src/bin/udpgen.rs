@@ -13,8 +13,8 @@
 //!   RATE a second, a millisecond's worth at a time, for SECONDS.
 //! - `udpgen gre DST CALL_ID SECONDS`: 64-byte frames of PPTP enhanced GRE (key = CALL_ID,
 //!   sequence numbers, 14-byte payloads) through a raw socket — the data of one PPTP call.
-//! - `udpgen ping DST PORT COUNT INTERVAL_MS`: one flow, a datagram every INTERVAL_MS to an
-//!   echo server, each waited for (200 ms at most); prints the round trips' median and 99th
+//! - `udpgen ping DST PORT COUNT INTERVAL_MS`: one flow, a datagram starting "ping" every
+//!   INTERVAL_MS to something that answers it (nat-compare's XDP sink), each waited for (200 ms at most); prints the round trips' median and 99th
 //!   percentile in microseconds and how many were lost: `p50_us=<n> p99_us=<n> lost=<n>`.
 //!
 //! Prints `sent=<n> seconds=<s>` (but `ping`).
@@ -149,9 +149,9 @@ fn main() {
             let mut buf = [0u8; 64];
             for seq in 0..count {
                 let t = Instant::now();
-                // "warm": nat-compare's sink passes these to its echo server, not to its counter
+                // "ping": nat-compare's sink answers these itself, in its XDP program
                 let mut msg = payload;
-                msg[..4].copy_from_slice(b"warm");
+                msg[..4].copy_from_slice(b"ping");
                 msg[4..8].copy_from_slice(&seq.to_be_bytes());
                 let _ = s.send(&msg);
                 let got = loop {

@@ -4,6 +4,7 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
+    helpers::generated::bpf_redirect,
     macros::{map, xdp},
     maps::{Array, PerCpuArray},
     programs::XdpContext,
@@ -61,7 +62,10 @@ pub fn xgw_gen(ctx: XdpContext) -> u32 {
 }
 
 /// Traffic sink: counts and drops GRE and UDP to ports 5000 and up, except datagrams whose
-/// payload starts with "warm" (a benchmark's warm-up, answered by a socket); passes the rest.
+/// payload starts with "warm" (a benchmark's warm-up, answered by a socket) or "ping" (a
+/// latency probe, answered here: sent straight back with addresses and ports swapped, so a
+/// round trip measures the gateway's path both ways and no process on the sink's side);
+/// passes the rest.
 #[xdp]
 pub fn xgw_sink(ctx: XdpContext) -> u32 {
     let Some(h) = read::<38>(&ctx, 0) else { return xdp_action::XDP_PASS };
@@ -69,9 +73,15 @@ pub fn xgw_sink(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     }
     let l4 = ETH + usize::from(h[14] & 0x0f) * 4;
+    let udp = if h[23] == 17 { read::<12>(&ctx, l4) } else { None };
+    if let Some(u) = udp {
+        if u[8..12] == *b"ping" {
+            return echo(&ctx, &h, l4, &u);
+        }
+    }
     let drop = match h[23] {
         47 => true,
-        17 => read::<12>(&ctx, l4).is_some_and(|u| be16(u[2], u[3]) >= 5000 && u[8..12] != *b"warm"),
+        17 => udp.is_some_and(|u| be16(u[2], u[3]) >= 5000 && u[8..12] != *b"warm"),
         _ => false,
     };
     if drop {
@@ -79,4 +89,30 @@ pub fn xgw_sink(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_DROP;
     }
     xdp_action::XDP_PASS
+}
+
+/// Sends a UDP datagram back where it came from: MAC addresses, IPv4 addresses and ports
+/// swapped. Both checksums stay right as they are (each sums the same words in another
+/// order); the TTL is left as it arrived. Redirected out of the device it came in on rather
+/// than `XDP_TX`: a veth wakes its peer's receive processing for `XDP_TX` frames only when
+/// the peer has an XDP program (the kernel gateway's has none, and its replies sat in the
+/// ring), whereas a redirect's flush always does.
+#[inline(always)]
+fn echo(ctx: &XdpContext, h: &[u8; 38], l4: usize, u: &[u8; 12]) -> u32 {
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&h[6..12]);
+    macs[6..].copy_from_slice(&h[..6]);
+    let mut addrs = [0u8; 8];
+    addrs[..4].copy_from_slice(&h[30..34]);
+    addrs[4..].copy_from_slice(&h[26..30]);
+    let ports = [u[2], u[3], u[0], u[1]];
+    if write(ctx, 0, macs).is_none() || write(ctx, 26, addrs).is_none() || write(ctx, l4, ports).is_none() {
+        return xdp_action::XDP_ABORTED;
+    }
+    // SAFETY: `ctx.ctx` is the kernel's `xdp_md` for this program run, valid while it runs;
+    // reading a field of it is what every XDP program does.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    // SAFETY: a BPF helper call with plain integer arguments; it only records where the
+    // frame goes and returns XDP_REDIRECT (or XDP_ABORTED for flags it does not know).
+    unsafe { bpf_redirect(ifindex, 0) as u32 }
 }
