@@ -86,15 +86,17 @@ fn stats(l: &PptpLab) -> Value {
 /// (segments retransmitted, retransmissions the receiver reported as duplicates with a
 /// D-SACK: the original had arrived, the timer had only fired early) in namespace `ns`.
 fn retransmitted(l: &PptpLab, ns: &str) -> (u64, u64) {
-    let out = l.lab.exec_ok(ns, &["nstat", "-az", "TcpRetransSegs", "TcpExtTCPDSACKRecv"]);
-    let get = |k: &str| -> u64 {
-        out.lines()
-            .find_map(|x| x.strip_prefix(k))
-            .and_then(|x| x.split_whitespace().next())
-            .and_then(|x| x.parse().ok())
-            .unwrap_or_else(|| panic!("{k} in {out}"))
-    };
-    (get("TcpRetransSegs"), get("TcpExtTCPDSACKRecv"))
+    (nstat(l, ns, "TcpRetransSegs"), nstat(l, ns, "TcpExtTCPDSACKRecv"))
+}
+
+/// Counter `k` of namespace `ns` (`nstat`, absolute).
+fn nstat(l: &PptpLab, ns: &str, k: &str) -> u64 {
+    let out = l.lab.exec_ok(ns, &["nstat", "-az", k]);
+    out.lines()
+        .find_map(|x| x.strip_prefix(k))
+        .and_then(|x| x.split_whitespace().next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("{k} in {out}"))
 }
 
 fn pongs(l: &PptpLab, i: usize) -> usize {
@@ -129,6 +131,8 @@ struct Held {
     /// flow's loss; printed, not asserted).
     ns_retrans: u64,
     ns_spurious: u64,
+    /// SYNs and SYN-ACKs the server sent again (all of them the flood's, none a held flow's).
+    server_syn_retrans: u64,
     last_seq: Vec<u64>,
     pongs: Vec<usize>,
 }
@@ -150,6 +154,7 @@ fn held(l: &PptpLab) -> Held {
         spurious,
         ns_retrans,
         ns_spurious,
+        server_syn_retrans: nstat(l, "srv", "TcpExtTCPSynRetrans"),
         last_seq: (1..=HELD).map(|i| l.replied_seqs(i).last().copied().unwrap_or(0)).collect(),
         pongs: (1..=HELD).map(|i| pongs(l, i)).collect(),
     }
@@ -234,7 +239,8 @@ fn phase(l: &mut PptpLab, name: &str, ns: &str, src: &str, dst: &str, dport: u16
          table at most {max_entries} entries (limit per host {PER_HOST}); xgwd RSS {rss0} KiB before, \
          at most {max_rss} KiB, {rss1} KiB after; held flows: {echoes} LCP echoes, {lost_echoes} lost; \
          {pongs} TCP ping-pongs, {} segments retransmitted ({} of them reported as duplicates: not lost), \
-         {stalled} of {HELD} TCP flows stalled; the namespaces' totals: {} retransmitted, {} duplicates",
+         {stalled} of {HELD} TCP flows stalled; the namespaces' totals: {} retransmitted, {} duplicates \
+         (of them the server's SYN-ACKs to the flood sent again: {})",
         l.lab.log(&log).trim(),
         guarded(&after) - guarded(&before),
         delta(refused_by),
@@ -245,6 +251,7 @@ fn phase(l: &mut PptpLab, name: &str, ns: &str, src: &str, dst: &str, dport: u16
         h1.spurious - h0.spurious,
         h1.ns_retrans - h0.ns_retrans,
         h1.ns_spurious - h0.ns_spurious,
+        h1.server_syn_retrans - h0.server_syn_retrans,
     );
     let mut moved: Vec<String> = Vec::new();
     for fam in ["drops", "engine", "worker_classes"] {
