@@ -14,8 +14,9 @@
 //! - `udpgen gre DST CALL_ID SECONDS`: 64-byte frames of PPTP enhanced GRE (key = CALL_ID,
 //!   sequence numbers, 14-byte payloads) through a raw socket — the data of one PPTP call.
 //! - `udpgen ping DST PORT COUNT INTERVAL_MS`: one flow, a datagram starting "ping" every
-//!   INTERVAL_MS to something that answers it (nat-compare's XDP sink), each waited for (200 ms at most); prints the round trips' median and 99th
-//!   percentile in microseconds and how many were lost: `p50_us=<n> p99_us=<n> lost=<n>`.
+//!   INTERVAL_MS to something that answers it (nat-compare's XDP sink), each waited for
+//!   (200 ms at most); prints the round trips' median and 99th percentile in microseconds
+//!   and how many were lost: `p50_us=<n> p99_us=<n> lost=<n>`.
 //!
 //! Prints `sent=<n> seconds=<s>` (but `ping`).
 #![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]

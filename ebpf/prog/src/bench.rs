@@ -93,10 +93,12 @@ pub fn xgw_sink(ctx: XdpContext) -> u32 {
 
 /// Sends a UDP datagram back where it came from: MAC addresses, IPv4 addresses and ports
 /// swapped. Both checksums stay right as they are (each sums the same words in another
-/// order); the TTL is left as it arrived. Redirected out of the device it came in on rather
-/// than `XDP_TX`: a veth wakes its peer's receive processing for `XDP_TX` frames only when
-/// the peer has an XDP program (the kernel gateway's has none, and its replies sat in the
-/// ring), whereas a redirect's flush always does.
+/// order), so the sender's must be complete, as nat-compare's veths send them (a checksum
+/// left to offload stays partial and the answer is dropped); the TTL is left as it arrived.
+/// Redirected out of the device it came in on rather than `XDP_TX`: a veth wakes its peer's
+/// receive processing for `XDP_TX` frames only when the peer has an XDP program (the kernel
+/// gateway's has none, and its replies sat in the ring), whereas a redirect's flush always
+/// does.
 #[inline(always)]
 fn echo(ctx: &XdpContext, h: &[u8; 38], l4: usize, u: &[u8; 12]) -> u32 {
     let mut macs = [0u8; 12];
