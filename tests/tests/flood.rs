@@ -82,22 +82,6 @@ fn stats(l: &PptpLab) -> Value {
     serde_json::from_slice(&o.stdout).expect("stats json")
 }
 
-/// (segments retransmitted, retransmissions the receiver reported as duplicates with a
-/// D-SACK: the original had arrived, the timer had only fired early) in namespace `ns`.
-fn retransmitted(l: &PptpLab, ns: &str) -> (u64, u64) {
-    (nstat(l, ns, "TcpRetransSegs"), nstat(l, ns, "TcpExtTCPDSACKRecv"))
-}
-
-/// Counter `k` of namespace `ns` (`nstat`, absolute).
-fn nstat(l: &PptpLab, ns: &str, k: &str) -> u64 {
-    let out = l.lab.exec_ok(ns, &["nstat", "-az", k]);
-    out.lines()
-        .find_map(|x| x.strip_prefix(k))
-        .and_then(|x| x.split_whitespace().next())
-        .and_then(|x| x.parse().ok())
-        .unwrap_or_else(|| panic!("{k} in {out}"))
-}
-
 fn pongs(l: &PptpLab, i: usize) -> usize {
     l.lab.log(&format!("ping-{i}.log")).lines().filter(|x| x.starts_with("pong")).count()
 }
@@ -138,12 +122,6 @@ struct Held {
     /// control), both ends.
     retrans: u64,
     spurious: u64,
-    /// The same, namespace-wide (printed beside them: the server's would also hold SYN-ACKs
-    /// sent again to a flood's half-open connections).
-    ns_retrans: u64,
-    ns_spurious: u64,
-    /// SYNs and SYN-ACKs the server sent again (all of them the flood's, none a held flow's).
-    server_syn_retrans: u64,
     last_seq: Vec<u64>,
     pongs: Vec<usize>,
     /// The connections that have retransmitted (at any time), as `ss` names them.
@@ -156,22 +134,15 @@ fn held(l: &PptpLab) -> Held {
     let (mut retrans, mut spurious, mut retransmitting, conns) = connections_retransmitted(l, "srv");
     // each held host's ping-pong and PPTP control connection: the count sees them all
     assert!(conns >= 2 * HELD, "the server has {conns} established connections, not the held hosts' {}", 2 * HELD);
-    let (mut ns_retrans, mut ns_spurious) = retransmitted(l, "srv");
     for i in 1..=HELD {
         let (r, s, w, _) = connections_retransmitted(l, &client(i));
         retrans += r;
         spurious += s;
         retransmitting.extend(w);
-        let (r, s) = retransmitted(l, &client(i));
-        ns_retrans += r;
-        ns_spurious += s;
     }
     Held {
         retrans,
         spurious,
-        ns_retrans,
-        ns_spurious,
-        server_syn_retrans: nstat(l, "srv", "TcpExtTCPSynRetrans"),
         retransmitting,
         last_seq: (1..=HELD).map(|i| l.replied_seqs(i).last().copied().unwrap_or(0)).collect(),
         pongs: (1..=HELD).map(|i| pongs(l, i)).collect(),
@@ -257,8 +228,7 @@ fn phase(l: &mut PptpLab, name: &str, ns: &str, src: &str, dst: &str, dport: u16
          table at most {max_entries} entries (limit per host {PER_HOST}); xgwd RSS {rss0} KiB before, \
          at most {max_rss} KiB, {rss1} KiB after; held flows: {echoes} LCP echoes, {lost_echoes} lost; \
          {pongs} TCP ping-pongs, {} segments retransmitted ({} of them reported as duplicates: not lost), \
-         {stalled} of {HELD} TCP flows stalled; the namespaces' totals: {} retransmitted, {} duplicates \
-         (of them the server's SYN-ACKs to the flood sent again: {})",
+         {stalled} of {HELD} TCP flows stalled",
         l.lab.log(&log).trim(),
         guarded(&after) - guarded(&before),
         delta(refused_by),
@@ -267,9 +237,6 @@ fn phase(l: &mut PptpLab, name: &str, ns: &str, src: &str, dst: &str, dport: u16
         ring_full(&after) - ring_full(&before),
         h1.retrans - h0.retrans,
         h1.spurious - h0.spurious,
-        h1.ns_retrans - h0.ns_retrans,
-        h1.ns_spurious - h0.ns_spurious,
-        h1.server_syn_retrans - h0.server_syn_retrans,
     );
     let mut moved: Vec<String> = Vec::new();
     for fam in ["drops", "engine", "worker_classes"] {
