@@ -165,7 +165,7 @@ fn backlog_drops() -> u64 {
         .sum()
 }
 
-/// The devices on the floods' way whose drops happen in the lab's kernel, outside xgw.
+/// The devices on the floods' way, whose drop counters the kernel keeps.
 const WIRE: [(&str, &str); 3] = [("gw", "xgw-out"), ("gw", "xgw-in"), ("srv", "eth0")];
 
 /// (tx_dropped, rx_dropped) of each of [`WIRE`]'s devices. veth counts a frame its peer
@@ -297,7 +297,7 @@ fn phase(l: &mut PptpLab, name: &str, ns: &str, src: &str, dst: &str, dport: u16
             .filter(|x| (x.contains("drop") || x.contains("err") || x.contains("full")) && !x.ends_with(": 0"))
             .collect();
         println!("  {ns}/{dev}: {} (totals: tx_dropped {tx1}, rx_dropped {rx1})", nz.join(", "));
-        for (what, d) in [("tx_dropped", tx1 - tx0), ("rx_dropped", rx1 - rx0)] {
+        for (what, d) in [("tx_dropped", tx1.saturating_sub(*tx0)), ("rx_dropped", rx1.saturating_sub(*rx0))] {
             if d > 0 {
                 kernel_drops.push(format!("{ns}/{dev} {what} +{d}"));
             }
