@@ -241,6 +241,25 @@ fn the_gateways_own_traffic_stays_with_the_kernel() {
     // an unsolicited connection to a translation port reaches nothing inside
     let o = lab.exec("rtr", &["python3", "-c", TCP_SOURCE, "198.51.100.1", "2000", "10", "2"]);
     assert!(!o.status.success());
+    // nor does a connection attempt to the box's own port range: those ports are its own
+    // connections' source ports, where only answers arrive. The SYN is dropped and counted,
+    // and the box sends no reset back: a scan or a SYN flood of the outside address is not
+    // answered SYN by SYN
+    // (the engine drops it, or the XDP program's new-flow guard does once the engine has
+    // seen unsolicited SYNs to the address: the attempt to port 2000 above)
+    let unsolicited = || {
+        let s = &xgwctl_json(&sock, &["stats"])[0];
+        let guarded: u64 = s["xdp_steering"]
+            .as_array()
+            .map(|d| d.iter().filter_map(|x| x["counters"]["guarded"].as_u64()).sum())
+            .unwrap_or(0);
+        s["drops"]["unsolicited_inbound"].as_u64().unwrap_or(0) + guarded
+    };
+    let before = unsolicited();
+    let o = lab.exec("rtr", &["python3", "-c", TCP_SOURCE, "198.51.100.1", "40001", "10", "2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("timed out"), "no answer, not even a reset, from the box: {err}");
+    assert!(unsolicited() > before, "the SYN to the host port range was dropped and counted");
     // the box's own traffic out: a TCP connection (source port from the kernel's ephemeral
     // range, which is xgw's host range), a ping with an identifier of that range, and an
     // ICMP port-unreachable about its own UDP datagram, which the kernel must get to

@@ -44,7 +44,11 @@ impl Own for Shared {
 /// packet an ICMP error quotes).
 pub(super) fn upper(pkt: &Pkt, frame: &[u8]) -> Upper {
     match pkt.l4 {
-        L4::Tcp | L4::Udp => Upper::Ports { sport: pkt.sport, dport: pkt.dport },
+        L4::Tcp | L4::Udp => {
+            use crate::wire::tcp::flags::{ACK, SYN};
+            let syn = pkt.l4 == L4::Tcp && pkt.tcp_flags & (SYN | ACK) == SYN;
+            Upper::Ports { sport: pkt.sport, dport: pkt.dport, syn }
+        }
         L4::IcmpQuery => Upper::IcmpQuery { request: icmp_query(pkt.icmp_type) == Some(true), ident: pkt.sport },
         L4::IcmpError => quoted(frame, usize::from(pkt.l3) + usize::from(pkt.hl) + icmp::HEADER_LEN),
         _ => Upper::Opaque,

@@ -88,6 +88,8 @@ pub mod host {
             sport: u16,
             /// Destination port.
             dport: u16,
+            /// A TCP connection attempt: SYN without ACK.
+            syn: bool,
         },
         /// An ICMP query (echo, timestamp, …).
         IcmpQuery {
@@ -130,12 +132,18 @@ pub mod host {
     /// a host service, a ping, a reply to the box's own ping, or an ICMP error about a
     /// packet the box sent from one of those. Everything else is transit: on the outside
     /// address it belongs to a translation or a forward, or it is unsolicited.
+    ///
+    /// The host ports are the box's own connections' source ports, so what arrives there is
+    /// the other end's answer; a connection attempt (a TCP SYN without ACK) to one is never
+    /// that, and is not the box's unless the port is a declared service. So a SYN flood or a
+    /// port scan of the outside address is dropped and counted like any unsolicited packet
+    /// instead of making the box's kernel answer each SYN with a reset.
     #[inline(always)]
     pub fn is_for_host(own: &impl Own, dst: u32, proto: u8, upper: Upper) -> bool {
         if dst == u32::MAX || dst >> 28 == 0xe || own.is_inside_own(dst) {
             return true;
         }
-        if let Upper::Ports { sport, dport } = upper {
+        if let Upper::Ports { sport, dport, .. } = upper {
             if proto == 17 && is_dhcp_reply(sport, dport) {
                 return true;
             }
@@ -153,7 +161,7 @@ pub mod host {
         let (lo, hi) = own.host_ports();
         let host_port = |p: u16| lo <= p && p <= hi;
         match upper {
-            Upper::Ports { dport, .. } => host_port(dport) || own.is_service(proto, dport),
+            Upper::Ports { dport, syn, .. } => (host_port(dport) && !syn) || own.is_service(proto, dport),
             Upper::IcmpQuery { request: true, .. } => true,
             Upper::IcmpQuery { request: false, ident } => host_port(ident),
             Upper::IcmpError { proto: p, sport } => {
@@ -483,7 +491,8 @@ mod tests {
 
     #[test]
     fn host_or_transit_table() {
-        let ports = |sport, dport| Upper::Ports { sport, dport };
+        let ports = |sport, dport| Upper::Ports { sport, dport, syn: false };
+        let syn = |sport, dport| Upper::Ports { sport, dport, syn: true };
         let far = 0xc633_6414; // 198.51.100.20
         #[rustfmt::skip]
         let table: &[(&str, u32, u8, Upper, bool)] = &[
@@ -495,6 +504,9 @@ mod tests {
             ("DHCP answer to any address", 0xcb00_7163, 17, ports(67, 68), true),
             ("TCP to a host port", OUT, 6, ports(80, 40000), true),
             ("TCP to a host service", OUT, 6, ports(50000, 22), true),
+            ("connection attempt to a host port (never an answer)", OUT, 6, syn(50000, 40000), false),
+            ("connection attempt to a host service", OUT, 6, syn(50000, 22), true),
+            ("connection attempt to a translated port", OUT, 6, syn(50000, 1024), false),
             ("UDP to a service port of TCP only", OUT, 17, ports(50000, 22), false),
             ("TCP to a translated port", OUT, 6, ports(443, 1024), false),
             ("ping of the box", OUT, 1, Upper::IcmpQuery { request: true, ident: 5 }, true),
@@ -533,7 +545,8 @@ mod tests {
                 true
             }
         }
-        assert!(!is_for_host(&NoAddr, 0, 6, Upper::Ports { sport: 1, dport: 22 }));
-        assert!(is_for_host(&NoAddr, 0x0a00_0005, 17, Upper::Ports { sport: 67, dport: 68 }), "DHCP still");
+        assert!(!is_for_host(&NoAddr, 0, 6, Upper::Ports { sport: 1, dport: 22, syn: false }));
+        let dhcp = Upper::Ports { sport: 67, dport: 68, syn: false };
+        assert!(is_for_host(&NoAddr, 0x0a00_0005, 17, dhcp), "DHCP still");
     }
 }

@@ -149,16 +149,17 @@ pub(crate) fn classify(ctx: &XdpContext) -> Option<(u32, Steer)> {
     let l4 = l3 + ihl;
     let (cls, upper) = match proto {
         6 => {
-            let h: [u8; 4] = read(ctx, l4)?;
+            // ports and flags (byte 13)
+            let h: [u8; 14] = read(ctx, l4)?;
             let (sport, dport) = (u16::from_be_bytes([h[0], h[1]]), u16::from_be_bytes([h[2], h[3]]));
             let cls = if sport == PPTP_PORT || dport == PPTP_PORT { class::PPTP_CONTROL } else { class::TCP };
-            (cls, Upper::Ports { sport, dport })
+            (cls, Upper::Ports { sport, dport, syn: h[13] & 0x12 == 0x02 })
         }
         17 => {
             let h: [u8; 8] = read(ctx, l4)?;
             let (sport, dport) = (u16::from_be_bytes([h[0], h[1]]), u16::from_be_bytes([h[2], h[3]]));
             let cls = udp_class(ctx, l4, sport, dport, u16::from_be_bytes([h[4], h[5]]));
-            (cls, Upper::Ports { sport, dport })
+            (cls, Upper::Ports { sport, dport, syn: false })
         }
         47 => {
             let h: [u8; 2] = read(ctx, l4)?;
