@@ -137,6 +137,24 @@ fn gateway_own_traffic_goes_to_host() {
 }
 
 #[test]
+fn only_answers_to_the_hosts_port_range_are_the_hosts() {
+    let mut e = engine();
+    // 40000 is in the host's ephemeral range: the answer to the box's own connection is its
+    let mut answer = tcp(S, P, 443, 40000, "SA", b"");
+    assert_eq!(run(&mut e, &mut answer, OUTSIDE, 0), Verdict::ToHost);
+    let mut data = tcp(S, P, 443, 40000, "A", b"x");
+    assert_eq!(run(&mut e, &mut data, OUTSIDE, 0), Verdict::ToHost);
+    // a connection attempt there never is: dropped and counted, not handed to the kernel
+    let mut syn = tcp(S, P, 50000, 40000, "S", b"");
+    assert_eq!(run(&mut e, &mut syn, OUTSIDE, 1), Verdict::Drop(DropReason::UnsolicitedInbound));
+    // unless the port is a declared host service (SSH, the default)
+    let mut ssh = tcp(S, P, 50000, 22, "S", b"");
+    assert_eq!(run(&mut e, &mut ssh, OUTSIDE, 1), Verdict::ToHost);
+    assert_eq!(e.counters().drops(DropReason::UnsolicitedInbound), 1);
+    assert!(e.shared().flows.is_empty(), "none of them creates a flow");
+}
+
+#[test]
 fn malformed_frames_are_dropped_and_counted() {
     let mut e = engine();
     let good = udp(C1, S, 1, 2, b"x");
