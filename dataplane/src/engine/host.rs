@@ -45,8 +45,7 @@ impl Own for Shared {
 pub(super) fn upper(pkt: &Pkt, frame: &[u8]) -> Upper {
     match pkt.l4 {
         L4::Tcp | L4::Udp => {
-            use crate::wire::tcp::flags::{ACK, SYN};
-            let syn = pkt.l4 == L4::Tcp && pkt.tcp_flags & (SYN | ACK) == SYN;
+            let syn = pkt.l4 == L4::Tcp && xgw_ebpf_common::host::connection_attempt(pkt.tcp_flags);
             Upper::Ports { sport: pkt.sport, dport: pkt.dport, syn }
         }
         L4::IcmpQuery => Upper::IcmpQuery { request: icmp_query(pkt.icmp_type) == Some(true), ident: pkt.sport },

@@ -121,6 +121,12 @@ pub mod host {
         }
     }
 
+    /// TCP flags (header byte 13) of a connection attempt: SYN without ACK.
+    #[inline(always)]
+    pub fn connection_attempt(flags: u8) -> bool {
+        flags & 0x12 == 0x02
+    }
+
     /// An ICMP error type (its body quotes the offending packet).
     #[inline(always)]
     pub fn icmp_error(t: u8) -> bool {

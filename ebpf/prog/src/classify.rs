@@ -3,7 +3,7 @@
 //! packet is comes from `xgw_ebpf_common::host::is_for_host`, the rule the engine applies too.
 
 use aya_ebpf::{macros::map, maps::LruHashMap, programs::XdpContext};
-use xgw_ebpf_common::host::{icmp_error, icmp_query, is_for_host, Own, Upper};
+use xgw_ebpf_common::host::{connection_attempt, icmp_error, icmp_query, is_for_host, Own, Upper};
 use xgw_ebpf_common::proto::PPTP_PORT;
 use xgw_ebpf_common::{class, HostService, XdpConfig, MAX_INSIDE_ADDRS};
 
@@ -153,7 +153,7 @@ pub(crate) fn classify(ctx: &XdpContext) -> Option<(u32, Steer)> {
             let h: [u8; 14] = read(ctx, l4)?;
             let (sport, dport) = (u16::from_be_bytes([h[0], h[1]]), u16::from_be_bytes([h[2], h[3]]));
             let cls = if sport == PPTP_PORT || dport == PPTP_PORT { class::PPTP_CONTROL } else { class::TCP };
-            (cls, Upper::Ports { sport, dport, syn: h[13] & 0x12 == 0x02 })
+            (cls, Upper::Ports { sport, dport, syn: connection_attempt(h[13]) })
         }
         17 => {
             let h: [u8; 8] = read(ctx, l4)?;
