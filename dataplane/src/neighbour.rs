@@ -108,6 +108,11 @@ impl<D: Copy> Waiting<D> {
         self.entries.is_empty()
     }
 
+    /// Frames waiting to leave by `egress`.
+    pub fn len_on(&self, egress: IfaceId) -> usize {
+        self.entries.iter().filter(|e| e.egress == egress).count()
+    }
+
     /// Lets `item` wait for next hop `nh` on `egress` from `now`: `Ok(true)` when it is the
     /// first to wait for `nh` (the caller asks for it to be resolved); refused (the item comes
     /// back) when a bound is reached.
@@ -179,6 +184,7 @@ mod tests {
         assert_eq!(w.park(B, 10, 4, t), Ok(true));
         assert_eq!(w.park(A, 11, 5, t), Err((5, Refused::Full)));
         assert_eq!(w.len(), 3);
+        assert_eq!((w.len_on(A), w.len_on(B), w.len_on(IfaceId(2))), (2, 1, 0));
     }
 
     #[test]

@@ -194,6 +194,7 @@ fn phase(l: &mut PptpLab, name: &str, ns: &str, src: &str, dst: &str, dport: u16
     let wire0 = wire_drops(l);
     let h0 = held(l);
     let rss0 = xgw_tests::rss_kib(l.xgwd);
+    let xgwd_log0 = l.lab.log("xgwd.log").len();
     let log = format!("flood-{name}.log");
     let flood = xgw_tests::bin("xgw-flood").to_string_lossy().to_string();
     let secs = SECONDS.to_string();
@@ -282,6 +283,12 @@ fn phase(l: &mut PptpLab, name: &str, ns: &str, src: &str, dst: &str, dport: u16
         }
     }
     println!("  counters that moved: {}", moved.join(", "));
+    // what xgwd warned about during the phase (a transmit side short of frames says where
+    // its frames were)
+    let xgwd_log = l.lab.log("xgwd.log");
+    for w in xgwd_log.get(xgwd_log0..).unwrap_or("").lines().filter(|x| x.contains("WARN")) {
+        println!("  xgwd: {w}");
+    }
     // what the lab's kernel dropped: the per-CPU input backlog that non-NAPI veths (every
     // neighbour at kernel defaults) and bridges go through (all namespaces,
     // /proc/net/softnet_stat), and the devices on the floods' way — a neighbour's

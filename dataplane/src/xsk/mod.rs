@@ -93,6 +93,8 @@ pub struct Worker {
     waiting_seen: (u64, Instant),
     /// Since when some port has had fewer than a batch of free transmit frames.
     tx_short_since: Option<Instant>,
+    /// When a port's want of transmit frames was last logged.
+    tx_short_logged: Option<Instant>,
     /// Counters.
     pub stats: Arc<WorkerStats>,
 }
@@ -129,6 +131,7 @@ impl Worker {
             waiting: Waiting::new(WAIT_PER_NEXT_HOP, WAIT_TOTAL),
             waiting_seen: (0, base),
             tx_short_since: None,
+            tx_short_logged: None,
             stats: Arc::new(WorkerStats::default()),
         }
     }
@@ -371,22 +374,57 @@ impl Worker {
             frame[0..6].copy_from_slice(&dst_mac);
             frame[6..12].copy_from_slice(&src_mac);
         }
-        let p = &mut self.ports[ei];
-        if p.free_tx.is_empty() {
-            p.reap();
+        if self.ports[ei].free_tx.is_empty() {
+            self.ports[ei].reap();
         }
+        let p = &mut self.ports[ei];
         let Some(mut desc) = p.free_tx.pop() else {
             p.stats.tx_no_frame.inc();
+            self.log_tx_shortage(ei);
             return None;
         };
+        let p = &mut self.ports[ei];
         // SAFETY: `desc` is a free TX frame of this port's UMEM (not in any ring).
         let mut data = unsafe { p.umem.data_mut(&mut desc) };
-        if data.cursor().write_all(&self.scratch[i * slot..i * slot + len]).is_err() {
+        // xsk-rs's cursor writes after the descriptor's length, which a frame from the
+        // completion ring has at 0 but one given back to the free list (refused by the wait
+        // queue, given up waiting, ring full) still has at its old frame's: start afresh, or
+        // the new frame would be sent behind the old one's bytes
+        let mut cursor = data.cursor();
+        cursor.set_pos(0);
+        if cursor.write_all(&self.scratch[i * slot..i * slot + len]).is_err() {
+            cursor.set_pos(0);
             p.free_tx.push(desc);
             p.stats.tx_no_frame.inc();
             return None;
         }
         Some(desc)
+    }
+
+    /// Says where port `ei`'s transmit frames are when one was wanted and none was free, at
+    /// most once a second per worker: the frames the worker holds (written and not yet in the
+    /// ring, waiting for a next hop) against those the kernel holds (in the TX ring, sent and
+    /// not completed — in copy mode a frame completes when the receiver frees its copy).
+    fn log_tx_shortage(&mut self, ei: usize) {
+        if self.tx_short_logged.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        self.tx_short_logged = Some(Instant::now());
+        let waiting = self.waiting.len_on(self.ports[ei].iface);
+        let pending = self.pending_tx[ei].len();
+        let p = &mut self.ports[ei];
+        let (in_ring, in_flight) = p.tx_in_kernel();
+        tracing::warn!(
+            device = %p.device,
+            queue = p.queue,
+            frames = p.tx_frames,
+            free = p.free_tx.len(),
+            pending,
+            waiting,
+            in_ring,
+            in_flight,
+            "no free transmit frame: frames dropped (tx_no_frame)"
+        );
     }
 
     /// Puts a written TX frame of port `ei` on its way (flushed with the batch).
@@ -476,7 +514,9 @@ impl Worker {
         if !pending.is_empty() {
             // the ring is full: give the frames back rather than hold them
             p.stats.tx_no_frame.add(pending.len() as u64);
-            p.free_tx.append(pending);
+            self.log_tx_shortage(ei);
+            let p = &mut self.ports[ei];
+            p.free_tx.append(&mut self.pending_tx[ei]);
         }
     }
 }

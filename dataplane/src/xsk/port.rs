@@ -258,6 +258,13 @@ impl Port {
         self.tx.nb_free_exact() < self.tx_ring
     }
 
+    /// (frames in the TX ring the kernel has not taken yet, frames it took and has not
+    /// completed): where the transmit frames that are neither free nor held by the worker are.
+    pub(super) fn tx_in_kernel(&mut self) -> (usize, usize) {
+        let in_ring = (self.tx_ring.saturating_sub(self.tx.nb_free_exact())) as usize;
+        (in_ring, self.outstanding_tx.saturating_sub(in_ring))
+    }
+
     /// Takes back transmitted frames from the completion ring.
     pub(super) fn reap(&mut self) {
         let mut done = [FrameDesc::default(); BATCH];
