@@ -1,6 +1,9 @@
 //! The offload thread's own tests: folding readings, the sync period, the idle thread's
 //! choice and its poll interval.
+use super::schedule::*;
 use super::*;
+use std::time::Duration;
+use xgw_dataplane::config::Timeouts;
 use xgw_dataplane::conntrack::{FlowKind, L4State};
 
 fn reading(packets: u64, bytes: u64, last_seen: u64) -> FastFlow {
