@@ -3,7 +3,7 @@
 //! flow is assured and, with the fast path on, carried by XDP) going while the gateway's
 //! outside address changes; nothing leaves with the old address once it is gone. And a NAT
 //! pool address on the outside subnet: the server reaches it by ARP, which the gateway's
-//! kernel answers while xgwd holds the address.
+//! kernel answers while xgwd holds the address, and which xgwd announces (gratuitous ARP).
 #![allow(clippy::expect_used, reason = "test and benchmark tooling: a failed step ends the run with its message")]
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -190,4 +190,40 @@ access-group lan_out in interface lan
     let xgwd = lab.start_xgwd("gw", POOL_RULES, &["--socket", &sock]);
     let _ = lab.stop(xgwd, "xgwd.log");
     assert!(held(&lab), "the administrator's address stays");
+}
+
+/// A pool address taken over from another box: the server's neighbour cache still holds it at
+/// that box's MAC (planted on the server: the one peer setting this test makes, since it is
+/// about that cache). xgwd announces the addresses it holds (gratuitous ARP), so the server's
+/// entry moves to the gateway's MAC with no traffic at all; without the announcement it stays
+/// at the old MAC, and the server's answers would go there until the entry is probed again.
+#[test]
+fn a_held_pool_address_is_announced_to_the_subnet() {
+    const POOL_RULES: &str = "interface lan device xgw-in  role inside  address 10.10.0.1/24
+interface wan device xgw-out role outside address 198.51.100.1/24
+nat overload pool 198.51.100.50
+";
+    const OLD_MAC: &str = "02:00:00:00:00:99";
+    let mut lab = Lab::new();
+    lab.line("c1", "10.10.0.11/24", "srv", "198.51.100.20/24");
+    lab.exec_ok("srv", &["ip", "neigh", "replace", "198.51.100.50", "lladdr", OLD_MAC, "dev", "eth0", "nud", "stale"]);
+    let mac = lab.exec_ok("gw", &["cat", "/sys/class/net/xgw-out/address"]);
+    let xgwd = lab.start_xgwd("gw", POOL_RULES, &[]);
+    let t0 = Instant::now();
+    let mut neigh = String::new();
+    while t0.elapsed() < Duration::from_secs(5) {
+        neigh = lab.exec_ok("srv", &["ip", "neigh", "show", "198.51.100.50"]);
+        if neigh.contains(mac.trim()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "the server's entry for the pool address {:.1} s after xgwd started: {}",
+        t0.elapsed().as_secs_f64(),
+        neigh.trim()
+    );
+    assert!(neigh.contains(mac.trim()), "the server's entry moved to the gateway's MAC {}: {neigh}", mac.trim());
+    let log = lab.stop(xgwd, "xgwd.log");
+    assert!(log.contains("NAT pool addresses announced (gratuitous ARP)"), "{log}");
 }

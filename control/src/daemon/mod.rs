@@ -20,6 +20,7 @@ use xgw_rules::file::{compile_file, CheckError};
 
 mod control_loop;
 mod fast_path;
+mod garp;
 mod guard;
 mod pair;
 mod pool;

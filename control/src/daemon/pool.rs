@@ -3,7 +3,8 @@
 //! xgwd adds each such address to the outside device as a /32 while it runs (the XDP program
 //! still takes every IPv4 packet to them: they are transit, the engine's). On exit it removes
 //! the ones it added, and only those: it marks them (`IFA_PROTO`), so that after a crash the
-//! next start knows the ones left behind as its own. A pool routed to the gateway (off the
+//! next start knows the ones left behind as its own; it announces the ones it holds
+//! (gratuitous ARP, [`super::garp`]). A pool routed to the gateway (off the
 //! subnet, as in the scale-out lab) needs nothing; an HA pair's on-link pool belongs in
 //! keepalived's virtual addresses, so that only the master holds it.
 
@@ -56,6 +57,8 @@ impl PoolAddrs {
         if !addrs.is_empty() {
             tracing::info!(%device, added = held.added.len(), of = addrs.len(), "NAT pool addresses held on the outside device (the kernel answers ARP for them)");
         }
+        // a router may still have them at another box's MAC
+        super::garp::announce(device, held.ifindex, &held.added);
         Ok(held)
     }
 }
