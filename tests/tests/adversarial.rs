@@ -197,9 +197,10 @@ fn a_hundred_reloads_under_traffic_lose_no_packet_of_a_permitted_flow() {
 }
 
 /// Sends COUNT UDP datagrams from a source address no host has (raw socket, IP_HDRINCL:
-/// this test is about such a sender): `SRC DST DPORT COUNT`.
+/// this test is about such a sender): `SRC DST DPORT COUNT`, 20 a millisecond (sent at once,
+/// the server's echo, a Python socket at kernel defaults, dropped up to half of them).
 const UDP_SPOOFED: &str = r#"
-import socket, struct, sys
+import socket, struct, sys, time
 src, dst, dport, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
 payload = b"s" * 32
@@ -208,6 +209,8 @@ for i in range(n):
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i + 1, 0, 64, 17, 0,
                      socket.inet_aton(src), socket.inet_aton(dst))
     s.sendto(ip + udp, (dst, 0))
+    if i % 20 == 19:
+        time.sleep(0.001)
 print("sent", n, flush=True)
 "#;
 
@@ -254,7 +257,7 @@ fn frames_refused_while_waiting_for_a_silent_neighbour_do_not_spoil_later_frames
         during.trim(),
         after.trim()
     );
-    assert!(refused >= 100, "at most 64 answers wait for one next hop: {refused} refused");
+    assert!(refused >= 300, "at most 64 answers wait for one next hop: {refused} refused");
     assert!((1..=64).contains(&given_up), "the waiting answers are given up after 3 s: {given_up}");
     assert!(during.contains("sent 100 lost 0"), "while answers wait: {during}");
     assert!(after.contains("sent 100 lost 0"), "after the give-up: {after}");
