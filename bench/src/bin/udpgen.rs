@@ -10,7 +10,9 @@
 //!   RATE frames a second. Prints how long it took.
 //! - `udpgen paced DEV SRC_MAC DST_MAC SRC DST PORT FLOWS RATE SECONDS`: frames to PORT from
 //!   source ports 1024 up, round robin over FLOWS flows, through the same packet socket at
-//!   RATE a second, a millisecond's worth at a time, for SECONDS.
+//!   RATE a second, a millisecond's worth at a time, for SECONDS. PORT `gre:CALL_ID` sends
+//!   64-byte PPTP GRE frames with key CALL_ID instead (one flow). A RATE above what the
+//!   socket can send makes a steady stream at the sender's own speed.
 //! - `udpgen gre DST CALL_ID SECONDS`: 64-byte frames of PPTP enhanced GRE (key = CALL_ID,
 //!   sequence numbers, 14-byte payloads) through a raw socket — the data of one PPTP call.
 //! - `udpgen ping DST PORT COUNT INTERVAL_MS`: one flow, a datagram starting "ping" every
@@ -96,11 +98,17 @@ fn main() {
         }
         "paced" => {
             // paced DEV SRC_MAC DST_MAC SRC DST PORT FLOWS RATE SECONDS
-            let port: u16 = a.get(7).and_then(|s| s.parse().ok()).expect("PORT");
+            let target = a.get(7).expect("PORT");
             let flows: u16 = a.get(8).and_then(|s| s.parse().ok()).filter(|n| (1..=64_000).contains(n)).expect("FLOWS");
             let rate: u64 = a.get(9).and_then(|s| s.parse().ok()).filter(|r| *r > 0).expect("RATE");
             let secs: u64 = a.get(10).and_then(|s| s.parse().ok()).expect("SECONDS");
-            let frames: Vec<Vec<u8>> = (0..flows).map(|i| frame(&a, 1024 + i, port)).collect();
+            let frames: Vec<Vec<u8>> = match target.strip_prefix("gre:") {
+                Some(call) => vec![gre_frame(&a, call.parse().expect("CALL_ID"))],
+                None => {
+                    let port: u16 = target.parse().expect("PORT");
+                    (0..flows).map(|i| frame(&a, 1024 + i, port)).collect()
+                }
+            };
             let s = packet_socket(a.get(2).expect("DEV"));
             let t0 = Instant::now();
             let mut sent = 0u64;
@@ -113,6 +121,10 @@ fn main() {
                     let _ = s.send(&frames[next]);
                     next = (next + 1) % frames.len();
                     sent += 1;
+                    // a rate above the sender's own keeps it sending: the clock still ends it
+                    if sent % 1024 == 0 && t0.elapsed() >= Duration::from_secs(secs) {
+                        break;
+                    }
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -191,6 +203,22 @@ fn frame(a: &[String], sport: u16, dport: u16) -> Vec<u8> {
         .ipv4(ip(5), ip(6), 64)
         .udp(sport, dport)
         .write(&mut f, &[0x5au8; 18])
+        .expect("frame");
+    f
+}
+
+/// A 64-byte frame of PPTP enhanced GRE (RFC 2637: key `call`, a sequence number, 14 bytes of
+/// payload) between the addresses in arguments 3–6.
+fn gre_frame(a: &[String], call: u16) -> Vec<u8> {
+    let mac = |i: usize| xgw_bench::mac(a.get(i).expect("MAC"));
+    let ip = |i: usize| a.get(i).and_then(|s| s.parse::<std::net::Ipv4Addr>().ok()).expect("address").octets();
+    let mut g = vec![0x30, 0x01, 0x88, 0x0b, 0, 14];
+    g.extend_from_slice(&call.to_be_bytes());
+    g.extend_from_slice(&[0u8; 4 + 14]);
+    let mut f = Vec::with_capacity(64);
+    etherparse::PacketBuilder::ethernet2(mac(3), mac(4))
+        .ipv4(ip(5), ip(6), 64)
+        .write(&mut f, etherparse::IpNumber(47), &g)
         .expect("frame");
     f
 }
