@@ -122,7 +122,7 @@ fn main() {
                     next = (next + 1) % frames.len();
                     sent += 1;
                     // a rate above the sender's own keeps it sending: the clock still ends it
-                    if sent % 1024 == 0 && t0.elapsed() >= Duration::from_secs(secs) {
+                    if sent.is_multiple_of(1024) && t0.elapsed() >= Duration::from_secs(secs) {
                         break;
                     }
                 }
