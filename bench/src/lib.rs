@@ -115,14 +115,24 @@ fn step(e: &mut Engine, f: &[u8], iface: IfaceId) -> (Verdict, Vec<u8>) {
 
 /// A PPTP GRE frame (v1, S bit, key `key`) carrying `payload_len` bytes of PPP.
 pub fn gre_frame(src: [u8; 4], dst: [u8; 4], key: u16, payload_len: usize) -> Vec<u8> {
+    gre_frame_between([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], src, dst, key, payload_len)
+}
+
+/// [`gre_frame`] between the given MAC addresses (the generators' GRE: 14 bytes of payload
+/// make a 64-byte frame).
+pub fn gre_frame_between(
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    key: u16,
+    payload_len: usize,
+) -> Vec<u8> {
     let mut g = vec![0u8; 12 + payload_len];
     let n = xgw_dataplane::wire::gre::emit_pptp(&mut g, key, Some(1), None, payload_len as u16);
     g.truncate(n + payload_len);
     let mut v = Vec::new();
-    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4(src, dst, 64)
-        .write(&mut v, etherparse::IpNumber(47), &g)
-        .expect("build");
+    PacketBuilder::ethernet2(smac, dmac).ipv4(src, dst, 64).write(&mut v, etherparse::IpNumber(47), &g).expect("build");
     v
 }
 

@@ -103,7 +103,12 @@ fn main() {
             let rate: u64 = a.get(9).and_then(|s| s.parse().ok()).filter(|r| *r > 0).expect("RATE");
             let secs: u64 = a.get(10).and_then(|s| s.parse().ok()).expect("SECONDS");
             let frames: Vec<Vec<u8>> = match target.strip_prefix("gre:") {
-                Some(call) => vec![gre_frame(&a, call.parse().expect("CALL_ID"))],
+                Some(call) => {
+                    let mac = |i: usize| xgw_bench::mac(a.get(i).expect("MAC"));
+                    let ip = |i: usize| a.get(i).and_then(|s| s.parse::<std::net::Ipv4Addr>().ok()).expect("address");
+                    let call = call.parse().expect("CALL_ID");
+                    vec![xgw_bench::gre_frame_between(mac(3), mac(4), ip(5).octets(), ip(6).octets(), call, 14)]
+                }
                 None => {
                     let port: u16 = target.parse().expect("PORT");
                     (0..flows).map(|i| frame(&a, 1024 + i, port)).collect()
@@ -203,22 +208,6 @@ fn frame(a: &[String], sport: u16, dport: u16) -> Vec<u8> {
         .ipv4(ip(5), ip(6), 64)
         .udp(sport, dport)
         .write(&mut f, &[0x5au8; 18])
-        .expect("frame");
-    f
-}
-
-/// A 64-byte frame of PPTP enhanced GRE (RFC 2637: key `call`, a sequence number, 14 bytes of
-/// payload) between the addresses in arguments 3–6.
-fn gre_frame(a: &[String], call: u16) -> Vec<u8> {
-    let mac = |i: usize| xgw_bench::mac(a.get(i).expect("MAC"));
-    let ip = |i: usize| a.get(i).and_then(|s| s.parse::<std::net::Ipv4Addr>().ok()).expect("address").octets();
-    let mut g = vec![0x30, 0x01, 0x88, 0x0b, 0, 14];
-    g.extend_from_slice(&call.to_be_bytes());
-    g.extend_from_slice(&[0u8; 4 + 14]);
-    let mut f = Vec::with_capacity(64);
-    etherparse::PacketBuilder::ethernet2(mac(3), mac(4))
-        .ipv4(ip(5), ip(6), 64)
-        .write(&mut f, etherparse::IpNumber(47), &g)
         .expect("frame");
     f
 }

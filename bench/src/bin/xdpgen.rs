@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use aya::maps::{Array, DevMap, PerCpuArray};
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
 use etherparse::PacketBuilder;
-use xgw_bench::{ifindex, mac};
+use xgw_bench::{gre_frame_between, ifindex, mac};
 
 fn total(m: &PerCpuArray<&aya::maps::MapData, u64>, i: u32) -> u64 {
     m.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0)
@@ -37,17 +37,18 @@ fn program_frames(bpf: &mut aya::Ebpf, a: &[String]) -> Vec<u8> {
     let (src, dst): (Ipv4Addr, Ipv4Addr) = (arg(6).parse().expect("SRC"), arg(7).parse().expect("DST"));
     let port: u16 = arg(8).parse().expect("PORT");
     let flows: u32 = arg(9).parse().expect("FLOWS");
-    let b = PacketBuilder::ethernet2(mac(arg(4)), mac(arg(5))).ipv4(src.octets(), dst.octets(), 64);
-    let mut frame = Vec::new();
-    match arg(3) {
-        "udp" => b.udp(1024, port).write(&mut frame, &[0u8; 18]).expect("frame"),
-        _ => {
-            let mut g = vec![0x30, 0x01, 0x88, 0x0b, 0, 14];
-            g.extend_from_slice(&port.to_be_bytes());
-            g.extend_from_slice(&[0u8; 4 + 14]);
-            b.write(&mut frame, etherparse::IpNumber(47), &g).expect("frame")
+    let frame = match arg(3) {
+        "udp" => {
+            let mut f = Vec::new();
+            PacketBuilder::ethernet2(mac(arg(4)), mac(arg(5)))
+                .ipv4(src.octets(), dst.octets(), 64)
+                .udp(1024, port)
+                .write(&mut f, &[0u8; 18])
+                .expect("frame");
+            f
         }
-    }
+        _ => gre_frame_between(mac(arg(4)), mac(arg(5)), src.octets(), dst.octets(), port, 14),
+    };
     Array::<_, u32>::try_from(bpf.map_mut("GEN").expect("GEN"))
         .expect("array")
         .set(0, if arg(3) == "udp" { flows } else { 0 }, 0)
