@@ -32,12 +32,13 @@ pub fn ifindex(dev: &str) -> u32 {
 
 /// A UDP frame (64-byte payload) from inside host `10.0.x.y` port `sport` to `dst:53`.
 pub fn udp_frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
-    let mut v = Vec::new();
-    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4(src, dst, 64)
-        .udp(sport, dport)
-        .write(&mut v, &[0u8; 18])
-        .expect("build");
+    udp_frame_between([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], src, dst, sport, dport)
+}
+
+/// [`udp_frame`] between the given MAC addresses (the generators' UDP).
+pub fn udp_frame_between(smac: [u8; 6], dmac: [u8; 6], src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    let mut v = Vec::with_capacity(64);
+    PacketBuilder::ethernet2(smac, dmac).ipv4(src, dst, 64).udp(sport, dport).write(&mut v, &[0u8; 18]).expect("build");
     v
 }
 

@@ -203,13 +203,7 @@ fn main() {
 fn frame(a: &[String], sport: u16, dport: u16) -> Vec<u8> {
     let mac = |i: usize| xgw_bench::mac(a.get(i).expect("MAC"));
     let ip = |i: usize| a.get(i).and_then(|s| s.parse::<std::net::Ipv4Addr>().ok()).expect("address").octets();
-    let mut f = Vec::with_capacity(64);
-    etherparse::PacketBuilder::ethernet2(mac(3), mac(4))
-        .ipv4(ip(5), ip(6), 64)
-        .udp(sport, dport)
-        .write(&mut f, &[0x5au8; 18])
-        .expect("frame");
-    f
+    xgw_bench::udp_frame_between(mac(3), mac(4), ip(5), ip(6), sport, dport)
 }
 
 /// A packet socket bound to `dev` that hands frames straight to the device (no qdisc).

@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 
 use aya::maps::{Array, DevMap, PerCpuArray};
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
-use etherparse::PacketBuilder;
-use xgw_bench::{gre_frame_between, ifindex, mac};
+use xgw_bench::{gre_frame_between, ifindex, mac, udp_frame_between};
 
 fn total(m: &PerCpuArray<&aya::maps::MapData, u64>, i: u32) -> u64 {
     m.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0)
@@ -38,15 +37,7 @@ fn program_frames(bpf: &mut aya::Ebpf, a: &[String]) -> Vec<u8> {
     let port: u16 = arg(8).parse().expect("PORT");
     let flows: u32 = arg(9).parse().expect("FLOWS");
     let frame = match arg(3) {
-        "udp" => {
-            let mut f = Vec::new();
-            PacketBuilder::ethernet2(mac(arg(4)), mac(arg(5)))
-                .ipv4(src.octets(), dst.octets(), 64)
-                .udp(1024, port)
-                .write(&mut f, &[0u8; 18])
-                .expect("frame");
-            f
-        }
+        "udp" => udp_frame_between(mac(arg(4)), mac(arg(5)), src.octets(), dst.octets(), 1024, port),
         _ => gre_frame_between(mac(arg(4)), mac(arg(5)), src.octets(), dst.octets(), port, 14),
     };
     Array::<_, u32>::try_from(bpf.map_mut("GEN").expect("GEN"))
