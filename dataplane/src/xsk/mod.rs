@@ -32,8 +32,10 @@ use crate::neighbour::Neighbours;
 use crate::neighbour::{flow_hash, Macs, NextHop, Refused, Waiting};
 use crate::time::Time;
 
+mod idle;
 mod port;
 
+use idle::Idle;
 use port::{rx_allowance, BATCH, FRAME_SIZE};
 pub use port::{Port, PortConfig, PortStats, XskError};
 
@@ -176,13 +178,17 @@ impl Worker {
                 continue;
             }
             if work == 0 {
-                idle += 1;
-                if idle > 64 {
-                    // nothing for a while: sleep in poll() on every port's socket
-                    self.stats.idle_polls.inc();
-                    // frames waiting for a neighbour: look again soon
-                    let nap = if self.waiting.is_empty() { 10 } else { 1 };
-                    self.poll_all(Duration::from_millis(nap));
+                idle = idle.saturating_add(1);
+                let unsent = self.ports.iter_mut().any(|p| p.tx_unsent());
+                match idle::next_step(idle, unsent, !self.waiting.is_empty()) {
+                    Idle::Spin => {}
+                    // the next round's flush kicks the refused frames again
+                    Idle::Yield => std::thread::yield_now(),
+                    Idle::Sleep(nap) => {
+                        // sleep in poll() on every port's socket
+                        self.stats.idle_polls.inc();
+                        self.poll_all(nap);
+                    }
                 }
             } else {
                 idle = 0;
