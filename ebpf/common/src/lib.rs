@@ -33,6 +33,21 @@ pub mod csum {
         }
     }
 
+    /// True when the option-less IPv4 header `h` carries a correct checksum (its words sum
+    /// to all ones). The words are added as they lie in memory, without byte swaps: a
+    /// one's-complement sum is the same in either byte order up to swapping its two bytes
+    /// (RFC 1071, 2(B)), and all ones swapped are all ones.
+    #[inline(always)]
+    pub fn ipv4_header_ok(h: &[u8; 20]) -> bool {
+        let mut sum = 0u32;
+        let mut i = 0;
+        while i < 20 {
+            sum += u32::from(u16::from_ne_bytes([h[i], h[i + 1]]));
+            i += 2;
+        }
+        fold(sum) == 0xffff
+    }
+
     /// True when a TCP or UDP checksum field holds only the folded pseudo-header sum
     /// `pseudo` (a sender's transmit checksum offload left it to be finished). A UDP
     /// checksum of 0 means "none" and is never partial.
@@ -554,5 +569,44 @@ mod tests {
         assert!(!is_for_host(&NoAddr, 0, 6, Upper::Ports { sport: 1, dport: 22, syn: false }));
         let dhcp = Upper::Ports { sport: 67, dport: 68, syn: false };
         assert!(is_for_host(&NoAddr, 0x0a00_0005, 17, dhcp), "DHCP still");
+    }
+
+    #[test]
+    fn a_header_checksum_is_checked_alike_in_either_byte_order() {
+        use super::csum::{fold, ipv4_header_ok};
+        // the reference: big-endian words, the checksum field (bytes 10-11) set so that the
+        // sum is all ones; then each byte changed in turn must be noticed
+        let mut x = 0x9e37_79b9u32;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for _ in 0..2000 {
+            let mut h = [0u8; 20];
+            for b in h.iter_mut() {
+                *b = next() as u8;
+            }
+            h[10] = 0;
+            h[11] = 0;
+            let mut sum = 0u32;
+            for w in h.chunks_exact(2) {
+                sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+            }
+            let c = !fold(sum);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            assert!(ipv4_header_ok(&h), "{h:02x?}");
+            let i = (next() % 20) as usize;
+            let flip = (next() % 255 + 1) as u8;
+            let mut bad = h;
+            bad[i] ^= flip;
+            // a one's-complement sum cannot tell 0x0000 from 0xffff in a word
+            let (w0, w1) = (i & !1, (i & !1) + 1);
+            let (a, b) = (u16::from_be_bytes([h[w0], h[w1]]), u16::from_be_bytes([bad[w0], bad[w1]]));
+            if !((a == 0 && b == 0xffff) || (a == 0xffff && b == 0)) {
+                assert!(!ipv4_header_ok(&bad), "byte {i} ^ {flip:#x} unnoticed in {h:02x?}");
+            }
+        }
     }
 }

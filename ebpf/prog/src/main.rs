@@ -27,7 +27,7 @@ use aya_ebpf::{
     maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray, XskMap},
     programs::XdpContext,
 };
-use xgw_ebpf_common::csum::{self, fold};
+use xgw_ebpf_common::csum;
 use xgw_ebpf_common::proto::GRE_V1;
 use xgw_ebpf_common::{
     class, declined, guard, role, steer, Counter, FastFlow, FastKey, GuardKey, HostService, XdpConfig, MAX_IFACES,
@@ -174,13 +174,7 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
     if ip[0] != 0x45 || (ip[6] & 0x3f) != 0 || ip[7] != 0 || ip[8] <= 1 {
         return None;
     }
-    let mut sum = 0u32;
-    let mut i = 0;
-    while i < 20 {
-        sum += u32::from(be16(ip[i], ip[i + 1]));
-        i += 2;
-    }
-    if fold(sum) != 0xffff {
+    if !csum::ipv4_header_ok(&ip) {
         return None; // the engine drops and counts it
     }
     let total = usize::from(be16(ip[2], ip[3]));
@@ -241,12 +235,20 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
     // this program run (RCU). Fields userspace writes are only read here; the counters are
     // only changed with atomic adds and plain stores of the time.
     let fl: FastFlow = unsafe { core::ptr::read(f) };
-    // an egress the devmap lacks (not proven to take redirects) would drop the packet after
-    // it was rewritten: check first
-    if EGRESS_OK.get(fl.egress).copied().unwrap_or(0) == 0 || TX.get_ifindex(fl.egress).is_none() {
+    // an egress not proven to take redirects, or one the devmap lacks, would drop the packet
+    // after it was rewritten: check first. The redirect is only noted here (the frame goes
+    // when the program returns), so asking for it first is that check for the devmap.
+    if EGRESS_OK.get(fl.egress).copied().unwrap_or(0) == 0 {
         count(&FAST_DECLINED, declined::EGRESS_UNPROVEN, l4_len as u64);
         return None;
     }
+    let action = match TX.redirect(fl.egress, 0) {
+        Ok(a) => a,
+        Err(_) => {
+            count(&FAST_DECLINED, declined::EGRESS_UNPROVEN, l4_len as u64);
+            return None;
+        }
+    };
 
     let mut mac = [0u8; 12];
     let mut j = 0;
@@ -297,7 +299,7 @@ fn fast(ctx: &XdpContext) -> Option<u32> {
         atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(core::ptr::addr_of_mut!((*f).bytes), total as u64);
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*f).last_seen), bpf_ktime_get_coarse_ns());
     }
-    Some(TX.redirect(fl.egress, 0).unwrap_or(xdp_action::XDP_DROP))
+    Some(action)
 }
 
 /// True when the packet is a pure TCP SYN (no options in its IPv4 header) whose inside
