@@ -194,6 +194,9 @@ fn malformed_frames_are_dropped_and_counted() {
             DropReason::IpBadVersion,
         ),
         (udp([127, 0, 0, 1], S, 1, 2, b"x"), DropReason::MartianSource),
+        // the box's own addresses as a source: its inside one, its outside one
+        (udp([10, 0, 0, 1], S, 1, 2, b"x"), DropReason::MartianSource),
+        (udp(P, S, 1, 2, b"x"), DropReason::MartianSource),
         (udp(S, S, 1, 2, b"x"), DropReason::LandAttack),
         (raw_ip(C1, S, 6, &[0u8; 10]), DropReason::TcpMalformed),
         (raw_ip(C1, S, 17, &[0, 1, 0, 2, 0, 50, 0, 0]), DropReason::UdpMalformed),

@@ -7,15 +7,13 @@ use xgw_ebpf_common::host::{icmp_query, is_for_host, Own, Upper};
 
 use super::parse::{Pkt, L4};
 use super::Shared;
-use crate::config::{broadcast_of, Role};
+use crate::config::broadcast_of;
 use crate::wire::{icmp, ipv4, proto};
 
 impl Own for Shared {
     #[inline]
     fn is_inside_own(&self, a: u32) -> bool {
-        self.config.ifaces.iter().any(|i| {
-            i.role == Role::Inside && (u32::from(i.addr) == a || broadcast_of(u32::from(i.addr), i.prefix_len) == a)
-        })
+        self.inside_own.contains(&a)
     }
 
     #[inline]

@@ -298,14 +298,30 @@ impl WorkerState {
         hit: Option<FlowRef>,
         fresh: bool,
     ) -> Verdict {
-        let (pkt, key, now) = (*pkt, *key, pkt.now);
-        let meta = RxMeta { iface: pkt.iface };
-        let cfg = &sh.config;
         if let Some(r) = hit {
-            if let Some(v) = self.established(sh, frame, &pkt, r, &key) {
+            if let Some(v) = self.established(sh, frame, pkt, r, key) {
                 return v;
             }
         }
+        self.decide_miss(sh, frame, pkt, key, hit, fresh)
+    }
+
+    /// [`WorkerState::stage_decide`] past the flow hit: a confirmed lookup, then the slow
+    /// path. Out of line, so that a hit neither copies the packet's summary nor sets up
+    /// the slow path's frame.
+    #[inline(never)]
+    fn decide_miss(
+        &mut self,
+        sh: &Shared,
+        frame: &mut FrameBuf<'_>,
+        pkt: &Pkt,
+        key: &FlowKey,
+        hit: Option<FlowRef>,
+        fresh: bool,
+    ) -> Verdict {
+        let (pkt, key, now) = (*pkt, *key, pkt.now);
+        let meta = RxMeta { iface: pkt.iface };
+        let cfg = &sh.config;
         // the index's candidate was another key with the same tag (or the flow went away),
         // or a batch's look predates this packet: settle it with a confirmed lookup
         if !fresh || hit.is_some() {

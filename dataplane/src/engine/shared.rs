@@ -7,7 +7,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::alg::pptp::Pptp;
-use crate::config::{EngineConfig, IfaceId, Role};
+use crate::config::{broadcast_of, EngineConfig, IfaceId, Role};
 use crate::conntrack::{status, Flow, FlowKind, FlowTable};
 use crate::frag::FragTable;
 use crate::nat::blocks::PortBlocks;
@@ -38,6 +38,12 @@ pub struct Shared {
     pub pptp: Pptp,
     /// The pool inside hosts are translated onto (empty: the outside address).
     pub(super) nat_addrs: Vec<u32>,
+    /// The inside interfaces' addresses (every packet's martian check reads them).
+    pub(super) inside_addrs: Box<[u32]>,
+    /// The inside interfaces' addresses and their subnets' broadcast addresses (0 for a
+    /// subnet without one), the box's by the host-or-transit rule: worked out once here
+    /// rather than per packet.
+    pub(super) inside_own: Box<[u32]>,
     /// Per inside host counts (only when a per-host or embryonic limit is set).
     pub hosts: Option<HostCounts>,
     /// Port blocks (only with `block-size`); the PPTP inspector holds them too.
@@ -255,7 +261,13 @@ impl Shared {
             let pool: Vec<u32> = config.nat.pool.iter().map(|a| u32::from(*a)).collect();
             Arc::new(PortBlocks::new(b, &config.nat, &pool, config.inside_subnets(), BLOCK_EVENTS))
         });
+        let inside = || config.ifaces.iter().filter(|i| i.role == Role::Inside);
+        let inside_addrs = inside().map(|i| u32::from(i.addr)).collect();
+        let inside_own =
+            inside().flat_map(|i| [u32::from(i.addr), broadcast_of(u32::from(i.addr), i.prefix_len)]).collect();
         Ok(Shared {
+            inside_addrs,
+            inside_own,
             forwards: Forwards::new(&config.forwards),
             flows: FlowTable::new(config.limits.max_flows, config.limits.event_ring),
             frags: FragTable::new(config.limits.max_fragments),
@@ -328,8 +340,7 @@ impl Shared {
     /// True when `a` is one of the gateway's own addresses.
     #[inline]
     pub fn is_local(&self, a: u32) -> bool {
-        (a != 0 && a == self.outside_addr())
-            || self.config.ifaces.iter().any(|i| i.role == Role::Inside && u32::from(i.addr) == a)
+        (a != 0 && a == self.outside_addr()) || self.inside_addrs.contains(&a)
     }
 
     /// The address inside host `host` is translated onto (the same one every time): one of
