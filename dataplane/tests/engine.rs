@@ -503,6 +503,14 @@ fn an_outside_address_that_follows_the_kernel() {
     // the same address again changes nothing
     assert_eq!(sh.set_outside_addr(u32::from_be_bytes(second), 24, Time::from_millis(10)), 0);
     assert_eq!(sh.address_changes.get(), 2);
+    // the subnet's broadcast is the box's; with another prefix, the new one is
+    let mut b = udp(S, [203, 0, 113, 255], 1, 2, b"b");
+    assert_eq!(run(&mut e, &mut b, OUTSIDE, 11), Verdict::ToHost);
+    assert_eq!(sh.set_outside_addr(u32::from_be_bytes(second), 25, Time::from_millis(12)), 0);
+    let mut b = udp(S, [203, 0, 113, 127], 1, 2, b"b");
+    assert_eq!(run(&mut e, &mut b, OUTSIDE, 13), Verdict::ToHost);
+    let mut b = udp(S, [203, 0, 113, 255], 1, 2, b"b");
+    assert_ne!(run(&mut e, &mut b, OUTSIDE, 14), Verdict::ToHost, "the old broadcast is not the box's any more");
 }
 
 #[test]

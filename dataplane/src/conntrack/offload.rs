@@ -133,8 +133,9 @@ impl Offload {
     }
 
     /// Marks `flow` (in `slot`) and queues it, if offloading is on and the flow qualifies
-    /// and is not marked yet. Called with the slot locked.
-    #[inline]
+    /// and is not marked yet. Called with the slot locked, for every packet of a flow that is
+    /// not offloaded: inlined, so that the common answer (no) costs a few instructions.
+    #[inline(always)]
     pub fn consider(&self, slot: u32, flow: &mut Flow) {
         if flow.status & status::OFFLOAD != 0 || !self.enabled() || !eligible(flow) {
             return;

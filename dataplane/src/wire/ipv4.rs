@@ -147,10 +147,16 @@ impl<T: AsRef<[u8]>> Packet<T> {
         be32(self.buf.as_ref(), field::DST)
     }
 
-    /// True when the header checksum is correct.
+    /// True when the header checksum is correct. A header without options is checked by
+    /// the XDP program's own function (its words summed as they lie, no byte swaps).
     #[inline]
     pub fn verify_checksum(&self) -> bool {
-        checksum::verify(&self.buf.as_ref()[..self.header_len()], 0)
+        let b = self.buf.as_ref();
+        let hl = self.header_len();
+        match b.first_chunk::<MIN_HEADER_LEN>() {
+            Some(h) if hl == MIN_HEADER_LEN => xgw_ebpf_common::csum::ipv4_header_ok(h),
+            _ => checksum::verify(&b[..hl], 0),
+        }
     }
 
     /// The payload (up to the total length, or the buffer end for a quoted header).
