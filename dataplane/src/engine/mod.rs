@@ -198,9 +198,14 @@ impl Engine {
             for i in start..end {
                 let j = i - start;
                 if parsed[j] {
-                    // `fresh` false: the look predates the decisions of the frames before this
-                    // one, which may have created or removed its flow
-                    let v = w.stage_decide(sh, &mut frames[i], &pkts[j], &keys[j], hits[j], false);
+                    // a hit is decided on the batch's own copies; `fresh` false: the look
+                    // predates the decisions of the frames before this one, which may have
+                    // created or removed its flow
+                    let hit = hits[j].and_then(|r| w.established(sh, &mut frames[i], &pkts[j], r, &keys[j]));
+                    let v = match hit {
+                        Some(v) => v,
+                        None => w.stage_decide(sh, &mut frames[i], &pkts[j], &keys[j], hits[j], false),
+                    };
                     w.count(v);
                     verdicts[i] = v;
                 }
@@ -251,6 +256,9 @@ impl WorkerState {
                 let hit = sh.flows.lookup_probe(&p);
                 if let Some(r) = hit {
                     sh.flows.touch_slot(r);
+                    if let Some(v) = self.established(sh, frame, &pkt, r, &key) {
+                        return v;
+                    }
                 }
                 self.stage_decide(sh, frame, &pkt, &key, hit, true)
             }
@@ -286,31 +294,14 @@ impl WorkerState {
         Ok(key)
     }
 
-    /// Last stage: the flow's packet (`hit`), or the slow path. `fresh` says `hit` was
-    /// looked up just now; a batch's earlier look may predate a flow created (or removed)
-    /// by an earlier packet of the same batch, so then a miss is looked up again.
-    pub(super) fn stage_decide(
-        &mut self,
-        sh: &Shared,
-        frame: &mut FrameBuf<'_>,
-        pkt: &Pkt,
-        key: &FlowKey,
-        hit: Option<FlowRef>,
-        fresh: bool,
-    ) -> Verdict {
-        if let Some(r) = hit {
-            if let Some(v) = self.established(sh, frame, pkt, r, key) {
-                return v;
-            }
-        }
-        self.decide_miss(sh, frame, pkt, key, hit, fresh)
-    }
-
-    /// [`WorkerState::stage_decide`] past the flow hit: a confirmed lookup, then the slow
-    /// path. Out of line, so that a hit neither copies the packet's summary nor sets up
-    /// the slow path's frame.
+    /// Last stage, for a packet whose look found no flow (`hit` none) or one that was not
+    /// its own or is gone (`hit` some: the caller ran [`WorkerState::established`] on it
+    /// first): a confirmed lookup, then the slow path. `fresh` says `hit` was looked up just
+    /// now; a batch's earlier look may predate a flow created (or removed) by an earlier
+    /// packet of the same batch, so then a miss is looked up again. Out of line, so that a
+    /// hit neither copies the packet's summary nor sets up the slow path's frame.
     #[inline(never)]
-    fn decide_miss(
+    pub(super) fn stage_decide(
         &mut self,
         sh: &Shared,
         frame: &mut FrameBuf<'_>,
