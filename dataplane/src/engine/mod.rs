@@ -198,7 +198,7 @@ impl Engine {
             for i in start..end {
                 let j = i - start;
                 if parsed[j] {
-                    // a hit is decided on the batch's own copies; `fresh` false: the look
+                    // a hit is decided where the batch holds the packet; `fresh` false: the look
                     // predates the decisions of the frames before this one, which may have
                     // created or removed its flow
                     let hit = hits[j].and_then(|r| w.established(sh, &mut frames[i], &pkts[j], r, &keys[j]));
